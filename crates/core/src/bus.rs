@@ -1,0 +1,382 @@
+//! The bus: validated appends (group-committed on Redis), reads, the run index and live
+//! subscriptions, over either store.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::event::{self, kind_channel, Limits, PreparedEvent, Record, StreamRef};
+use crate::id::StreamId;
+use crate::live::{self, Hub, SubscribeOptions, Subscription, Waker};
+use crate::store::memory::MemoryStore;
+use crate::store::redis::{RedisOptions, RedisStore};
+use crate::store::{ReadOptions, Run, Store, MAX_READ_LIMIT};
+
+/// Most events in one `emitMany`.
+pub const MAX_BATCH_EVENTS: usize = 10_000;
+/// Most events the group commit puts in one script call (one emitMany may exceed it alone).
+const GROUP_COMMIT_EVENTS: usize = 512;
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `redis://…` or `rediss://…`; `None` selects the embedded in-memory store.
+    pub url: Option<String>,
+    /// Key prefix (default `nq`).
+    pub prefix: String,
+    /// Approximate cap on entries per stream.
+    pub max_len: Option<u64>,
+    /// Largest serialized event.
+    pub max_event_bytes: usize,
+    /// Bound on every store call.
+    pub timeout: Duration,
+    /// Default bound on a subscriber's queue.
+    pub max_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            url: None,
+            prefix: "nq".into(),
+            max_len: None,
+            max_event_bytes: event::DEFAULT_MAX_EVENT_BYTES,
+            timeout: Duration::from_millis(5000),
+            max_queue: 10_000,
+        }
+    }
+}
+
+/// Everything a bus and its background tasks share.
+pub struct Core {
+    pub(crate) store: Store,
+    pub(crate) hub: Hub,
+    pub(crate) timeout: Duration,
+    prefix: String,
+    limits: Limits,
+    max_queue: usize,
+    closed: AtomicBool,
+    appender: Option<mpsc::UnboundedSender<AppendRequest>>,
+}
+
+struct AppendRequest {
+    events: Vec<PreparedEvent>,
+    reply: oneshot::Sender<Result<Vec<StreamId>>>,
+}
+
+impl Core {
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::closed())
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) async fn read(&self, stream: &StreamRef, opts: &ReadOptions) -> Result<Vec<Record>> {
+        self.check_open()?;
+        self.store.read(stream, opts).await
+    }
+}
+
+/// An event bus on Redis or on the embedded store.
+#[derive(Clone)]
+pub struct Bus {
+    core: Arc<Core>,
+}
+
+impl Bus {
+    /// Connect to Redis (`config.url`) or open the embedded store (no url).
+    pub async fn connect(config: Config) -> Result<Bus> {
+        if config.prefix.is_empty()
+            || config.prefix.len() > 64
+            || config
+                .prefix
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}')
+        {
+            return Err(Error::argument(
+                "prefix must be 1-64 printable characters without spaces or braces",
+            ));
+        }
+        if config.max_event_bytes == 0 {
+            return Err(Error::argument("maxEventBytes must be at least 1"));
+        }
+        if config.max_queue == 0 {
+            return Err(Error::argument("maxQueue must be at least 1"));
+        }
+        if config.max_len == Some(0) {
+            return Err(Error::argument("maxLen must be at least 1 when given"));
+        }
+        if config.timeout.is_zero() {
+            return Err(Error::argument("timeoutMs must be at least 1"));
+        }
+        let limits = Limits {
+            max_event_bytes: config.max_event_bytes,
+        };
+        let core = match &config.url {
+            None => Arc::new(Core {
+                store: Store::Memory(MemoryStore::new(&config.prefix, config.max_len)),
+                hub: Hub::new(None),
+                timeout: config.timeout,
+                prefix: config.prefix.clone(),
+                limits,
+                max_queue: config.max_queue,
+                closed: AtomicBool::new(false),
+                appender: None,
+            }),
+            Some(url) => {
+                let store = RedisStore::connect(&RedisOptions {
+                    url: url.clone(),
+                    prefix: config.prefix.clone(),
+                    max_len: config.max_len,
+                    timeout: config.timeout,
+                })
+                .await?;
+                let client = store.client().clone();
+                let (live_tx, live_rx) = mpsc::unbounded_channel();
+                let (append_tx, append_rx) = mpsc::unbounded_channel();
+                let core = Arc::new(Core {
+                    store: Store::Redis(store),
+                    hub: Hub::new(Some(live_tx)),
+                    timeout: config.timeout,
+                    prefix: config.prefix.clone(),
+                    limits,
+                    max_queue: config.max_queue,
+                    closed: AtomicBool::new(false),
+                    appender: Some(append_tx),
+                });
+                tokio::spawn(live::run_redis_live(
+                    client,
+                    Arc::downgrade(&core),
+                    live_rx,
+                    config.timeout,
+                ));
+                tokio::spawn(group_commit(Arc::downgrade(&core), append_rx));
+                core
+            }
+        };
+        core.hub.set_core(Arc::downgrade(&core));
+        Ok(Bus { core })
+    }
+
+    /// True for the embedded store.
+    pub fn is_embedded(&self) -> bool {
+        matches!(self.core.store, Store::Memory(_))
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.core.prefix
+    }
+
+    /// Validate and append one event given as JSON; returns its record.
+    pub async fn emit(&self, json: &str, stream_type: Option<&str>) -> Result<Record> {
+        self.core.check_open()?;
+        let e = event::prepare(json, stream_type, self.core.limits)?;
+        let ids = self.append(vec![e.clone()]).await?;
+        Ok(e.to_record(ids[0]))
+    }
+
+    /// Validate every event of a JSON array, then append them all in one atomic step.
+    pub async fn emit_many(
+        &self,
+        json_array: &str,
+        stream_type: Option<&str>,
+    ) -> Result<Vec<Record>> {
+        self.core.check_open()?;
+        let raw: Vec<&RawValue> = serde_json::from_str(json_array)
+            .map_err(|e| Error::invalid(format!("emitMany takes an array of events ({e})")))?;
+        if raw.len() > MAX_BATCH_EVENTS {
+            return Err(Error::argument(format!(
+                "emitMany takes at most {MAX_BATCH_EVENTS} events (got {})",
+                raw.len()
+            )));
+        }
+        let events = raw
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                event::prepare(r.get(), stream_type, self.core.limits).map_err(|mut e| {
+                    e.message = format!("event {i}: {}", e.message);
+                    e
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = self.append(events.clone()).await?;
+        Ok(events
+            .iter()
+            .zip(ids)
+            .map(|(e, id)| e.to_record(id))
+            .collect())
+    }
+
+    async fn append(&self, events: Vec<PreparedEvent>) -> Result<Vec<StreamId>> {
+        match &self.core.appender {
+            None => {
+                let groups = [events.as_slice()];
+                let mut out = self.core.store.append(&groups, &self.core.hub).await?;
+                out.pop()
+                    .unwrap_or_else(|| Err(Error::new(ErrorCode::Internal, "no result")))
+            }
+            Some(tx) => {
+                let (reply, rx) = oneshot::channel();
+                tx.send(AppendRequest { events, reply })
+                    .map_err(|_| Error::closed())?;
+                rx.await.unwrap_or_else(|_| Err(Error::closed()))
+            }
+        }
+    }
+
+    /// Read a range of a stream (exclusive cursors; default limit 100, at most 10 000).
+    pub async fn read(&self, stream: &StreamRef, opts: ReadOptions) -> Result<Vec<Record>> {
+        if let Some(l) = opts.limit {
+            if l == 0 || l > MAX_READ_LIMIT {
+                return Err(Error::argument(format!(
+                    "limit must be 1-{MAX_READ_LIMIT} (got {l})"
+                )));
+            }
+        }
+        self.core.read(stream, &opts).await
+    }
+
+    /// Subscribe to a stream: catch up as `opts.start` says, then live, gap-free.
+    pub async fn subscribe(
+        &self,
+        stream: &StreamRef,
+        mut opts: SubscribeOptions,
+        waker: Option<Waker>,
+    ) -> Result<Subscription> {
+        self.core.check_open()?;
+        if opts.max_queue == 0 {
+            opts.max_queue = self.core.max_queue;
+        }
+        if let live::Start::Backfill(n) = opts.start {
+            if n == 0 || n > opts.max_queue.min(MAX_READ_LIMIT) {
+                return Err(Error::argument(format!(
+                    "backfill must be 1-{} (at most maxQueue)",
+                    opts.max_queue.min(MAX_READ_LIMIT)
+                )));
+            }
+        }
+        live::subscribe(
+            &self.core,
+            stream.channel(&self.core.prefix),
+            Some(stream.clone()),
+            opts,
+            waker,
+        )
+        .await
+    }
+
+    /// Every event of `kind`, from every stream and every instance, while connected.
+    pub async fn on_kind(
+        &self,
+        kind: &str,
+        max_queue: Option<usize>,
+        waker: Option<Waker>,
+    ) -> Result<Subscription> {
+        self.core.check_open()?;
+        event::validate_kind(kind).map_err(|e| Error::argument(e.message))?;
+        let opts = SubscribeOptions {
+            max_queue: max_queue.filter(|m| *m > 0).unwrap_or(self.core.max_queue),
+            ..Default::default()
+        };
+        live::subscribe(
+            &self.core,
+            kind_channel(&self.core.prefix, kind),
+            None,
+            opts,
+            waker,
+        )
+        .await
+    }
+
+    /// Runs of a flow by start time, newest first.
+    pub async fn list_runs(&self, name: &str, limit: usize, offset: usize) -> Result<Vec<Run>> {
+        self.core.check_open()?;
+        event::validate_id("flow name", name).map_err(|e| Error::argument(e.message))?;
+        if limit > MAX_READ_LIMIT {
+            return Err(Error::argument(format!(
+                "limit must be at most {MAX_READ_LIMIT} (got {limit})"
+            )));
+        }
+        self.core.store.list_runs(name, limit, offset).await
+    }
+
+    /// How many channels this process is subscribed to (for leak checks).
+    pub fn channel_count(&self) -> usize {
+        self.core.hub.channel_count()
+    }
+
+    /// How many subscriptions are open.
+    pub fn subscription_count(&self) -> usize {
+        self.core.hub.subscription_count()
+    }
+
+    /// End every subscription, stop background tasks and drop connections. Idempotent.
+    pub fn close(&self) {
+        if self.core.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.core.hub.close();
+        self.core.store.close();
+    }
+}
+
+/// The group commit: every append queued while the previous script call was in flight goes
+/// to Redis in the next single call, one batch at a time, in arrival order.
+async fn group_commit(core: std::sync::Weak<Core>, mut rx: mpsc::UnboundedReceiver<AppendRequest>) {
+    let mut pending: Option<AppendRequest> = None;
+    loop {
+        let first = match pending.take() {
+            Some(r) => r,
+            None => match rx.recv().await {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        let mut count = batch[0].events.len();
+        while count < GROUP_COMMIT_EVENTS {
+            match rx.try_recv() {
+                Ok(r) if count + r.events.len() <= GROUP_COMMIT_EVENTS => {
+                    count += r.events.len();
+                    batch.push(r);
+                }
+                Ok(r) => {
+                    pending = Some(r);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(c) = core.upgrade() else { return };
+        let result = if c.closed.load(Ordering::Acquire) {
+            Err(Error::closed())
+        } else {
+            let groups: Vec<&[PreparedEvent]> = batch.iter().map(|r| r.events.as_slice()).collect();
+            c.store.append(&groups, &c.hub).await
+        };
+        drop(c);
+        match result {
+            Ok(per_group) => {
+                for (req, r) in batch.into_iter().zip(per_group) {
+                    let _ = req.reply.send(r);
+                }
+            }
+            Err(e) => {
+                for req in batch {
+                    let _ = req.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}

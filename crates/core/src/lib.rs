@@ -1,0 +1,16 @@
+//! lean-events core: the event store, live fan-out and (later) scheduler behind the
+//! `lean-events` Node.js addon. Pure Rust, testable without Node.
+
+pub mod bus;
+pub mod error;
+pub mod event;
+pub mod id;
+pub mod live;
+pub mod store;
+
+pub use bus::{Bus, Config};
+pub use error::{Error, ErrorCode, Result};
+pub use event::{Record, StreamRef};
+pub use id::StreamId;
+pub use live::{End, Item, Start, SubscribeOptions, Subscription, Taken};
+pub use store::{ReadOptions, Run};

@@ -1,0 +1,334 @@
+//! The Redis store: one multiplexed connection for commands, Lua scripts for every write.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+
+use super::{CatchUpPage, ReadOptions, Run, DEFAULT_READ_LIMIT};
+use crate::error::{Error, ErrorCode, Result};
+use crate::event::{record_from_fields, IndexEntry, PreparedEvent, Record, StreamRef};
+use crate::id::StreamId;
+
+static APPEND_LUA: &str = include_str!("append.lua");
+static CATCHUP_LUA: &str = include_str!("catchup.lua");
+
+/// Connection settings for Redis.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// `redis://` or `rediss://` URL.
+    pub url: String,
+    /// Key prefix.
+    pub prefix: String,
+    /// Approximate cap on entries per stream.
+    pub max_len: Option<u64>,
+    /// Bound on every call.
+    pub timeout: Duration,
+}
+
+/// Events in Redis streams, published and indexed by `append.lua`.
+pub struct RedisStore {
+    client: redis::Client,
+    conn: Mutex<Option<ConnectionManager>>,
+    prefix: String,
+    max_len: Option<u64>,
+    timeout: Duration,
+    append_script: Script,
+    catchup_script: Script,
+}
+
+impl RedisStore {
+    /// Connect; fails with `STORE_UNAVAILABLE` or `TIMEOUT` when Redis does not answer in time.
+    pub async fn connect(opts: &RedisOptions) -> Result<Self> {
+        let client = redis::Client::open(opts.url.as_str()).map_err(|e| {
+            Error::argument(format!(
+                "url '{}' is not a Redis URL ({e}); use redis://host:port or rediss://host:port",
+                opts.url
+            ))
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(opts.timeout))
+            .set_response_timeout(Some(opts.timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = with_timeout(opts.timeout, async {
+            ConnectionManager::new_with_config(client.clone(), config)
+                .await
+                .map_err(Error::from)
+        })
+        .await?;
+        Ok(RedisStore {
+            client,
+            conn: Mutex::new(Some(conn)),
+            prefix: opts.prefix.clone(),
+            max_len: opts.max_len,
+            timeout: opts.timeout,
+            append_script: Script::new(APPEND_LUA),
+            catchup_script: Script::new(CATCHUP_LUA),
+        })
+    }
+
+    /// The client, for the Pub/Sub connection.
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// The bound on every call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn conn(&self) -> Result<ConnectionManager> {
+        self.conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(Error::closed)
+    }
+
+    /// Drop the command connection.
+    pub fn close(&self) {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// One `append.lua` call for all groups.
+    pub async fn append(&self, groups: &[&[PreparedEvent]]) -> Result<Vec<Result<Vec<StreamId>>>> {
+        let mut inv = self.append_script.prepare_invoke();
+        inv.arg(&self.prefix)
+            .arg(self.max_len.unwrap_or(0))
+            .arg(groups.len());
+        for group in groups {
+            inv.arg(group.len());
+            for e in group.iter() {
+                inv.key(e.stream.key(&self.prefix));
+                inv.arg(&e.stream.stream_type).arg(&e.stream.id);
+                match &e.index {
+                    None => inv.arg(""),
+                    Some(IndexEntry::Trigger) => inv.arg("t"),
+                    Some(IndexEntry::Flow(name)) => inv.arg(format!("f{name}")),
+                };
+                inv.arg(e.fields.len());
+                for (k, v) in &e.fields {
+                    inv.arg(*k).arg(v);
+                }
+            }
+        }
+        let mut conn = self.conn()?;
+        let reply: Value = with_timeout(self.timeout, async {
+            inv.invoke_async(&mut conn).await.map_err(Error::from)
+        })
+        .await?;
+        let Value::Array(groups_out) = reply else {
+            return Err(unexpected("append", &reply));
+        };
+        if groups_out.len() != groups.len() {
+            return Err(unexpected("append", &Value::Array(groups_out)));
+        }
+        groups_out
+            .into_iter()
+            .map(|g| {
+                let Value::Array(items) = g else {
+                    return Err(unexpected("append group", &g));
+                };
+                let mut it = items.into_iter();
+                match it.next() {
+                    Some(Value::Int(1)) => {
+                        Ok(Ok(it.map(|v| parse_id(&v)).collect::<Result<_>>()?))
+                    }
+                    Some(Value::Int(0)) => {
+                        let msg = it.next().map(|v| text(&v)).unwrap_or_default();
+                        Ok(Err(Error::new(ErrorCode::WrongType, msg)))
+                    }
+                    other => Err(Error::new(
+                        ErrorCode::Internal,
+                        format!("append.lua answered {other:?}"),
+                    )),
+                }
+            })
+            .collect()
+    }
+
+    /// XRANGE / XREVRANGE with exclusive cursors.
+    pub async fn read(&self, stream: &StreamRef, opts: &ReadOptions) -> Result<Vec<Record>> {
+        let limit = opts.limit.unwrap_or(DEFAULT_READ_LIMIT);
+        let low = opts
+            .after
+            .map(|a| format!("({a}"))
+            .unwrap_or_else(|| "-".into());
+        let high = opts
+            .before
+            .map(|b| format!("({b}"))
+            .unwrap_or_else(|| "+".into());
+        let mut cmd = if opts.reverse {
+            let mut c = redis::cmd("XREVRANGE");
+            c.arg(stream.key(&self.prefix)).arg(high).arg(low);
+            c
+        } else {
+            let mut c = redis::cmd("XRANGE");
+            c.arg(stream.key(&self.prefix)).arg(low).arg(high);
+            c
+        };
+        cmd.arg("COUNT").arg(limit);
+        let mut conn = self.conn()?;
+        let reply: Value = with_timeout(self.timeout, async {
+            cmd.query_async(&mut conn).await.map_err(Error::from)
+        })
+        .await?;
+        parse_entries(reply, stream)
+    }
+
+    /// One `catchup.lua` call.
+    pub async fn catch_up(
+        &self,
+        stream: &StreamRef,
+        after: StreamId,
+        count: usize,
+        check_gap: bool,
+    ) -> Result<CatchUpPage> {
+        let mut inv = self.catchup_script.prepare_invoke();
+        inv.key(stream.key(&self.prefix))
+            .arg(after.to_string())
+            .arg(count)
+            .arg(if check_gap { "1" } else { "0" });
+        let mut conn = self.conn()?;
+        let reply: Value = with_timeout(self.timeout, async {
+            inv.invoke_async(&mut conn).await.map_err(Error::from)
+        })
+        .await?;
+        let Value::Array(mut parts) = reply else {
+            return Err(unexpected("catchup", &reply));
+        };
+        if parts.len() != 2 {
+            return Err(unexpected("catchup", &Value::Array(parts)));
+        }
+        let entries = parts.pop().unwrap_or(Value::Nil);
+        let maxdel = text(&parts[0]);
+        let max_deleted = if maxdel.is_empty() {
+            None
+        } else {
+            Some(maxdel.parse::<StreamId>().map_err(|_| {
+                Error::new(
+                    ErrorCode::Internal,
+                    format!("bad max-deleted-entry-id {maxdel}"),
+                )
+            })?)
+        };
+        Ok(CatchUpPage {
+            records: parse_entries(entries, stream)?,
+            max_deleted: max_deleted.filter(|m| *m != StreamId::ZERO),
+        })
+    }
+
+    /// ZREVRANGE of `<prefix>:flows:<name>`.
+    pub async fn list_runs(&self, name: &str, limit: usize, offset: usize) -> Result<Vec<Run>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = format!("{}:flows:{name}", self.prefix);
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(key)
+            .arg("+inf")
+            .arg("-inf")
+            .arg("BYSCORE")
+            .arg("REV")
+            .arg("LIMIT")
+            .arg(offset)
+            .arg(limit)
+            .arg("WITHSCORES");
+        let mut conn = self.conn()?;
+        let reply: Vec<(String, f64)> = with_timeout(self.timeout, async {
+            cmd.query_async(&mut conn).await.map_err(Error::from)
+        })
+        .await?;
+        Ok(reply
+            .into_iter()
+            .map(|(id, score)| Run {
+                id,
+                started_ms: score as u64,
+            })
+            .collect())
+    }
+}
+
+/// Bound a store call by `timeout`.
+pub(crate) async fn with_timeout<T>(
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::new(
+            ErrorCode::Timeout,
+            format!(
+                "Redis did not answer within {} ms (timeoutMs); the outcome of a write is unknown",
+                timeout.as_millis()
+            ),
+        )),
+    }
+}
+
+fn unexpected(what: &str, v: &Value) -> Error {
+    Error::new(
+        ErrorCode::Internal,
+        format!("unexpected reply to {what}: {v:?}"),
+    )
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn parse_id(v: &Value) -> Result<StreamId> {
+    let s = text(v);
+    s.parse()
+        .map_err(|_| Error::new(ErrorCode::Internal, format!("bad stream id {s:?}")))
+}
+
+/// XRANGE-shaped entries to records.
+fn parse_entries(v: Value, stream: &StreamRef) -> Result<Vec<Record>> {
+    let entries = match v {
+        Value::Array(e) => e,
+        Value::Nil => return Ok(Vec::new()),
+        other => return Err(unexpected("XRANGE", &other)),
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Value::Array(mut parts) = entry else {
+            return Err(unexpected("XRANGE entry", &entry));
+        };
+        if parts.len() != 2 {
+            return Err(unexpected("XRANGE entry", &Value::Array(parts)));
+        }
+        let fields = parts.pop().unwrap_or(Value::Nil);
+        let id = parse_id(&parts[0])?;
+        let Value::Array(fields) = fields else {
+            return Err(unexpected("XRANGE fields", &fields));
+        };
+        let strs: Vec<&[u8]> = fields
+            .iter()
+            .map(|f| match f {
+                Value::BulkString(b) => b.as_slice(),
+                _ => &[],
+            })
+            .collect();
+        let pairs = strs.chunks_exact(2).filter_map(|kv| {
+            Some((
+                std::str::from_utf8(kv[0]).ok()?,
+                std::str::from_utf8(kv[1]).ok()?,
+            ))
+        });
+        out.push(record_from_fields(
+            id,
+            &stream.stream_type,
+            &stream.id,
+            pairs,
+        ));
+    }
+    Ok(out)
+}

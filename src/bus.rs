@@ -1,0 +1,300 @@
+//! `NativeBus`: the core `Bus` behind napi.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use lean_events_core::bus::Config;
+use lean_events_core::{Bus, Error, ReadOptions, Start, StreamRef, SubscribeOptions};
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{
+    ThreadsafeFunction, ThreadsafeFunctionCallMode, UnknownReturnValue,
+};
+use napi_derive::napi;
+
+use crate::error::{guarded, guarded_sync};
+use crate::subscription::NativeSubscription;
+
+/// Called (weakly) when a subscription has something to take.
+type WakeFn = ThreadsafeFunction<(), UnknownReturnValue, (), Status, false, true>;
+/// Held while the bus is open so Node stays alive, as an open socket would.
+type KeepAliveFn = ThreadsafeFunction<(), UnknownReturnValue, (), Status, false, false>;
+
+/// Options of `NativeBus.connect`.
+#[napi(object)]
+pub struct ConnectOptions {
+    /// `redis://` or `rediss://` URL; absent: the embedded store.
+    pub url: Option<String>,
+    /// Key prefix, default `nq`.
+    pub prefix: Option<String>,
+    /// Approximate cap on entries per stream.
+    pub max_len: Option<i64>,
+    /// Largest serialized event in bytes, default 1 MiB.
+    pub max_event_bytes: Option<i64>,
+    /// Bound on every store call in milliseconds, default 5000.
+    pub timeout_ms: Option<i64>,
+    /// Default bound on a subscriber's queue, default 10 000.
+    pub max_queue: Option<i64>,
+}
+
+/// Options of `read`.
+#[napi(object)]
+pub struct NativeReadOptions {
+    /// Exclusive lower cursor.
+    pub after: Option<String>,
+    /// Exclusive upper cursor.
+    pub before: Option<String>,
+    /// At most this many, default 100.
+    pub limit: Option<i64>,
+    /// Newest first.
+    pub reverse: Option<bool>,
+}
+
+/// Options of `subscribe`.
+#[napi(object)]
+pub struct NativeSubscribeOptions {
+    /// Deliver events after this id.
+    pub after: Option<String>,
+    /// Replay the last N events first.
+    pub backfill: Option<i64>,
+    /// Queue bound for this subscriber.
+    pub max_queue: Option<i64>,
+    /// Report trimmed ranges as gap items instead of ending with `STREAM_GAP`.
+    pub notify_gaps: Option<bool>,
+}
+
+fn positive(what: &str, v: Option<i64>) -> std::result::Result<Option<u64>, Error> {
+    match v {
+        None => Ok(None),
+        Some(n) if n >= 1 => Ok(Some(n as u64)),
+        Some(n) => Err(Error::argument(format!(
+            "{what} must be a positive integer (got {n})"
+        ))),
+    }
+}
+
+fn stream_ref(stream_type: &str, id: &str) -> std::result::Result<StreamRef, Error> {
+    StreamRef::new(stream_type, id)
+}
+
+/// The event bus, native half.
+#[napi]
+pub struct NativeBus {
+    bus: Bus,
+    keep_alive: Mutex<Option<KeepAliveFn>>,
+}
+
+#[napi]
+impl NativeBus {
+    /// Connect to Redis, or open the embedded store when no url is given.
+    #[napi(factory)]
+    pub async fn connect(options: ConnectOptions, keep_alive: KeepAliveFn) -> Result<NativeBus> {
+        guarded(async move {
+            let defaults = Config::default();
+            let config = Config {
+                url: options.url,
+                prefix: options.prefix.unwrap_or(defaults.prefix),
+                max_len: positive("maxLen", options.max_len)?,
+                max_event_bytes: positive("maxEventBytes", options.max_event_bytes)?
+                    .map(|n| n as usize)
+                    .unwrap_or(defaults.max_event_bytes),
+                timeout: positive("timeoutMs", options.timeout_ms)?
+                    .map(Duration::from_millis)
+                    .unwrap_or(defaults.timeout),
+                max_queue: positive("maxQueue", options.max_queue)?
+                    .map(|n| n as usize)
+                    .unwrap_or(defaults.max_queue),
+            };
+            let bus = Bus::connect(config).await?;
+            Ok(NativeBus {
+                bus,
+                keep_alive: Mutex::new(Some(keep_alive)),
+            })
+        })
+        .await
+    }
+
+    /// True when the bus runs on the embedded in-memory store.
+    #[napi(getter)]
+    pub fn embedded(&self) -> bool {
+        self.bus.is_embedded()
+    }
+
+    /// Append one event (JSON text); resolves to the record as JSON text.
+    #[napi]
+    pub async fn emit(&self, event: String, stream_type: Option<String>) -> Result<String> {
+        guarded(async {
+            let r = self.bus.emit(&event, stream_type.as_deref()).await?;
+            Ok(r.json)
+        })
+        .await
+    }
+
+    /// Append a JSON array of events in one atomic step; resolves to a JSON array of records.
+    #[napi]
+    pub async fn emit_many(&self, events: String, stream_type: Option<String>) -> Result<String> {
+        guarded(async {
+            let records = self.bus.emit_many(&events, stream_type.as_deref()).await?;
+            Ok(json_array(records.iter().map(|r| r.json.as_str())))
+        })
+        .await
+    }
+
+    /// Read a range of a stream; resolves to a JSON array of records.
+    #[napi]
+    pub async fn read(
+        &self,
+        stream_type: String,
+        id: String,
+        options: NativeReadOptions,
+    ) -> Result<String> {
+        guarded(async {
+            let stream = stream_ref(&stream_type, &id)?;
+            let opts = ReadOptions {
+                after: options.after.as_deref().map(str::parse).transpose()?,
+                before: options.before.as_deref().map(str::parse).transpose()?,
+                limit: match options.limit {
+                    None => None,
+                    Some(l) if l >= 1 => Some(l as usize),
+                    Some(l) => {
+                        return Err(Error::argument(format!("limit must be 1-10000 (got {l})")))
+                    }
+                },
+                reverse: options.reverse.unwrap_or(false),
+            };
+            let records = self.bus.read(&stream, opts).await?;
+            Ok(json_array(records.iter().map(|r| r.json.as_str())))
+        })
+        .await
+    }
+
+    /// Subscribe to a stream; `wake` is called whenever `take()` has something.
+    #[napi]
+    pub async fn subscribe(
+        &self,
+        stream_type: String,
+        id: String,
+        options: NativeSubscribeOptions,
+        wake: WakeFn,
+    ) -> Result<NativeSubscription> {
+        guarded(async {
+            let stream = stream_ref(&stream_type, &id)?;
+            let start = match (options.after, options.backfill) {
+                (Some(_), Some(_)) => {
+                    return Err(Error::argument("give either after or backfill, not both"))
+                }
+                (Some(after), None) => Start::After(after.parse()?),
+                (None, Some(n)) => {
+                    Start::Backfill(positive("backfill", Some(n))?.unwrap_or(1) as usize)
+                }
+                (None, None) => Start::Live,
+            };
+            let opts = SubscribeOptions {
+                start,
+                max_queue: positive("maxQueue", options.max_queue)?.unwrap_or(0) as usize,
+                notify_gaps: options.notify_gaps.unwrap_or(false),
+            };
+            let sub = self.bus.subscribe(&stream, opts, Some(waker(wake))).await?;
+            Ok(NativeSubscription::new(sub))
+        })
+        .await
+    }
+
+    /// Every event of `kind` from every stream and instance, live only.
+    #[napi]
+    pub async fn on_kind(
+        &self,
+        kind: String,
+        max_queue: Option<i64>,
+        wake: WakeFn,
+    ) -> Result<NativeSubscription> {
+        guarded(async {
+            let max_queue = positive("maxQueue", max_queue)?.map(|n| n as usize);
+            let sub = self
+                .bus
+                .on_kind(&kind, max_queue, Some(waker(wake)))
+                .await?;
+            Ok(NativeSubscription::new(sub))
+        })
+        .await
+    }
+
+    /// Runs of a flow, newest first, as a JSON array of `{ id, startedAt }`.
+    #[napi]
+    pub async fn list_runs(&self, name: String, limit: i64, offset: i64) -> Result<String> {
+        guarded(async {
+            if !(1..=10_000).contains(&limit) {
+                return Err(Error::argument(format!(
+                    "limit must be 1-10000 (got {limit})"
+                )));
+            }
+            if offset < 0 {
+                return Err(Error::argument(format!(
+                    "offset must be 0 or more (got {offset})"
+                )));
+            }
+            let runs = self
+                .bus
+                .list_runs(&name, limit as usize, offset as usize)
+                .await?;
+            let items: Vec<String> = runs
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{{\"id\":{},\"startedAt\":\"{}\"}}",
+                        serde_json::to_string(&r.id).unwrap_or_default(),
+                        lean_events_core::id::iso_from_ms(r.started_ms)
+                    )
+                })
+                .collect();
+            Ok(json_array(items.iter().map(String::as_str)))
+        })
+        .await
+    }
+
+    /// Open channels of this bus (for leak checks).
+    #[napi(getter)]
+    pub fn channel_count(&self) -> u32 {
+        self.bus.channel_count() as u32
+    }
+
+    /// Open subscriptions of this bus.
+    #[napi(getter)]
+    pub fn subscription_count(&self) -> u32 {
+        self.bus.subscription_count() as u32
+    }
+
+    /// End subscriptions, drop connections and let the process exit. Idempotent.
+    #[napi]
+    pub fn close(&self) -> Result<()> {
+        guarded_sync(|| {
+            self.bus.close();
+            Ok(())
+        })?;
+        // Released on the JS thread, as Node requires.
+        drop(
+            self.keep_alive
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        Ok(())
+    }
+}
+
+fn waker(wake: WakeFn) -> lean_events_core::live::Waker {
+    Box::new(move || {
+        wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
+    })
+}
+
+fn json_array<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::from("[");
+    for (i, s) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(s);
+    }
+    out.push(']');
+    out
+}
