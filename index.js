@@ -237,6 +237,11 @@ class Subscription {
     return this
   }
 
+  /** True once it has caught up with the stream and receives events as they are stored. */
+  get live() {
+    return !this._ended && !!this._native && this._native.live
+  }
+
   /** True once the subscription has ended (unsubscribed, closed, or cut off). */
   get closed() {
     return this._ended

@@ -82,6 +82,12 @@ impl NativeSubscription {
         TakeResult { items, done, error }
     }
 
+    /// True once the subscription has caught up and receives events as they are stored.
+    #[napi(getter)]
+    pub fn live(&self) -> bool {
+        self.sub.is_live()
+    }
+
     /// Stop delivery; the channel is released when this was its last subscriber.
     #[napi]
     pub fn unsubscribe(&self) {

@@ -141,7 +141,7 @@ impl Bus {
                 let (live_tx, live_rx) = mpsc::unbounded_channel();
                 let (append_tx, append_rx) = mpsc::unbounded_channel();
                 let core = Arc::new(Core {
-                    store: Store::Redis(store),
+                    store: Store::Redis(Box::new(store)),
                     hub: Hub::new(Some(live_tx)),
                     timeout: config.timeout,
                     prefix: config.prefix.clone(),

@@ -391,6 +391,26 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// True once the subscription has caught up and receives events as they are stored.
+    pub fn is_live(&self) -> bool {
+        self.shared.lock().phase == Phase::Live
+    }
+
+    #[doc(hidden)]
+    pub fn debug_state(&self) -> String {
+        let st = self.shared.lock();
+        format!(
+            "phase={:?} queue={} buffer={} last={} wake_pending={} end={:?} task={}",
+            st.phase,
+            st.queue.len(),
+            st.buffer.len(),
+            st.last_id,
+            st.wake_pending,
+            st.end,
+            st.task_running
+        )
+    }
+
     /// Take up to `max` queued items without waiting; `end` is set once the subscription has
     /// ended and its queue is empty.
     pub fn take(&self, max: usize) -> Taken {
@@ -571,7 +591,7 @@ async fn catch_up(sub: Arc<SubShared>, core: Weak<Core>) {
         let short = page_res.records.len() < page;
         if check_gap {
             st.check_gap = false;
-            if page_res.max_deleted.is_some_and(|m| m > after) {
+            if page_res.gap {
                 let first = page_res.records.first().map(|r| r.id);
                 if sub.notify_gaps {
                     sub.push(&mut st, Item::Gap { after, first });

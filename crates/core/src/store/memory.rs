@@ -152,7 +152,7 @@ impl MemoryStore {
                 .take(count)
                 .map(|r| (**r).clone())
                 .collect(),
-            max_deleted: (check_gap && s.max_deleted != StreamId::ZERO).then_some(s.max_deleted),
+            gap: check_gap && s.max_deleted > after,
         }
     }
 

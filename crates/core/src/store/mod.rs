@@ -31,8 +31,8 @@ pub struct ReadOptions {
 pub struct CatchUpPage {
     /// Entries after the cursor, oldest first.
     pub records: Vec<Record>,
-    /// The largest id ever trimmed from the stream, when asked for and the stream exists.
-    pub max_deleted: Option<StreamId>,
+    /// Entries after the cursor were removed (trimmed or deleted) before they could be read.
+    pub gap: bool,
 }
 
 /// A flow run from the run index.
@@ -47,7 +47,7 @@ pub struct Run {
 /// The store behind a bus.
 pub enum Store {
     /// Redis (single node).
-    Redis(redis::RedisStore),
+    Redis(Box<redis::RedisStore>),
     /// The embedded in-memory store.
     Memory(memory::MemoryStore),
 }

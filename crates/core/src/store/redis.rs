@@ -199,24 +199,30 @@ impl RedisStore {
         let Value::Array(mut parts) = reply else {
             return Err(unexpected("catchup", &reply));
         };
-        if parts.len() != 2 {
+        if parts.len() != 3 {
             return Err(unexpected("catchup", &Value::Array(parts)));
         }
         let entries = parts.pop().unwrap_or(Value::Nil);
-        let maxdel = text(&parts[0]);
-        let max_deleted = if maxdel.is_empty() {
-            None
-        } else {
-            Some(maxdel.parse::<StreamId>().map_err(|_| {
-                Error::new(
-                    ErrorCode::Internal,
-                    format!("bad max-deleted-entry-id {maxdel}"),
-                )
-            })?)
+        let id_or_none = |v: &Value| -> Result<Option<StreamId>> {
+            let s = text(v);
+            if s.is_empty() {
+                return Ok(None);
+            }
+            s.parse::<StreamId>()
+                .map(Some)
+                .map_err(|_| Error::new(ErrorCode::Internal, format!("bad stream id {s:?}")))
         };
+        let max_deleted = id_or_none(&parts[0])?;
+        let first_if_trimmed = id_or_none(&parts[1])?;
+        // Entries after the cursor are gone if one was deleted above it, or if the stream was
+        // trimmed and now starts above it (conservative: the cursor may have been the very last
+        // trimmed entry, which is reported as a gap too).
+        let gap = check_gap
+            && (max_deleted.is_some_and(|m| m > after)
+                || first_if_trimmed.is_some_and(|f| f > after.next()));
         Ok(CatchUpPage {
             records: parse_entries(entries, stream)?,
-            max_deleted: max_deleted.filter(|m| *m != StreamId::ZERO),
+            gap,
         })
     }
 

@@ -1,0 +1,718 @@
+//! EventBus behaviour on Redis and on the embedded store.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use lean_events_core::{
+    End, ErrorCode, Item, ReadOptions, Start, StreamId, StreamRef, SubscribeOptions,
+};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+fn flow(id: &str) -> StreamRef {
+    StreamRef::new("flow", id).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_of_every_field() {
+    for backend in BACKENDS {
+        let bus = connect(backend, "roundtrip").await;
+        let input = json!({
+            "kind": "step.completed", "subject": "run:1", "flow": "run:1", "step": "fetch",
+            "trigger": "t1", "correlationId": "c-1",
+            "data": {"text": "héllo ✓ 🚀", "nested": {"a": [1, 2.5, null, true]}, "s": "q\"\\"},
+            "meta": {"attempt": 2}
+        });
+        let rec = bus.emit(&input.to_string(), None).await.unwrap();
+        let got: Value = serde_json::from_str(&rec.json).unwrap();
+        for k in [
+            "kind",
+            "subject",
+            "flow",
+            "step",
+            "trigger",
+            "correlationId",
+            "data",
+            "meta",
+        ] {
+            assert_eq!(got[k], input[k], "{backend:?} {k}");
+        }
+        assert_eq!(got["id"], rec.id.to_string());
+        assert_eq!(got["ts"], rec.id.iso());
+        let read = bus
+            .read(&flow("run:1"), ReadOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(read, vec![rec.clone()], "{backend:?}");
+
+        // ids increase, emitMany keeps order, trigger kinds go to the trigger stream
+        let many = bus
+            .emit_many(
+                &format!(
+                    "[{},{}]",
+                    event("a.b", "run:1", 1),
+                    event("a.b", "run:1", 2)
+                ),
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(rec.id < many[0].id && many[0].id < many[1].id);
+        let t = bus
+            .emit(
+                r#"{"kind":"trigger.fired","subject":"tr1","data":{}}"#,
+                None,
+            )
+            .await
+            .unwrap();
+        let tr = bus
+            .read(
+                &StreamRef::new("trigger", "tr1").unwrap(),
+                ReadOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(tr, vec![t]);
+        bus.close();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_cursors_limits_and_direction() {
+    for backend in BACKENDS {
+        let bus = connect(backend, "read").await;
+        let events: Vec<String> = (0..150).map(|i| event("e", "f", i)).collect();
+        let recs = bus
+            .emit_many(&format!("[{}]", events.join(",")), None)
+            .await
+            .unwrap();
+        let ids: Vec<StreamId> = recs.iter().map(|r| r.id).collect();
+        let all = bus.read(&flow("f"), ReadOptions::default()).await.unwrap();
+        assert_eq!(all.len(), 100, "default limit");
+        let after = bus
+            .read(
+                &flow("f"),
+                ReadOptions {
+                    after: Some(ids[10]),
+                    before: Some(ids[20]),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(after.iter().map(|r| r.id).collect::<Vec<_>>(), ids[11..20]);
+        let rev = bus
+            .read(
+                &flow("f"),
+                ReadOptions {
+                    reverse: true,
+                    limit: Some(3),
+                    before: Some(ids[149]),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            rev.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![ids[148], ids[147], ids[146]]
+        );
+        let e = bus
+            .read(
+                &flow("f"),
+                ReadOptions {
+                    limit: Some(10_001),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        bus.close();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_index_lists_newest_first() {
+    for backend in BACKENDS {
+        let bus = connect(backend, "runs").await;
+        for id in ["r1", "r2", "r3"] {
+            bus.emit(
+                &format!(r#"{{"kind":"flow.started","subject":"{id}","data":{{"name":"demo"}}}}"#),
+                None,
+            )
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await; // distinct start milliseconds
+        }
+        let runs = bus.list_runs("demo", 10, 0).await.unwrap();
+        assert_eq!(
+            runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["r3", "r2", "r1"]
+        );
+        let page = bus.list_runs("demo", 1, 1).await.unwrap();
+        assert_eq!(page[0].id, "r2");
+        assert!(bus.list_runs("other", 10, 0).await.unwrap().is_empty());
+        bus.close();
+    }
+}
+
+/// Every emit is one EVALSHA/EVAL whose script does XADD, PUBLISH (stream and kind) and,
+/// for flow.started, ZADD — nothing is written outside the script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_emit_is_one_script_call() {
+    let bus = connect(Backend::Redis, "atomic").await;
+    // warm the script cache so the count is not disturbed by a SCRIPT LOAD
+    bus.emit(&event("warm.up", "w", 0), None).await.unwrap();
+    let prefix = bus.prefix().to_owned();
+    let url = redis_url();
+    let addr = url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (rd, mut wr) = stream.into_split();
+    wr.write_all(b"MONITOR\r\n").await.unwrap();
+    let mut lines = BufReader::new(rd).lines();
+    assert_eq!(lines.next_line().await.unwrap().unwrap(), "+OK");
+
+    bus.emit(
+        r#"{"kind":"flow.started","subject":"m1","data":{"name":"mon"}}"#,
+        None,
+    )
+    .await
+    .unwrap();
+    for i in 0..4 {
+        bus.emit(&event("step.started", "m1", i), None)
+            .await
+            .unwrap();
+    }
+    let mut calls = Vec::new();
+    let mut inner = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let seen = |inner: &[String], cmd: &str| inner.iter().filter(|l| l.contains(cmd)).count();
+    while seen(&inner, "\"XADD\"") < 5
+        || seen(&inner, "\"PUBLISH\"") < 10
+        || seen(&inner, "\"ZADD\"") < 1
+    {
+        let line = tokio::time::timeout_at(deadline, lines.next_line())
+            .await
+            .expect("monitor lines")
+            .unwrap()
+            .unwrap();
+        if !line.contains(&prefix) {
+            continue;
+        }
+        if line.contains("lua]") {
+            inner.push(line);
+        } else {
+            calls.push(line);
+        }
+    }
+    assert_eq!(calls.len(), 5, "one top-level call per emit: {calls:#?}");
+    assert!(
+        calls.iter().all(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("\"evalsha\"") || l.contains("\"eval\"")
+        }),
+        "{calls:#?}"
+    );
+    let count = |cmd: &str| inner.iter().filter(|l| l.contains(cmd)).count();
+    assert_eq!(count("\"XADD\""), 5);
+    assert_eq!(count("\"PUBLISH\""), 10);
+    assert_eq!(count("\"ZADD\""), 1);
+    bus.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_type_key_refuses_only_that_emit() {
+    let bus = connect(Backend::Redis, "wrongtype").await;
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{}:flow:bad", bus.prefix());
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("x")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let batch = format!("[{},{}]", event("a", "ok2", 0), event("a", "bad", 1));
+    let single = event("a", "ok", 0);
+    let (bad, good) = tokio::join!(bus.emit_many(&batch, None), bus.emit(&single, None));
+    assert_eq!(bad.unwrap_err().code, ErrorCode::WrongType);
+    good.unwrap();
+    assert!(bus
+        .read(&flow("ok2"), ReadOptions::default())
+        .await
+        .unwrap()
+        .is_empty());
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    bus.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_emits_share_script_calls_and_keep_order() {
+    for backend in BACKENDS {
+        let bus = Arc::new(connect(backend, "groupcommit").await);
+        let tasks: Vec<_> = (0..400)
+            .map(|i| {
+                let bus = bus.clone();
+                tokio::spawn(
+                    async move { bus.emit(&event("x", &format!("s{}", i % 7), i), None).await },
+                )
+            })
+            .collect();
+        let mut ids = HashSet::new();
+        for t in tasks {
+            let r = t.await.unwrap().unwrap();
+            let v: Value = serde_json::from_str(&r.json).unwrap();
+            ids.insert((v["subject"].as_str().unwrap().to_owned(), r.id));
+        }
+        assert_eq!(ids.len(), 400);
+        for s in 0..7 {
+            let recs = bus
+                .read(
+                    &flow(&format!("s{s}")),
+                    ReadOptions {
+                        limit: Some(1000),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            assert!(recs.windows(2).all(|w| w[0].id < w[1].id));
+        }
+        bus.close();
+    }
+}
+
+/// A writer emits 5 000 events while 20 subscriptions start at random moments with different
+/// cursors; each must get exactly its expected ids, in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gap_free_under_concurrent_writes() {
+    for backend in BACKENDS {
+        let bus = Arc::new(connect(backend, "gapfree").await);
+        let stream = flow("hot");
+        const TOTAL: usize = 5000;
+        let writer = {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                let mut emitted = Vec::with_capacity(TOTAL);
+                let mut n = 0;
+                while n < TOTAL {
+                    // a mix of single emits in flight together and small batches
+                    let futs: Vec<_> = (0..8)
+                        .map(|k| {
+                            let bus = bus.clone();
+                            let i = n + k;
+                            async move { bus.emit(&event("tick", "hot", i), None).await.unwrap().id }
+                        })
+                        .collect();
+                    for id in futures_join(futs).await {
+                        emitted.push(id);
+                    }
+                    n += 8;
+                    let batch: Vec<String> = (0..5).map(|k| event("tick", "hot", n + k)).collect();
+                    for r in bus
+                        .emit_many(&format!("[{}]", batch.join(",")), None)
+                        .await
+                        .unwrap()
+                    {
+                        emitted.push(r.id);
+                    }
+                    n += 5;
+                    if n % 65 == 0 {
+                        // spread the writes over the window in which subscriptions start
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                emitted
+            })
+        };
+        let mut subs = Vec::new();
+        for i in 0..20u64 {
+            tokio::time::sleep(Duration::from_millis(3 + (i * 7919) % 17)).await;
+            let known = bus
+                .read(
+                    &stream,
+                    ReadOptions {
+                        reverse: true,
+                        limit: Some(50),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            let start = match i % 3 {
+                0 if !known.is_empty() => Start::After(known[(i as usize) % known.len()].id),
+                1 => Start::Backfill(1 + (i as usize % 40)),
+                _ => Start::Live,
+            };
+            let before_subscribe = known.first().map(|r| r.id);
+            let sub = bus
+                .subscribe(
+                    &stream,
+                    SubscribeOptions {
+                        start,
+                        ..Default::default()
+                    },
+                    None,
+                )
+                .await
+                .unwrap();
+            subs.push((start, before_subscribe, sub));
+        }
+        let mut emitted = writer.await.unwrap();
+        // a last event every subscription, even a live-only one started late, must receive
+        emitted.push(
+            bus.emit(&event("tick", "hot", TOTAL), None)
+                .await
+                .unwrap()
+                .id,
+        );
+        emitted.sort();
+        let last = *emitted.last().unwrap();
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = bus
+                .read(
+                    &stream,
+                    ReadOptions {
+                        after,
+                        limit: Some(10_000),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|r| r.id);
+            all.extend(page.into_iter().map(|r| r.id));
+        }
+        assert!(all.len() > TOTAL, "{backend:?}: every emit stored");
+        for (start, before, sub) in &subs {
+            let got = collect_until(sub, 30, |ids| ids.last() == Some(&last)).await;
+            let first = got[0];
+            let expected: Vec<StreamId> = match start {
+                Start::After(a) => all.iter().copied().filter(|id| id > a).collect(),
+                Start::Backfill(n) => {
+                    let pos = all.iter().position(|id| *id == first).unwrap();
+                    assert!(pos + n >= all.len() || got.len() >= *n, "backfill size");
+                    all[pos..].to_vec()
+                }
+                Start::Live => {
+                    if let Some(b) = before {
+                        assert!(first > *b, "live-only starts after what was stored before");
+                    }
+                    let pos = all.iter().position(|id| *id == first).unwrap();
+                    all[pos..].to_vec()
+                }
+            };
+            assert_eq!(got, expected, "{backend:?} {start:?}");
+        }
+        drop(subs);
+        assert_eq!(bus.channel_count(), 0);
+        bus.close();
+    }
+}
+
+async fn futures_join<T>(futs: Vec<impl std::future::Future<Output = T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(futs.len());
+    let handles: Vec<_> = futs.into_iter().map(Box::pin).collect();
+    for h in handles {
+        out.push(h.await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribing_one_keeps_the_other() {
+    for backend in BACKENDS {
+        let bus = connect(backend, "refcount").await;
+        let s = flow("rc");
+        let a = bus
+            .subscribe(&s, SubscribeOptions::default(), None)
+            .await
+            .unwrap();
+        let b = bus
+            .subscribe(&s, SubscribeOptions::default(), None)
+            .await
+            .unwrap();
+        assert_eq!(bus.channel_count(), 1);
+        assert_eq!(bus.subscription_count(), 2);
+        a.unsubscribe();
+        let r = bus.emit(&event("x", "rc", 1), None).await.unwrap();
+        assert_eq!(
+            collect_until(&b, 5, |ids| !ids.is_empty()).await,
+            vec![r.id]
+        );
+        assert!(matches!(a.take(10).end, Some(End::Closed)));
+        drop(b);
+        assert_eq!(bus.channel_count(), 0);
+        bus.close();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_is_cut_off_with_its_last_id() {
+    for backend in BACKENDS {
+        let bus = connect(backend, "overflow").await;
+        let s = flow("slow");
+        let sub = bus
+            .subscribe(
+                &s,
+                SubscribeOptions {
+                    max_queue: 50,
+                    ..Default::default()
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        wait_until(5, || sub.is_live()).await;
+        for i in 0..200 {
+            bus.emit(&event("x", "slow", i), None).await.unwrap();
+        }
+        let mut ids = Vec::new();
+        let end = loop {
+            let t = tokio::time::timeout(Duration::from_secs(5), sub.next_batch(7))
+                .await
+                .unwrap();
+            ids.extend(t.items.into_iter().filter_map(|i| match i {
+                Item::Event(r) => Some(r.id),
+                _ => None,
+            }));
+            if let Some(end) = t.end {
+                break end;
+            }
+        };
+        assert_eq!(ids.len(), 50, "{backend:?}");
+        let End::Failed(e) = end else {
+            panic!("{end:?}")
+        };
+        assert_eq!(e.code, ErrorCode::SubscriberOverflow);
+        assert_eq!(e.last_id, Some(ids.last().unwrap().to_string()));
+        assert_eq!(
+            bus.channel_count(),
+            0,
+            "cut-off subscriber released its channel"
+        );
+        bus.close();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trimmed_cursor_is_reported_never_skipped() {
+    for backend in BACKENDS {
+        let bus = connect_with(backend, "gap", |c| c.max_len = Some(10)).await;
+        let s = flow("g");
+        let mut ids = Vec::new();
+        // Redis trims approximately (whole nodes of 100 entries): write enough to trim for sure.
+        for chunk in 0..10 {
+            let batch: Vec<String> = (0..100).map(|i| event("x", "g", chunk * 100 + i)).collect();
+            ids.extend(
+                bus.emit_many(&format!("[{}]", batch.join(",")), None)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.id),
+            );
+        }
+        let oldest = bus
+            .read(
+                &s,
+                ReadOptions {
+                    limit: Some(1),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()[0]
+            .id;
+        assert!(oldest > ids[1], "{backend:?}: the stream was trimmed");
+
+        let sub = bus
+            .subscribe(
+                &s,
+                SubscribeOptions {
+                    start: Start::After(ids[0]),
+                    ..Default::default()
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        let t = tokio::time::timeout(Duration::from_secs(5), sub.next_batch(10))
+            .await
+            .unwrap();
+        assert!(t.items.is_empty());
+        let Some(End::Failed(e)) = t.end else {
+            panic!("{:?}", t.end)
+        };
+        assert_eq!(e.code, ErrorCode::StreamGap);
+        assert_eq!(e.last_id, Some(ids[0].to_string()));
+        assert_eq!(e.first_id, Some(oldest.to_string()));
+
+        let sub = bus
+            .subscribe(
+                &s,
+                SubscribeOptions {
+                    start: Start::After(ids[0]),
+                    notify_gaps: true,
+                    ..Default::default()
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        let t = tokio::time::timeout(Duration::from_secs(5), sub.next_batch(1))
+            .await
+            .unwrap();
+        assert!(
+            matches!(t.items[0], Item::Gap { after, first: Some(f) } if after == ids[0] && f == oldest)
+        );
+        let got = collect_until(&sub, 5, |g| g.last() == ids.last()).await;
+        assert_eq!(got[0], oldest);
+
+        // a cursor inside what is still there is no gap
+        let sub = bus
+            .subscribe(
+                &s,
+                SubscribeOptions {
+                    start: Start::After(oldest),
+                    ..Default::default()
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        collect_until(&sub, 5, |g| g.last() == ids.last()).await;
+        bus.close();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_kind_sees_every_subject() {
+    for backend in BACKENDS {
+        let bus = connect(backend, "onkind").await;
+        let sub = bus.on_kind("order.created", None, None).await.unwrap();
+        bus.emit(&event("order.created", "o1", 1), None)
+            .await
+            .unwrap();
+        bus.emit(&event("order.paid", "o1", 2), None).await.unwrap();
+        let r2 = bus
+            .emit(&event("order.created", "o2", 3), Some("order"))
+            .await
+            .unwrap();
+        let got = collect_until(&sub, 5, |ids| ids.len() == 2).await;
+        assert_eq!(got[1], r2.id);
+        bus.close();
+        assert!(matches!(sub.take(10).end, Some(End::Closed)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_stores_nothing() {
+    for backend in BACKENDS {
+        let bus = connect_with(backend, "bad", |c| c.max_event_bytes = 1000).await;
+        let cases = [
+            (r#"{"kind":"Bad","subject":"b"}"#, ErrorCode::EventInvalid),
+            (r#"{"kind":"a..b","subject":"b"}"#, ErrorCode::EventInvalid),
+            (r#"{"kind":"a","subject":""}"#, ErrorCode::EventInvalid),
+            (r#"{"kind":"a","subject":"b c"}"#, ErrorCode::EventInvalid),
+            (
+                r#"{"kind":"a","subject":"b","id":"1-1"}"#,
+                ErrorCode::EventInvalid,
+            ),
+            (
+                r#"{"kind":"a","subject":"b","meta":"x"}"#,
+                ErrorCode::EventInvalid,
+            ),
+            (r#"[1]"#, ErrorCode::EventInvalid),
+        ];
+        for (json, code) in cases {
+            assert_eq!(bus.emit(json, None).await.unwrap_err().code, code, "{json}");
+        }
+        let big = format!(
+            r#"{{"kind":"a","subject":"b","data":"{}"}}"#,
+            "x".repeat(2000)
+        );
+        assert_eq!(
+            bus.emit(&big, None).await.unwrap_err().code,
+            ErrorCode::PayloadTooLarge
+        );
+        let batch = format!(
+            "[{},{}]",
+            event("a", "b", 1),
+            r#"{"kind":"A","subject":"b"}"#
+        );
+        let e = bus.emit_many(&batch, None).await.unwrap_err();
+        assert!(e.message.starts_with("event 1:"), "{}", e.message);
+        assert!(bus
+            .read(&flow("b"), ReadOptions::default())
+            .await
+            .unwrap()
+            .is_empty());
+        bus.close();
+        assert_eq!(
+            bus.emit(&event("a", "b", 1), None).await.unwrap_err().code,
+            ErrorCode::BusClosed
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_redis_fails_fast() {
+    let err = lean_events_core::Bus::connect(lean_events_core::Config {
+        url: Some("redis://127.0.0.1:1".into()),
+        timeout: Duration::from_millis(500),
+        ..Default::default()
+    })
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        matches!(err.code, ErrorCode::StoreUnavailable | ErrorCode::Timeout),
+        "{err}"
+    );
+    let err = lean_events_core::Bus::connect(lean_events_core::Config {
+        url: Some("http://x".into()),
+        ..Default::default()
+    })
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_subscribe_cycles_leave_no_channel() {
+    for (backend, n) in [(Backend::Memory, 20_000), (Backend::Redis, 2_000)] {
+        let bus = connect(backend, "cycles").await;
+        for i in 0..n {
+            let sub = bus
+                .subscribe(
+                    &flow(&format!("c{}", i % 50)),
+                    SubscribeOptions::default(),
+                    None,
+                )
+                .await
+                .unwrap();
+            sub.unsubscribe();
+        }
+        assert_eq!(bus.channel_count(), 0, "{backend:?}");
+        assert_eq!(bus.subscription_count(), 0);
+        bus.close();
+    }
+}

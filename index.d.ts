@@ -1,0 +1,182 @@
+/* lean-events: the public API. The native half is described in binding.d.ts (generated). */
+
+/** A stored event, as every read, subscription and emit returns it. */
+export interface EventRecord {
+  /** Stream entry id `<ms>-<seq>`, assigned by the store. */
+  id: string
+  /** ISO-8601 UTC time derived from the id's milliseconds (the store's clock). */
+  ts: string
+  /** dot.case event type, e.g. `flow.started`, `order.created`. */
+  kind: string
+  /** Context id: the stream the event lives in. */
+  subject: string
+  /** Flow run id; in a `flow` stream always present (defaults to the subject). */
+  flow?: string
+  /** Step name, for step events. */
+  step?: string
+  /** Trigger id, for trigger events. */
+  trigger?: string
+  /** Links events across contexts (a trigger to its flow). */
+  correlationId?: string
+  /** JSON payload. */
+  data?: unknown
+  /** Attempt, jobId, awaitType, ... */
+  meta?: Record<string, unknown>
+}
+
+/** What `emit` takes: the envelope without the store-assigned `id` and `ts`. */
+export interface EventInput {
+  /** dot.case, `[a-z0-9_-]` segments, at most 128 characters. */
+  kind: string
+  /** 1-256 printable characters, no whitespace. */
+  subject: string
+  /** Flow run id (1-256 printable characters). */
+  flow?: string
+  /** Step name (1-256 printable characters). */
+  step?: string
+  /** Trigger id (1-256 printable characters). */
+  trigger?: string
+  /** Correlation id (1-256 printable characters). */
+  correlationId?: string
+  /** Any JSON value; `flow.started` needs `data.name`. */
+  data?: unknown
+  /** A JSON object. */
+  meta?: Record<string, unknown>
+}
+
+/** A stream: its type (`flow`, `trigger`, or any `[a-z0-9_-]+` not reserved) and id. */
+export interface StreamRef {
+  /** Stream type. */
+  type: string
+  /** Context id (the events' subject). */
+  id: string
+}
+
+/** Stable error codes carried by every error as `err.code`. */
+export type ErrorCode =
+  | 'EVENT_INVALID'
+  | 'PAYLOAD_TOO_LARGE'
+  | 'INVALID_ARGUMENT'
+  | 'STORE_UNAVAILABLE'
+  | 'TIMEOUT'
+  | 'BUS_CLOSED'
+  | 'SUBSCRIBER_OVERFLOW'
+  | 'STREAM_GAP'
+  | 'WRONG_TYPE'
+  | 'INTERNAL'
+
+/** An error with a stable `code`. */
+export declare class LeanEventsError extends Error {
+  /** Stable error code. */
+  code: ErrorCode
+  /** For subscription errors: the id of the last event delivered (resume with `after`). */
+  lastId?: string
+  /** For `STREAM_GAP`: the first id still in the stream after the cursor. */
+  firstId?: string | null
+}
+
+/** Options of `EventBus.connect`. */
+export interface ConnectOptions {
+  /** `redis://host:port` or `rediss://…`; absent: the embedded in-memory store. */
+  url?: string
+  /** Key prefix, default `nq`. */
+  prefix?: string
+  /** Approximate cap on entries per stream (Redis `MAXLEN ~`; exact on the embedded store). */
+  maxLen?: number
+  /** Largest serialized event in bytes, default 1 MiB. */
+  maxEventBytes?: number
+  /** Bound on every store call in ms (default 5000): past it calls fail with `TIMEOUT`. */
+  timeoutMs?: number
+  /** Default bound on a subscriber's queue (default 10 000 events). */
+  maxQueue?: number
+}
+
+/** Options of `read`. */
+export interface ReadOptions {
+  /** Only ids greater than this (exclusive). */
+  after?: string
+  /** Only ids smaller than this (exclusive). */
+  before?: string
+  /** At most this many, default 100, at most 10 000. */
+  limit?: number
+  /** Newest first. */
+  reverse?: boolean
+}
+
+/** Options of `subscribe`. Neither `after` nor `backfill`: live only. */
+export interface SubscribeOptions {
+  /** Deliver every event after this id first (exclusive). */
+  after?: string
+  /** Replay the last N events first. */
+  backfill?: number
+  /** Events queued for this subscriber before it is cut off with `SUBSCRIBER_OVERFLOW`. */
+  maxQueue?: number
+  /** Handler errors, handler rejections and the error that ends the subscription. */
+  onError?: (err: Error, event?: EventRecord) => void
+  /** Called when entries after the cursor were trimmed; without it the subscription ends with `STREAM_GAP`. */
+  onGap?: (gap: { after: string; firstId: string | null }) => void
+}
+
+/** Options of `onKind`. */
+export interface OnKindOptions {
+  /** Events queued before the subscriber is cut off. */
+  maxQueue?: number
+  /** Handler errors and the error that ends the subscription. */
+  onError?: (err: Error, event?: EventRecord) => void
+}
+
+/** A flow run from the run index. */
+export interface RunInfo {
+  /** Flow run id. */
+  id: string
+  /** ISO time of its `flow.started` event. */
+  startedAt: string
+}
+
+/** A live subscription; without a handler, iterate it with `for await`. */
+export declare class Subscription implements AsyncIterableIterator<EventRecord> {
+  /** Id of the last event delivered. */
+  lastId: string | undefined
+  /** True once it has caught up with the stream and receives events as they are stored. */
+  readonly live: boolean
+  /** True once it has ended (unsubscribed, bus closed, or cut off). */
+  readonly closed: boolean
+  /** Next event; rejects with the error that ended the subscription, if any. */
+  next(): Promise<IteratorResult<EventRecord>>
+  /** Ends iteration and unsubscribes. */
+  return(): Promise<IteratorResult<EventRecord>>
+  /** The subscription itself. */
+  [Symbol.asyncIterator](): AsyncIterableIterator<EventRecord>
+  /** Stop delivery; the channel is released when this was its last subscriber. */
+  unsubscribe(): Promise<void>
+}
+
+/** The event bus: append, read, subscribe, list runs — on Redis or in memory. */
+export declare class EventBus {
+  /** Connect to Redis (`url`) or, with no url, open the embedded in-memory store. */
+  static connect(options?: ConnectOptions): Promise<EventBus>
+  /** True when running on the embedded in-memory store. */
+  readonly embedded: boolean
+  /** Pub/Sub channels this bus holds (0 once every subscription has ended). */
+  readonly channelCount: number
+  /** Open subscriptions. */
+  readonly subscriptionCount: number
+  /** Validate, store, publish and index one event atomically; resolves to its record. */
+  emit(event: EventInput, options?: { type?: string }): Promise<EventRecord>
+  /** Validate all, then append all in one atomic step; one bad event rejects the batch. */
+  emitMany(events: EventInput[], options?: { type?: string }): Promise<EventRecord[]>
+  /** Read a range of a stream. */
+  read(stream: StreamRef, options?: ReadOptions): Promise<EventRecord[]>
+  /** Catch up (`after` / `backfill`), then deliver live events to `handler`, gap-free. */
+  subscribe(stream: StreamRef, handler: (event: EventRecord) => unknown, options?: SubscribeOptions): Promise<Subscription>
+  /** The same, consumed with `for await (const event of sub)`. */
+  subscribe(stream: StreamRef, options?: SubscribeOptions): Promise<Subscription>
+  /** Every event of one kind, from every stream and every instance, while connected (live only). */
+  onKind(kind: string, handler: (event: EventRecord) => unknown, options?: OnKindOptions): Promise<Subscription>
+  /** The same, consumed with `for await`. */
+  onKind(kind: string, options?: OnKindOptions): Promise<Subscription>
+  /** Runs of a flow, newest first (default limit 50). */
+  listRuns(flowName: string, options?: { limit?: number; offset?: number }): Promise<RunInfo[]>
+  /** End every subscription and connection; later calls reject with `BUS_CLOSED`. */
+  close(): Promise<void>
+}
