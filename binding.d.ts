@@ -27,6 +27,8 @@ export declare class NativeBus {
   onKind(kind: string, maxQueue: number | undefined | null, wake: WakeFn): Promise<NativeSubscription>
   /** Runs of a flow, newest first, as a JSON array of `{ id, startedAt }`. */
   listRuns(name: string, limit: number, offset: number): Promise<string>
+  /** The reduced state of a stream, as JSON text. */
+  state(streamType: string, id: string): Promise<string>
   /** Open channels of this bus (for leak checks). */
   get channelCount(): number
   /** Open subscriptions of this bus. */
@@ -39,6 +41,8 @@ export declare class NativeBus {
 export declare class NativeSubscription {
   /** Take up to `max` queued items without waiting. */
   take(max: number): TakeResult
+  /** True once the subscription has caught up and receives events as they are stored. */
+  get live(): boolean
   /** Stop delivery; the channel is released when this was its last subscriber. */
   unsubscribe(): void
 }
@@ -57,6 +61,8 @@ export interface ConnectOptions {
   timeoutMs?: number
   /** Default bound on a subscriber's queue, default 10 000. */
   maxQueue?: number
+  /** Reduced states kept by `state()`, default 1000; 0 disables the cache. */
+  stateCacheSize?: number
 }
 
 /** Options of `read`. */

@@ -89,6 +89,64 @@ export interface ConnectOptions {
   timeoutMs?: number
   /** Default bound on a subscriber's queue (default 10 000 events). */
   maxQueue?: number
+  /** Reduced states `state()` keeps, least recently used evicted first (default 1000; 0: none). */
+  stateCacheSize?: number
+}
+
+/** A step of a flow run, as the reducer sees it. */
+export interface StepState {
+  /** Where the step is. */
+  status: 'pending' | 'running' | 'completed' | 'failed' | 'retrying' | 'waiting' | 'timeout'
+  /** The current (or last) attempt, from 1. */
+  attempt: number
+  /** ISO time the current attempt started. */
+  startedAt?: string
+  /** ISO time the step completed or finally failed. */
+  completedAt?: string
+  /** The last error, while failing or retrying. */
+  error?: unknown
+  /** The step's result, once completed. */
+  result?: unknown
+  /** What it waits for, while waiting (or what timed out). */
+  awaitType?: 'time' | 'event' | 'trigger'
+  /** The await's data (`resumeAt`, `eventKind`, `triggerId`, ...), while waiting. */
+  awaitData?: unknown
+}
+
+/** The reduced state of a flow run. */
+export interface FlowState {
+  /** Where the run is. */
+  status: 'running' | 'completed' | 'failed'
+  /** The flow's name, from `flow.started`. */
+  name?: string
+  /** ISO start time. */
+  startedAt?: string
+  /** ISO end time. */
+  completedAt?: string
+  /** Duration in ms, from `flow.completed` / `flow.failed`. */
+  duration?: number
+  /** The error of `flow.failed`. */
+  error?: unknown
+  /** Steps by name. */
+  steps: Record<string, StepState>
+  /** `log` events in order. */
+  logs: Array<{ ts: string; step?: string; level?: string; msg?: string }>
+}
+
+/** The reduced state of a trigger. */
+export interface TriggerState {
+  /** Where the trigger is. */
+  status: 'registered' | 'fired' | 'timeout' | 'cancelled'
+  /** ISO registration time. */
+  registeredAt?: string
+  /** ISO time it fired. */
+  firedAt?: string
+  /** `webhook`, `user`, `api`, ... */
+  type?: string
+  /** What `fire` delivered. */
+  payload?: unknown
+  /** The flow run it belongs to. */
+  correlationId?: string
 }
 
 /** Options of `read`. */
@@ -175,6 +233,8 @@ export declare class EventBus {
   onKind(kind: string, handler: (event: EventRecord) => unknown, options?: OnKindOptions): Promise<Subscription>
   /** The same, consumed with `for await`. */
   onKind(kind: string, options?: OnKindOptions): Promise<Subscription>
+  /** The reduced state of a stream (cached; a repeated call only applies newer events). */
+  state(stream: StreamRef): Promise<FlowState | TriggerState>
   /** Runs of a flow, newest first (default limit 50). */
   listRuns(flowName: string, options?: { limit?: number; offset?: number }): Promise<RunInfo[]>
   /** End every subscription and connection; later calls reject with `BUS_CLOSED`. */

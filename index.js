@@ -274,6 +274,7 @@ class EventBus {
       maxEventBytes: 'int',
       timeoutMs: 'int',
       maxQueue: 'int',
+      stateCacheSize: 'int',
     })
     const nativeBus = await native(
       NativeBus.connect(
@@ -284,6 +285,7 @@ class EventBus {
           maxEventBytes: o.maxEventBytes,
           timeoutMs: o.timeoutMs,
           maxQueue: o.maxQueue,
+          stateCacheSize: o.stateCacheSize,
         },
         () => {},
       ),
@@ -373,6 +375,12 @@ class EventBus {
     if (typeof flowName !== 'string') throw argError('flowName must be a string')
     const o = checkOptions(options, 'options', { limit: 'int', offset: 'int' })
     return JSON.parse(await native(this._native.listRuns(flowName, o.limit ?? 50, o.offset ?? 0)))
+  }
+
+  /** The reduced state of a stream: TriggerState for `trigger` streams, FlowState otherwise. */
+  async state(stream) {
+    checkStream(stream)
+    return JSON.parse(await native(this._native.state(stream.type, stream.id)))
   }
 
   /** Number of Pub/Sub channels this bus holds (0 once every subscription has ended). */

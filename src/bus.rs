@@ -34,6 +34,8 @@ pub struct ConnectOptions {
     pub timeout_ms: Option<i64>,
     /// Default bound on a subscriber's queue, default 10 000.
     pub max_queue: Option<i64>,
+    /// Reduced states kept by `state()`, default 1000; 0 disables the cache.
+    pub state_cache_size: Option<i64>,
 }
 
 /// Options of `read`.
@@ -103,6 +105,15 @@ impl NativeBus {
                 max_queue: positive("maxQueue", options.max_queue)?
                     .map(|n| n as usize)
                     .unwrap_or(defaults.max_queue),
+                state_cache_size: match options.state_cache_size {
+                    None => defaults.state_cache_size,
+                    Some(n) if n >= 0 => n as usize,
+                    Some(n) => {
+                        return Err(Error::argument(format!(
+                            "stateCacheSize must be 0 or more (got {n})"
+                        )))
+                    }
+                },
             };
             let bus = Bus::connect(config).await?;
             Ok(NativeBus {
@@ -247,6 +258,16 @@ impl NativeBus {
                 })
                 .collect();
             Ok(json_array(items.iter().map(String::as_str)))
+        })
+        .await
+    }
+
+    /// The reduced state of a stream, as JSON text.
+    #[napi]
+    pub async fn state(&self, stream_type: String, id: String) -> Result<String> {
+        guarded(async {
+            let stream = stream_ref(&stream_type, &id)?;
+            Ok(self.bus.state(&stream).await?.to_string())
         })
         .await
     }

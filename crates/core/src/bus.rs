@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::{self, kind_channel, Limits, PreparedEvent, Record, StreamRef};
 use crate::id::StreamId;
 use crate::live::{self, Hub, SubscribeOptions, Subscription, Waker};
+use crate::reduce;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisOptions, RedisStore};
 use crate::store::{ReadOptions, Run, Store, MAX_READ_LIMIT};
@@ -36,6 +38,8 @@ pub struct Config {
     pub timeout: Duration,
     /// Default bound on a subscriber's queue.
     pub max_queue: usize,
+    /// How many reduced states `state()` keeps (least recently used go first); 0 disables.
+    pub state_cache_size: usize,
 }
 
 impl Default for Config {
@@ -47,6 +51,7 @@ impl Default for Config {
             max_event_bytes: event::DEFAULT_MAX_EVENT_BYTES,
             timeout: Duration::from_millis(5000),
             max_queue: 10_000,
+            state_cache_size: 1000,
         }
     }
 }
@@ -61,6 +66,7 @@ pub struct Core {
     max_queue: usize,
     closed: AtomicBool,
     appender: Option<mpsc::UnboundedSender<AppendRequest>>,
+    states: StateCache,
 }
 
 struct AppendRequest {
@@ -128,6 +134,7 @@ impl Bus {
                 max_queue: config.max_queue,
                 closed: AtomicBool::new(false),
                 appender: None,
+                states: StateCache::new(config.state_cache_size),
             }),
             Some(url) => {
                 let store = RedisStore::connect(&RedisOptions {
@@ -149,6 +156,7 @@ impl Bus {
                     max_queue: config.max_queue,
                     closed: AtomicBool::new(false),
                     appender: Some(append_tx),
+                    states: StateCache::new(config.state_cache_size),
                 });
                 tokio::spawn(live::run_redis_live(
                     client,
@@ -311,9 +319,64 @@ impl Bus {
         self.core.store.list_runs(name, limit, offset).await
     }
 
+    /// The reduced state of a stream (`trigger` streams: trigger state; others: flow state).
+    /// Cached: a repeated call only reads and applies the events after the cached id.
+    pub async fn state(&self, stream: &StreamRef) -> Result<Value> {
+        self.core.check_open()?;
+        let cached = self.core.states.get(stream);
+        let is_trigger = stream.stream_type == "trigger";
+        let (mut state, mut last) = cached.unwrap_or_else(|| {
+            let initial = if is_trigger {
+                reduce::initial_trigger_state()
+            } else {
+                reduce::initial_flow_state()
+            };
+            (initial, StreamId::ZERO)
+        });
+        loop {
+            let page = self
+                .core
+                .read(
+                    stream,
+                    &ReadOptions {
+                        after: Some(last),
+                        limit: Some(MAX_READ_LIMIT),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            for r in &page {
+                let event: Value = serde_json::from_str(&r.json).map_err(|e| {
+                    Error::new(
+                        ErrorCode::Internal,
+                        format!("stored event {} is not JSON: {e}", r.id),
+                    )
+                })?;
+                if is_trigger {
+                    reduce::apply_trigger_event(&mut state, &event);
+                } else {
+                    reduce::apply_flow_event(&mut state, &event);
+                }
+                last = r.id;
+            }
+            if page.len() < MAX_READ_LIMIT {
+                break;
+            }
+        }
+        if last != StreamId::ZERO {
+            self.core.states.put(stream, &state, last);
+        }
+        Ok(state)
+    }
+
     /// How many channels this process is subscribed to (for leak checks).
     pub fn channel_count(&self) -> usize {
         self.core.hub.channel_count()
+    }
+
+    /// How many reduced states are cached.
+    pub fn cached_states(&self) -> usize {
+        self.core.states.len()
     }
 
     /// How many subscriptions are open.
@@ -378,5 +441,72 @@ async fn group_commit(core: std::sync::Weak<Core>, mut rx: mpsc::UnboundedReceiv
                 }
             }
         }
+    }
+}
+
+/// Reduced states by stream with the last applied id, least recently used evicted first.
+struct StateCache {
+    capacity: usize,
+    inner: std::sync::Mutex<StateCacheInner>,
+}
+
+#[derive(Default)]
+struct StateCacheInner {
+    tick: u64,
+    entries: std::collections::HashMap<StreamRef, (Value, StreamId, u64)>,
+}
+
+impl StateCache {
+    fn new(capacity: usize) -> Self {
+        StateCache {
+            capacity,
+            inner: Default::default(),
+        }
+    }
+
+    fn get(&self, stream: &StreamRef) -> Option<(Value, StreamId)> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.tick += 1;
+        let tick = inner.tick;
+        let entry = inner.entries.get_mut(stream)?;
+        entry.2 = tick;
+        Some((entry.0.clone(), entry.1))
+    }
+
+    fn put(&self, stream: &StreamRef, state: &Value, last: StreamId) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.tick += 1;
+        let tick = inner.tick;
+        if let Some(entry) = inner.entries.get_mut(stream) {
+            // a concurrent call may have stored a newer state already
+            if entry.1 < last {
+                *entry = (state.clone(), last, tick);
+            }
+            return;
+        }
+        if inner.entries.len() >= self.capacity {
+            let oldest = inner
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.2)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                inner.entries.remove(&k);
+            }
+        }
+        inner
+            .entries
+            .insert(stream.clone(), (state.clone(), last, tick));
+    }
+
+    fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries
+            .len()
     }
 }

@@ -6,6 +6,7 @@ pub mod error;
 pub mod event;
 pub mod id;
 pub mod live;
+pub mod reduce;
 pub mod store;
 
 pub use bus::{Bus, Config};

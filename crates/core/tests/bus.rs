@@ -716,3 +716,87 @@ async fn many_subscribe_cycles_leave_no_channel() {
         bus.close();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_is_reduced_and_cached_incrementally() {
+    for backend in BACKENDS {
+        let bus = connect_with(backend, "state", |c| c.state_cache_size = 2).await;
+        let log = |i: usize| {
+            format!(r#"{{"kind":"log","subject":"f","data":{{"level":"info","msg":"m{i}"}}}}"#)
+        };
+        bus.emit(
+            r#"{"kind":"flow.started","subject":"f","data":{"name":"n"}}"#,
+            None,
+        )
+        .await
+        .unwrap();
+        bus.emit(&log(0), None).await.unwrap();
+        let s = bus.state(&flow("f")).await.unwrap();
+        assert_eq!(s["status"], "running");
+        assert_eq!(s["name"], "n");
+        assert_eq!(s["logs"].as_array().unwrap().len(), 1);
+        assert_eq!(bus.cached_states(), 1);
+        bus.emit(&log(1), None).await.unwrap();
+        bus.emit(
+            r#"{"kind":"flow.completed","subject":"f","data":{"duration":5}}"#,
+            None,
+        )
+        .await
+        .unwrap();
+        let s = bus.state(&flow("f")).await.unwrap();
+        assert_eq!(s["status"], "completed");
+        assert_eq!(s["logs"][1]["msg"], "m1");
+        let all: Vec<Value> = bus
+            .read(&flow("f"), ReadOptions::default())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_str(&r.json).unwrap())
+            .collect();
+        assert_eq!(s, lean_events_core::reduce::reduce_flow_state(&all));
+
+        let t = StreamRef::new("trigger", "t").unwrap();
+        bus.emit(r#"{"kind":"trigger.registered","subject":"t","correlationId":"f","data":{"type":"webhook"}}"#, None)
+            .await
+            .unwrap();
+        assert_eq!(bus.state(&t).await.unwrap()["type"], "webhook");
+        bus.state(&flow("other")).await.unwrap(); // empty: not cached
+        assert_eq!(bus.cached_states(), 2);
+        bus.emit(&log(9), Some("flow")).await.unwrap();
+        bus.emit(&event("x", "g", 1), None).await.unwrap();
+        bus.state(&flow("g")).await.unwrap();
+        assert_eq!(bus.cached_states(), 2, "least recently used evicted");
+        bus.close();
+    }
+}
+
+/// On a cache hit only events after the cached id are read: a state cached before the
+/// stream was trimmed still counts the trimmed events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_state_applies_only_new_events() {
+    let bus = connect_with(Backend::Memory, "statecache", |c| c.max_len = Some(3)).await;
+    let log = |i: usize| {
+        format!(r#"{{"kind":"log","subject":"f","data":{{"level":"info","msg":"m{i}"}}}}"#)
+    };
+    for i in 0..3 {
+        bus.emit(&log(i), None).await.unwrap();
+    }
+    assert_eq!(
+        bus.state(&flow("f")).await.unwrap()["logs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    for i in 3..6 {
+        bus.emit(&log(i), None).await.unwrap();
+    }
+    assert_eq!(
+        bus.state(&flow("f")).await.unwrap()["logs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+    bus.close();
+}

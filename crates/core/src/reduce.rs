@@ -1,0 +1,241 @@
+//! Flow and trigger reducers: events in, state out. The browser-safe twin lives in
+//! `client/index.js`; both are checked against the same JSON vectors (`vectors/reducers`).
+//!
+//! Both are incremental (`apply_*` folds one event into a state), ignore unknown kinds, and
+//! never fail on events out of the expected order: a `step.completed` without `step.started`
+//! creates the step as completed, and a late `flow.started` does not reopen a finished flow.
+
+use serde_json::{Map, Value};
+
+/// The initial flow state.
+pub fn initial_flow_state() -> Value {
+    let mut s = Map::new();
+    s.insert("status".into(), "running".into());
+    s.insert("steps".into(), Value::Object(Map::new()));
+    s.insert("logs".into(), Value::Array(Vec::new()));
+    Value::Object(s)
+}
+
+/// The initial trigger state.
+pub fn initial_trigger_state() -> Value {
+    let mut s = Map::new();
+    s.insert("status".into(), "registered".into());
+    Value::Object(s)
+}
+
+/// Reduce a flow's events, oldest first.
+pub fn reduce_flow_state<'a>(events: impl IntoIterator<Item = &'a Value>) -> Value {
+    let mut state = initial_flow_state();
+    for e in events {
+        apply_flow_event(&mut state, e);
+    }
+    state
+}
+
+/// Reduce a trigger's events, oldest first.
+pub fn reduce_trigger_state<'a>(events: impl IntoIterator<Item = &'a Value>) -> Value {
+    let mut state = initial_trigger_state();
+    for e in events {
+        apply_trigger_event(&mut state, e);
+    }
+    state
+}
+
+fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.as_object()?.get(*p)?;
+    }
+    Some(cur)
+}
+
+fn set_opt(obj: &mut Map<String, Value>, key: &str, v: Option<&Value>) {
+    if let Some(v) = v {
+        obj.insert(key.into(), v.clone());
+    }
+}
+
+/// Fold one event into a flow state.
+pub fn apply_flow_event(state: &mut Value, event: &Value) {
+    let Some(s) = state.as_object_mut() else {
+        return;
+    };
+    let kind = event.get("kind").and_then(Value::as_str).unwrap_or("");
+    let ts = event.get("ts").cloned();
+    let data = event.get("data");
+    let terminal = matches!(
+        s.get("status").and_then(Value::as_str),
+        Some("completed" | "failed")
+    );
+    match kind {
+        "flow.started" => {
+            if !terminal {
+                s.insert("status".into(), "running".into());
+            }
+            set_opt(s, "name", data.and_then(|d| d.get("name")));
+            set_opt(s, "startedAt", ts.as_ref());
+        }
+        "flow.completed" | "flow.failed" => {
+            let status = if kind == "flow.completed" {
+                "completed"
+            } else {
+                "failed"
+            };
+            s.insert("status".into(), status.into());
+            set_opt(s, "completedAt", ts.as_ref());
+            set_opt(s, "duration", data.and_then(|d| d.get("duration")));
+            if kind == "flow.failed" {
+                set_opt(s, "error", data.and_then(|d| d.get("error")));
+            }
+        }
+        "log" => {
+            let mut entry = Map::new();
+            set_opt(&mut entry, "ts", ts.as_ref());
+            set_opt(&mut entry, "step", event.get("step"));
+            set_opt(&mut entry, "level", data.and_then(|d| d.get("level")));
+            set_opt(&mut entry, "msg", data.and_then(|d| d.get("msg")));
+            if let Value::Array(logs) = s.entry("logs").or_insert_with(|| Value::Array(Vec::new()))
+            {
+                logs.push(Value::Object(entry));
+            }
+        }
+        k if k.starts_with("step.") => {
+            let Some(name) = event.get("step").and_then(Value::as_str) else {
+                return;
+            };
+            let steps = s
+                .entry("steps")
+                .or_insert_with(|| Value::Object(Map::new()));
+            let Some(steps) = steps.as_object_mut() else {
+                return;
+            };
+            let step = steps.entry(name).or_insert_with(|| {
+                let mut m = Map::new();
+                m.insert("status".into(), "pending".into());
+                m.insert("attempt".into(), 0.into());
+                Value::Object(m)
+            });
+            if let Some(step) = step.as_object_mut() {
+                apply_step_event(step, kind, event, ts.as_ref(), data);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn apply_step_event(
+    step: &mut Map<String, Value>,
+    kind: &str,
+    event: &Value,
+    ts: Option<&Value>,
+    data: Option<&Value>,
+) {
+    let meta_attempt = get(event, &["meta", "attempt"])
+        .filter(|a| a.is_number())
+        .cloned();
+    let current = step.get("attempt").and_then(Value::as_u64).unwrap_or(0);
+    let clear_wait = |step: &mut Map<String, Value>| {
+        step.remove("awaitType");
+        step.remove("awaitData");
+    };
+    match kind {
+        "step.started" => {
+            step.insert("status".into(), "running".into());
+            step.insert(
+                "attempt".into(),
+                meta_attempt.unwrap_or_else(|| (current + 1).into()),
+            );
+            set_opt(step, "startedAt", ts);
+            step.remove("completedAt");
+            step.remove("error");
+            clear_wait(step);
+        }
+        "step.completed" => {
+            step.insert("status".into(), "completed".into());
+            step.insert(
+                "attempt".into(),
+                meta_attempt.unwrap_or_else(|| current.max(1).into()),
+            );
+            set_opt(step, "completedAt", ts);
+            set_opt(step, "result", data.and_then(|d| d.get("result")));
+            step.remove("error");
+            clear_wait(step);
+        }
+        "step.failed" => {
+            let retry = data
+                .and_then(|d| d.get("willRetry"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            step.insert(
+                "status".into(),
+                if retry { "retrying" } else { "failed" }.into(),
+            );
+            step.insert(
+                "attempt".into(),
+                meta_attempt.unwrap_or_else(|| current.max(1).into()),
+            );
+            set_opt(step, "error", data.and_then(|d| d.get("error")));
+            if !retry {
+                set_opt(step, "completedAt", ts);
+            }
+            clear_wait(step);
+        }
+        "step.retry" => {
+            step.insert("status".into(), "retrying".into());
+        }
+        "step.await.time" | "step.await.event" | "step.await.trigger" => {
+            step.insert("status".into(), "waiting".into());
+            let await_type = &kind["step.await.".len()..];
+            step.insert("awaitType".into(), await_type.into());
+            set_opt(step, "awaitData", data);
+        }
+        "step.resumed" => {
+            step.insert("status".into(), "running".into());
+            clear_wait(step);
+        }
+        "step.await.timeout" => {
+            step.insert("status".into(), "timeout".into());
+            set_opt(step, "awaitType", data.and_then(|d| d.get("awaitType")));
+            step.remove("awaitData");
+        }
+        _ => {}
+    }
+}
+
+/// Fold one event into a trigger state.
+pub fn apply_trigger_event(state: &mut Value, event: &Value) {
+    let Some(s) = state.as_object_mut() else {
+        return;
+    };
+    let kind = event.get("kind").and_then(Value::as_str).unwrap_or("");
+    let ts = event.get("ts");
+    let data = event.get("data");
+    let resolved = matches!(
+        s.get("status").and_then(Value::as_str),
+        Some("fired" | "timeout" | "cancelled")
+    );
+    match kind {
+        "trigger.registered" => {
+            if !resolved {
+                s.insert("status".into(), "registered".into());
+            }
+            set_opt(s, "registeredAt", ts);
+            set_opt(s, "type", data.and_then(|d| d.get("type")));
+        }
+        "trigger.fired" => {
+            s.insert("status".into(), "fired".into());
+            set_opt(s, "firedAt", ts);
+            set_opt(s, "payload", data.and_then(|d| d.get("payload")));
+        }
+        "trigger.timeout" => {
+            s.insert("status".into(), "timeout".into());
+        }
+        "trigger.cancelled" => {
+            s.insert("status".into(), "cancelled".into());
+        }
+        _ => return,
+    }
+    if !s.contains_key("correlationId") {
+        set_opt(s, "correlationId", event.get("correlationId"));
+    }
+}
