@@ -83,6 +83,10 @@ impl Core {
         }
     }
 
+    pub(crate) fn max_event_bytes(&self) -> usize {
+        self.limits.max_event_bytes
+    }
+
     pub(crate) async fn read(&self, stream: &StreamRef, opts: &ReadOptions) -> Result<Vec<Record>> {
         self.check_open()?;
         self.store.read(stream, opts).await
@@ -126,7 +130,7 @@ impl Bus {
         };
         let core = match &config.url {
             None => Arc::new(Core {
-                store: Store::Memory(MemoryStore::new(&config.prefix, config.max_len)),
+                store: Store::Memory(Box::new(MemoryStore::new(&config.prefix, config.max_len))),
                 hub: Hub::new(None),
                 timeout: config.timeout,
                 prefix: config.prefix.clone(),
@@ -170,6 +174,10 @@ impl Bus {
         };
         core.hub.set_core(Arc::downgrade(&core));
         Ok(Bus { core })
+    }
+
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
     }
 
     /// True for the embedded store.

@@ -23,6 +23,18 @@ pub enum ErrorCode {
     StreamGap,
     /// A store key holds data of another type than the layout expects.
     WrongType,
+    /// A step failed for good (no attempts left, or not retriable).
+    StepFailed,
+    /// An await timed out.
+    AwaitTimeout,
+    /// `fire`/`cancel` named a trigger that does not exist (or has expired).
+    TriggerNotFound,
+    /// `fire`/`cancel` named a trigger that was already fired, cancelled or timed out.
+    TriggerResolved,
+    /// The trigger a step waited for was cancelled.
+    TriggerCancelled,
+    /// `run` was given the id of a job that exists already.
+    JobExists,
     /// A bug: an invariant did not hold or a panic was caught.
     Internal,
 }
@@ -40,6 +52,12 @@ impl ErrorCode {
             ErrorCode::SubscriberOverflow => "SUBSCRIBER_OVERFLOW",
             ErrorCode::StreamGap => "STREAM_GAP",
             ErrorCode::WrongType => "WRONG_TYPE",
+            ErrorCode::StepFailed => "STEP_FAILED",
+            ErrorCode::AwaitTimeout => "AWAIT_TIMEOUT",
+            ErrorCode::TriggerNotFound => "TRIGGER_NOT_FOUND",
+            ErrorCode::TriggerResolved => "TRIGGER_RESOLVED",
+            ErrorCode::TriggerCancelled => "TRIGGER_CANCELLED",
+            ErrorCode::JobExists => "JOB_EXISTS",
             ErrorCode::Internal => "INTERNAL",
         }
     }

@@ -6,7 +6,9 @@ pub mod error;
 pub mod event;
 pub mod id;
 pub mod live;
+pub mod matching;
 pub mod reduce;
+pub mod scheduler;
 pub mod store;
 
 pub use bus::{Bus, Config};

@@ -1,10 +1,11 @@
--- append.lua: store, publish and index events, atomically per group.
+-- append.lua: store, publish and index events, atomically per group, and resolve the event
+-- awaits they match.
 --
 -- KEYS: the stream key of every event, in order (`<prefix>:<type>:<id>`).
 -- ARGV: prefix, maxLen ("0" = no cap), number of groups, then per group:
 --         number of events, then per event:
 --           stream type, subject, index ("" none, "t" trigger index, "f<name>" run index),
---           number of field pairs, field, value, ...
+--           number of field pairs, field, value, ... (the kind is always the first field)
 -- Returns one array per group: {1, id, id, ...} when stored, {0, message} when the group was
 --   refused (a key of the wrong type); a refused group writes nothing.
 --
@@ -12,6 +13,12 @@
 -- never stored-but-unpublished nor published-but-unstored. A group is one emit or emitMany;
 -- groups are checked before any write so a refused group leaves no trace. Several groups in
 -- one call is the group commit of concurrent emits: one script run for many events.
+--
+-- Event awaits (`<prefix>:await:kind:<kind>` → awaitId → match) are matched here, in the same
+-- step as the append, so an await registered before an event is stored cannot miss it. A
+-- match resolves `<prefix>:await:<awaitId>` (pending → resolved, result = the live payload),
+-- appends `step.resumed` to the awaiting flow and tells the owning instance on
+-- `<prefix>:sched:inst:<owner>`.
 local SEP = '\31'
 local prefix = ARGV[1]
 local maxlen = tonumber(ARGV[2])
@@ -26,6 +33,105 @@ local function index_key(index)
     return prefix .. ':flows:' .. string.sub(index, 2)
   end
   return nil
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Store and publish one event; returns its id and live payload.
+local function append_event(stype, subject, fv)
+  local key = prefix .. ':' .. stype .. ':' .. subject
+  local args = {key}
+  if maxlen > 0 then
+    args[2] = 'MAXLEN'; args[3] = '~'; args[4] = maxlen
+  end
+  args[#args + 1] = '*'
+  for i = 1, #fv do args[#args + 1] = fv[i] end
+  local id = redis.call('XADD', unpack(args))
+  local payload = id .. SEP .. stype .. SEP .. subject .. SEP .. table.concat(fv, SEP)
+  redis.call('PUBLISH', key .. ':live', payload)
+  redis.call('PUBLISH', prefix .. ':kind:' .. fv[2], payload)
+  return id, payload
+end
+
+-- JSON equality of decoded values (numbers by value, tables deeply).
+local function json_eq(x, y)
+  if type(x) ~= type(y) then return false end
+  if type(x) ~= 'table' then return x == y end
+  for key, v in pairs(x) do
+    if not json_eq(v, y[key]) then return false end
+  end
+  for key, _ in pairs(y) do
+    if x[key] == nil then return false end
+  end
+  return true
+end
+
+-- Does the event (its field/value list) satisfy every `path = value` of the match?
+local ABSENT = {}
+local function matches(stype, subject, fv, match_json)
+  local ok, match = pcall(cjson.decode, match_json)
+  if not ok or type(match) ~= 'table' then return false end
+  local fields = {subject = subject}
+  for i = 1, #fv, 2 do fields[fv[i]] = fv[i + 1] end
+  if stype == 'flow' and fields.flow == nil then fields.flow = subject end
+  local decoded = {}
+  for path, expected in pairs(match) do
+    local head, rest = string.match(path, '^([^.]+)%.?(.*)$')
+    local value = ABSENT
+    if head == 'data' or head == 'meta' then
+      if decoded[head] == nil then
+        decoded[head] = ABSENT
+        if fields[head] then
+          local okd, v = pcall(cjson.decode, fields[head])
+          if okd then decoded[head] = v end
+        end
+      end
+      value = decoded[head]
+      if rest ~= '' then
+        for seg in string.gmatch(rest, '[^.]+') do
+          if type(value) ~= 'table' or value == ABSENT or value[seg] == nil then value = ABSENT; break end
+          value = value[seg]
+        end
+      end
+    elseif rest == '' and fields[head] then
+      value = fields[head]
+    end
+    if value == ABSENT or not json_eq(value, expected) then return false end
+  end
+  return true
+end
+
+-- Resolve the event awaits of this kind that the event matches.
+local function resolve_awaits(stype, kind, subject, fv, payload)
+  local reg = prefix .. ':await:kind:' .. kind
+  if redis.call('EXISTS', reg) == 0 then return end
+  local entries = redis.call('HGETALL', reg)
+  for i = 1, #entries, 2 do
+    local await_id, match_json = entries[i], entries[i + 1]
+    if matches(stype, subject, fv, match_json) then
+      redis.call('HDEL', reg, await_id)
+      local ak = prefix .. ':await:' .. await_id
+      if redis.call('HGET', ak, 'status') == 'pending' then
+        local now = now_ms()
+        local info = redis.call('HMGET', ak, 'flow', 'step', 'createdMs', 'owner', 'job')
+        redis.call('HSET', ak, 'status', 'resolved', 'result', payload, 'resolvedMs', now)
+        -- resolved awaits are kept 7 days (the scheduler's RESOLVED_TTL_MS), then expire
+        redis.call('PEXPIRE', ak, 604800000)
+        local waited = now - (tonumber(info[3]) or now)
+        if info[1] and info[2] then append_event('flow', info[1], {
+          'kind', 'step.resumed', 'step', info[2],
+          'data', cjson.encode({reason = 'event', awaitDuration = waited}),
+          'meta', cjson.encode({awaitType = 'event', jobId = info[5]})
+        }) end
+        local note = '0-0' .. SEP .. 'sched' .. SEP .. info[4] .. SEP .. 'kind' .. SEP ..
+          'sched.resolved' .. SEP .. 'data' .. SEP .. cjson.encode({await = await_id})
+        if info[4] then redis.call('PUBLISH', prefix .. ':sched:inst:' .. info[4], note) end
+      end
+    end
+  end
 end
 
 for g = 1, ngroups do
@@ -53,29 +159,17 @@ for g = 1, ngroups do
   else
     local ids = {1}
     for e = 1, n do
-      local key = KEYS[k]
       local stype, subject, index = ARGV[a], ARGV[a + 1], ARGV[a + 2]
       local npairs = tonumber(ARGV[a + 3])
-      local args = {key}
-      if maxlen > 0 then
-        args[2] = 'MAXLEN'; args[3] = '~'; args[4] = maxlen
-      end
-      args[#args + 1] = '*'
-      local pairs = {}
-      for p = a + 4, a + 3 + 2 * npairs do
-        args[#args + 1] = ARGV[p]
-        pairs[#pairs + 1] = ARGV[p]
-      end
-      local id = redis.call('XADD', unpack(args))
-      local payload = id .. SEP .. stype .. SEP .. subject .. SEP .. table.concat(pairs, SEP)
-      redis.call('PUBLISH', key .. ':live', payload)
-      -- the kind is always the first field
-      redis.call('PUBLISH', prefix .. ':kind:' .. ARGV[a + 5], payload)
+      local pairs_ = {}
+      for p = a + 4, a + 3 + 2 * npairs do pairs_[#pairs_ + 1] = ARGV[p] end
+      local id, payload = append_event(stype, subject, pairs_)
       local ik = index_key(index)
       if ik then
         local ms = string.match(id, '^(%d+)')
         redis.call('ZADD', ik, 'NX', ms, subject)
       end
+      resolve_awaits(stype, pairs_[2], subject, pairs_, payload)
       ids[#ids + 1] = id
       a = a + 4 + 2 * npairs; k = k + 1
     end

@@ -49,7 +49,7 @@ pub enum Store {
     /// Redis (single node).
     Redis(Box<redis::RedisStore>),
     /// The embedded in-memory store.
-    Memory(memory::MemoryStore),
+    Memory(Box<memory::MemoryStore>),
 }
 
 impl Store {
@@ -102,6 +102,196 @@ impl Store {
         match self {
             Store::Redis(s) => s.close(),
             Store::Memory(_) => {}
+        }
+    }
+}
+
+/// What a compare-and-set expects the field to hold.
+#[derive(Debug, Clone, Copy)]
+pub enum Expect<'a> {
+    /// The field must not exist.
+    Absent,
+    /// The field must hold exactly this.
+    Value(&'a str),
+}
+
+/// Outcome of a compare-and-set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CasResult {
+    /// The field matched and the new values were written.
+    pub set: bool,
+    /// The hash existed before the call.
+    pub exists: bool,
+    /// The field's value before the call.
+    pub current: Option<String>,
+}
+
+/// A claimed timer.
+#[derive(Debug, Clone)]
+pub struct ClaimedTimer {
+    /// Timer id.
+    pub id: String,
+    /// What to do (JSON).
+    pub payload: String,
+    /// When it was due (ms).
+    pub due_ms: u64,
+}
+
+/// Durable primitives of the scheduler: hashes with compare-and-set, sets, leases, timers and
+/// plain publishing. Keys are full keys; the timer keys live under `<prefix>:sched:`.
+impl Store {
+    /// Every field of a hash (empty when missing or expired).
+    pub async fn hash_get_all(
+        &self,
+        key: &str,
+    ) -> Result<std::collections::HashMap<String, String>> {
+        match self {
+            Store::Redis(s) => s.hash_get_all(key).await,
+            Store::Memory(s) => Ok(s.hash_get_all(key)),
+        }
+    }
+
+    /// Set fields of a hash.
+    pub async fn hash_set(&self, key: &str, pairs: &[(&str, String)]) -> Result<()> {
+        match self {
+            Store::Redis(s) => s.hash_set(key, pairs).await,
+            Store::Memory(s) => {
+                s.hash_set(key, pairs);
+                Ok(())
+            }
+        }
+    }
+
+    /// Compare-and-set `field`; on success also set `extra` and, when `ttl_ms > 0`, expire
+    /// the hash after `ttl_ms`.
+    pub async fn hash_cas(
+        &self,
+        key: &str,
+        field: &str,
+        expect: Expect<'_>,
+        new: &str,
+        ttl_ms: u64,
+        extra: &[(&str, String)],
+    ) -> Result<CasResult> {
+        match self {
+            Store::Redis(s) => s.hash_cas(key, field, expect, new, ttl_ms, extra).await,
+            Store::Memory(s) => Ok(s.hash_cas(key, field, expect, new, ttl_ms, extra)),
+        }
+    }
+
+    /// Delete fields of a hash.
+    pub async fn hash_del(&self, key: &str, fields: &[&str]) -> Result<()> {
+        match self {
+            Store::Redis(s) => s.hash_del(key, fields).await,
+            Store::Memory(s) => {
+                s.hash_del(key, fields);
+                Ok(())
+            }
+        }
+    }
+
+    /// Add to or remove from a set.
+    pub async fn set_update(&self, key: &str, member: &str, add: bool) -> Result<()> {
+        match self {
+            Store::Redis(s) => s.set_update(key, member, add).await,
+            Store::Memory(s) => {
+                s.set_update(key, member, add);
+                Ok(())
+            }
+        }
+    }
+
+    /// Members of a set.
+    pub async fn set_members(&self, key: &str) -> Result<Vec<String>> {
+        match self {
+            Store::Redis(s) => s.set_members(key).await,
+            Store::Memory(s) => Ok(s.set_members(key)),
+        }
+    }
+
+    /// Set a key that expires after `ttl_ms` (an instance lease).
+    pub async fn lease_renew(&self, key: &str, ttl_ms: u64) -> Result<()> {
+        match self {
+            Store::Redis(s) => s.lease_renew(key, ttl_ms).await,
+            Store::Memory(s) => {
+                s.lease_renew(key, ttl_ms);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether a lease (or any key) exists.
+    pub async fn exists(&self, key: &str) -> Result<bool> {
+        match self {
+            Store::Redis(s) => s.exists(key).await,
+            Store::Memory(s) => Ok(s.exists(key)),
+        }
+    }
+
+    /// Remove a key.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match self {
+            Store::Redis(s) => s.delete(key).await,
+            Store::Memory(s) => {
+                s.delete(key);
+                Ok(())
+            }
+        }
+    }
+
+    /// Add (or move) a timer.
+    pub async fn timer_add(&self, id: &str, due_ms: u64, payload: &str) -> Result<()> {
+        match self {
+            Store::Redis(s) => s.timer_add(id, due_ms, payload).await,
+            Store::Memory(s) => {
+                s.timer_add(id, due_ms, payload);
+                Ok(())
+            }
+        }
+    }
+
+    /// Claim up to `limit` due timers for `lease_ms`.
+    pub async fn timer_claim(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        lease_ms: u64,
+    ) -> Result<Vec<ClaimedTimer>> {
+        match self {
+            Store::Redis(s) => s.timer_claim(now_ms, limit, lease_ms).await,
+            Store::Memory(s) => Ok(s.timer_claim(now_ms, limit, lease_ms)),
+        }
+    }
+
+    /// Forget a timer (done, or cancelled).
+    pub async fn timer_remove(&self, id: &str) -> Result<()> {
+        match self {
+            Store::Redis(s) => s.timer_remove(id).await,
+            Store::Memory(s) => {
+                s.timer_remove(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// The earliest due time (or in-flight lease end), if any timer exists.
+    pub async fn timer_next(&self) -> Result<Option<u64>> {
+        match self {
+            Store::Redis(s) => s.timer_next().await,
+            Store::Memory(s) => Ok(s.timer_next()),
+        }
+    }
+
+    /// Publish a live-format message on a channel.
+    pub async fn publish(&self, channel: &str, payload: &str, hub: &Hub) -> Result<()> {
+        match self {
+            Store::Redis(s) => s.publish(channel, payload).await,
+            Store::Memory(_) => {
+                if let Some(rec) = crate::event::record_from_live(payload) {
+                    hub.dispatch(channel, &std::sync::Arc::new(rec));
+                }
+                Ok(())
+            }
         }
     }
 }

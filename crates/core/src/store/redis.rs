@@ -338,3 +338,219 @@ fn parse_entries(v: Value, stream: &StreamRef) -> Result<Vec<Record>> {
     }
     Ok(out)
 }
+
+static CAS_LUA: &str = include_str!("cas.lua");
+static TIMER_CLAIM_LUA: &str = include_str!("timer_claim.lua");
+
+/// Scheduler primitives on Redis.
+impl RedisStore {
+    async fn query<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T> {
+        let mut conn = self.conn()?;
+        with_timeout(self.timeout, async move {
+            cmd.query_async(&mut conn).await.map_err(Error::from)
+        })
+        .await
+    }
+
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
+        let mut conn = self.conn()?;
+        with_timeout(self.timeout, async move {
+            inv.invoke_async(&mut conn).await.map_err(Error::from)
+        })
+        .await
+    }
+
+    pub(crate) async fn hash_get_all(
+        &self,
+        key: &str,
+    ) -> Result<std::collections::HashMap<String, String>> {
+        let mut c = redis::cmd("HGETALL");
+        c.arg(key);
+        self.query(c).await
+    }
+
+    pub(crate) async fn hash_set(&self, key: &str, pairs: &[(&str, String)]) -> Result<()> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let mut c = redis::cmd("HSET");
+        c.arg(key);
+        for (k, v) in pairs {
+            c.arg(*k).arg(v);
+        }
+        self.query::<()>(c).await
+    }
+
+    pub(crate) async fn hash_cas(
+        &self,
+        key: &str,
+        field: &str,
+        expect: super::Expect<'_>,
+        new: &str,
+        ttl_ms: u64,
+        extra: &[(&str, String)],
+    ) -> Result<super::CasResult> {
+        let script = Script::new(CAS_LUA);
+        let mut inv = script.prepare_invoke();
+        inv.key(key).arg(field);
+        match expect {
+            super::Expect::Absent => inv.arg("1").arg(""),
+            super::Expect::Value(v) => inv.arg("0").arg(v),
+        };
+        inv.arg(new).arg(ttl_ms);
+        for (k, v) in extra {
+            inv.arg(*k).arg(v);
+        }
+        let (set, exists, current): (i64, i64, Option<String>) = self.script(inv).await?;
+        Ok(super::CasResult {
+            set: set == 1,
+            exists: exists == 1,
+            current,
+        })
+    }
+
+    pub(crate) async fn hash_del(&self, key: &str, fields: &[&str]) -> Result<()> {
+        let mut c = redis::cmd("HDEL");
+        c.arg(key).arg(fields);
+        self.query::<()>(c).await
+    }
+
+    pub(crate) async fn set_update(&self, key: &str, member: &str, add: bool) -> Result<()> {
+        let mut c = redis::cmd(if add { "SADD" } else { "SREM" });
+        c.arg(key).arg(member);
+        self.query::<()>(c).await
+    }
+
+    pub(crate) async fn set_members(&self, key: &str) -> Result<Vec<String>> {
+        let mut c = redis::cmd("SMEMBERS");
+        c.arg(key);
+        self.query(c).await
+    }
+
+    pub(crate) async fn lease_renew(&self, key: &str, ttl_ms: u64) -> Result<()> {
+        let mut c = redis::cmd("SET");
+        c.arg(key).arg("1").arg("PX").arg(ttl_ms);
+        self.query::<()>(c).await
+    }
+
+    pub(crate) async fn exists(&self, key: &str) -> Result<bool> {
+        let mut c = redis::cmd("EXISTS");
+        c.arg(key);
+        Ok(self.query::<i64>(c).await? == 1)
+    }
+
+    pub(crate) async fn delete(&self, key: &str) -> Result<()> {
+        let mut c = redis::cmd("DEL");
+        c.arg(key);
+        self.query::<()>(c).await
+    }
+
+    fn timer_keys(&self) -> (String, String, String) {
+        (
+            format!("{}:sched:timers", self.prefix),
+            format!("{}:sched:inflight", self.prefix),
+            format!("{}:sched:timer-data", self.prefix),
+        )
+    }
+
+    pub(crate) async fn timer_add(&self, id: &str, due_ms: u64, payload: &str) -> Result<()> {
+        let (timers, _, data) = self.timer_keys();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HSET")
+            .arg(&data)
+            .arg(id)
+            .arg(payload)
+            .ignore()
+            .cmd("ZADD")
+            .arg(&timers)
+            .arg(due_ms)
+            .arg(id)
+            .ignore();
+        let mut conn = self.conn()?;
+        with_timeout(self.timeout, async move {
+            pipe.query_async::<()>(&mut conn).await.map_err(Error::from)
+        })
+        .await
+    }
+
+    pub(crate) async fn timer_claim(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        lease_ms: u64,
+    ) -> Result<Vec<super::ClaimedTimer>> {
+        let (timers, inflight, data) = self.timer_keys();
+        let script = Script::new(TIMER_CLAIM_LUA);
+        let mut inv = script.prepare_invoke();
+        inv.key(timers)
+            .key(inflight)
+            .key(data)
+            .arg(now_ms)
+            .arg(limit)
+            .arg(lease_ms);
+        let flat: Vec<String> = self.script(inv).await?;
+        Ok(flat
+            .chunks_exact(3)
+            .map(|c| super::ClaimedTimer {
+                id: c[0].clone(),
+                payload: c[1].clone(),
+                due_ms: c[2].parse::<f64>().map(|f| f as u64).unwrap_or(now_ms),
+            })
+            .collect())
+    }
+
+    pub(crate) async fn timer_remove(&self, id: &str) -> Result<()> {
+        let (timers, inflight, data) = self.timer_keys();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("ZREM")
+            .arg(&timers)
+            .arg(id)
+            .ignore()
+            .cmd("ZREM")
+            .arg(&inflight)
+            .arg(id)
+            .ignore()
+            .cmd("HDEL")
+            .arg(&data)
+            .arg(id)
+            .ignore();
+        let mut conn = self.conn()?;
+        with_timeout(self.timeout, async move {
+            pipe.query_async::<()>(&mut conn).await.map_err(Error::from)
+        })
+        .await
+    }
+
+    pub(crate) async fn timer_next(&self) -> Result<Option<u64>> {
+        let (timers, inflight, _) = self.timer_keys();
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZRANGE")
+            .arg(&timers)
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES");
+        pipe.cmd("ZRANGE")
+            .arg(&inflight)
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES");
+        let mut conn = self.conn()?;
+        type Scored = Vec<(String, f64)>;
+        let (a, b): (Scored, Scored) = with_timeout(self.timeout, async move {
+            pipe.query_async(&mut conn).await.map_err(Error::from)
+        })
+        .await?;
+        Ok(a.into_iter().chain(b).map(|(_, s)| s as u64).min())
+    }
+
+    pub(crate) async fn publish(&self, channel: &str, payload: &str) -> Result<()> {
+        let mut c = redis::cmd("PUBLISH");
+        c.arg(channel).arg(payload);
+        self.query::<()>(c).await
+    }
+}

@@ -1,0 +1,1508 @@
+//! The scheduler: steps with retries and back-off, and durable awaits (time, event, trigger)
+//! that survive the death of the process that started them.
+//!
+//! Handlers live in JavaScript; this engine decides what runs where and when, and hands the
+//! host "work" (run attempt N of job J, maybe as a replay) through a queue with a wake-up call.
+//!
+//! Store layout (prefix `nq`):
+//! - `nq:sched:job:<jobId>` (hash): step, flow, input, attempt, startedAttempt, status
+//!   (running | retrying | completed | failed), owner, result/error, `t:<attempt>:<seq>` →
+//!   trigger id of an `await.trigger` call. Expires 7 days after the job ends.
+//! - `nq:await:<awaitId>` (hash): type (time | event | trigger), job, flow, step, attempt, seq,
+//!   owner, status (pending | resolved | timeout | cancelled), createdMs, result, and per type
+//!   resumeAt / kind + match / triggerType. `awaitId` is `<jobId>:<attempt>:<seq>`, or for a
+//!   trigger its id: 32 random hex characters (128 bits), a capability. Expires 7 days after
+//!   it resolves; `fire` on an expired trigger is `TRIGGER_NOT_FOUND`.
+//! - `nq:await:kind:<kind>` (hash): awaitId → match, the pending event awaits, matched by the
+//!   append script in the same step as the append.
+//! - `nq:sched:timers` (zset id → due ms), `nq:sched:inflight` (zset id → claim lease end),
+//!   `nq:sched:timer-data` (hash id → JSON): retry back-offs, `await.time`, await timeouts.
+//! - `nq:sched:lease:<instance>` (key with a TTL of `leaseMs`), `nq:sched:instances` (set),
+//!   `nq:sched:owned:<instance>` (set of job ids).
+//! - channels `nq:sched:wake` (a timer was added) and `nq:sched:inst:<instance>` (work for one
+//!   instance: an await it waits on resolved, or a retry it owns is due).
+//!
+//! Exactly once: every resolution (timer, fire, cancel, timeout, matching event) is a
+//! compare-and-set of the await's `status` from `pending`; only the winner emits the events
+//! and routes the resume. A timer is claimed by one instance (moved to in-flight atomically);
+//! a claim whose instance died is claimed again after its lease, and its effect, a
+//! compare-and-set, cannot happen twice.
+//!
+//! Where a resume runs: on the job's owner while its lease is alive (its pending `await`
+//! resolves in place). When the owner is gone, an instance that defines the step takes the
+//! job over (compare-and-set of `owner`) and runs the handler again; awaits already resolved
+//! in that attempt return their recorded result at once (replay by call order).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::{oneshot, Notify};
+
+use crate::bus::{Bus, Core};
+use crate::error::{Error, ErrorCode, Result};
+use crate::event::{self, record_from_live, StreamRef, LIVE_SEP};
+use crate::id::iso_from_ms;
+use crate::live::{self, Item, SubscribeOptions, Subscription};
+use crate::store::{Expect, Store};
+
+/// How long resolved awaits and finished jobs stay in the store.
+pub const RESOLVED_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Timers claimed per store call.
+const CLAIM_BATCH: usize = 256;
+/// Longest sleep of the timer loop without a wake-up (a safety re-check).
+const TIMER_RECHECK: Duration = Duration::from_secs(30);
+
+/// Back-off between attempts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Backoff {
+    /// `fixed` or `exponential`.
+    #[serde(rename = "type", default = "default_backoff_type")]
+    pub kind: String,
+    /// Base delay in ms.
+    #[serde(default = "default_delay")]
+    pub delay_ms: u64,
+    /// Upper bound in ms.
+    #[serde(default)]
+    pub max_delay_ms: Option<u64>,
+    /// Random spread: the delay is multiplied by a factor in `[1 - jitter, 1 + jitter]`.
+    #[serde(default)]
+    pub jitter: Option<f64>,
+}
+
+fn default_backoff_type() -> String {
+    "exponential".into()
+}
+
+fn default_delay() -> u64 {
+    1000
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            kind: default_backoff_type(),
+            delay_ms: default_delay(),
+            max_delay_ms: None,
+            jitter: None,
+        }
+    }
+}
+
+/// When and how often a failed step is tried again.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Total attempts, at least 1 (default 1: no retry).
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    /// The back-off.
+    #[serde(default)]
+    pub backoff: Backoff,
+    /// Only errors whose `name` or `code` is listed are retried.
+    #[serde(default)]
+    pub retriable_errors: Option<Vec<String>>,
+}
+
+impl RetryPolicy {
+    /// Parse and check a policy given as JSON (`null` or empty: no retries).
+    pub fn from_json(json: &str) -> Result<RetryPolicy> {
+        if json.trim().is_empty() || json.trim() == "null" {
+            return Ok(RetryPolicy::default());
+        }
+        let p: RetryPolicy = serde_json::from_str(json)
+            .map_err(|e| Error::argument(format!("retry policy is invalid: {e}")))?;
+        if p.attempts == Some(0) {
+            return Err(Error::argument("retry.attempts must be at least 1"));
+        }
+        if !matches!(p.backoff.kind.as_str(), "fixed" | "exponential") {
+            return Err(Error::argument(format!(
+                "retry.backoff.type must be 'fixed' or 'exponential' (got '{}')",
+                p.backoff.kind
+            )));
+        }
+        if let Some(j) = p.backoff.jitter {
+            if !(0.0..=1.0).contains(&j) {
+                return Err(Error::argument(
+                    "retry.backoff.jitter must be between 0 and 1",
+                ));
+            }
+        }
+        Ok(p)
+    }
+
+    fn max_attempts(&self) -> u32 {
+        self.attempts.unwrap_or(1).max(1)
+    }
+
+    /// The delay before attempt `failed + 1`, after attempt `failed` failed.
+    pub fn delay_ms(&self, failed: u32) -> u64 {
+        let b = &self.backoff;
+        let base = if b.kind == "fixed" {
+            b.delay_ms as f64
+        } else {
+            b.delay_ms as f64 * 2f64.powi(failed.saturating_sub(1).min(60) as i32)
+        };
+        let capped = match b.max_delay_ms {
+            Some(m) => base.min(m as f64),
+            None => base,
+        };
+        let jittered = match b.jitter {
+            Some(j) if j > 0.0 => capped * (1.0 - j + 2.0 * j * random_unit()),
+            _ => capped,
+        };
+        jittered.max(0.0).min(u64::MAX as f64 / 2.0) as u64
+    }
+}
+
+fn random_unit() -> f64 {
+    (getrandom::u64().unwrap_or(0) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// 32 hex characters of OS randomness (128 bits).
+pub fn random_id() -> Result<String> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b)
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("no OS randomness: {e}")))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn is_trigger_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Options of a scheduler instance.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Stable id of this instance (default: random).
+    pub instance_id: Option<String>,
+    /// How long an instance counts as alive after its last heartbeat (default 5000 ms).
+    pub lease_ms: u64,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        SchedulerOptions {
+            instance_id: None,
+            lease_ms: 5000,
+        }
+    }
+}
+
+/// What an await resolved to, for the handler waiting on it.
+type AwaitOutcome = Result<String>;
+
+struct Inner {
+    bus: Bus,
+    core: Arc<Core>,
+    id: String,
+    prefix: String,
+    lease_ms: u64,
+    defs: Mutex<HashMap<String, RetryPolicy>>,
+    work: Mutex<std::collections::VecDeque<String>>,
+    work_waker: Mutex<Option<live::Waker>>,
+    work_ready: Notify,
+    runs: Mutex<HashMap<String, oneshot::Sender<Result<String>>>>,
+    waiters: Mutex<HashMap<String, Vec<oneshot::Sender<AwaitOutcome>>>>,
+    /// Jobs this instance is executing: job → (attempt, start).
+    running: Mutex<HashMap<String, (u32, Instant)>>,
+    signals: Arc<Signals>,
+    closed: AtomicBool,
+    subs: Mutex<Vec<Arc<Subscription>>>,
+}
+
+/// Wake-ups of the background loops, held apart from `Inner` so a sleeping loop does not
+/// keep a dropped scheduler alive.
+#[derive(Default)]
+struct Signals {
+    timer_wake: Notify,
+    stop: Notify,
+}
+
+/// A scheduler instance on a bus. Cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Scheduler {
+    /// Start an instance: register its lease, listen for work, run the timer loop.
+    /// `work_waker` is called when `take_work` has something.
+    pub async fn start(
+        bus: &Bus,
+        opts: SchedulerOptions,
+        work_waker: Option<live::Waker>,
+    ) -> Result<Scheduler> {
+        let id = match opts.instance_id {
+            Some(id) => {
+                event::validate_id("instanceId", &id).map_err(|e| Error::argument(e.message))?;
+                id
+            }
+            None => random_id()?,
+        };
+        if opts.lease_ms < 100 {
+            return Err(Error::argument("leaseMs must be at least 100"));
+        }
+        let core = bus.core().clone();
+        let inner = Arc::new(Inner {
+            bus: bus.clone(),
+            prefix: bus.prefix().to_owned(),
+            core,
+            id,
+            lease_ms: opts.lease_ms,
+            defs: Mutex::new(HashMap::new()),
+            work: Mutex::new(Default::default()),
+            work_waker: Mutex::new(work_waker),
+            work_ready: Notify::new(),
+            runs: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
+            signals: Arc::new(Signals::default()),
+            closed: AtomicBool::new(false),
+            subs: Mutex::new(Vec::new()),
+        });
+        let s = Scheduler { inner };
+        s.store()
+            .lease_renew(&s.lease_key(&s.inner.id), s.inner.lease_ms)
+            .await?;
+        s.store()
+            .set_update(&s.key("sched:instances"), &s.inner.id, true)
+            .await?;
+        let inbox = s
+            .listen(format!("{}:sched:inst:{}", s.inner.prefix, s.inner.id))
+            .await?;
+        let wake = s.listen(format!("{}:sched:wake", s.inner.prefix)).await?;
+        tokio::spawn(inbox_loop(Arc::downgrade(&s.inner), inbox));
+        tokio::spawn(wake_loop(Arc::downgrade(&s.inner), wake));
+        tokio::spawn(timer_loop(Arc::downgrade(&s.inner)));
+        tokio::spawn(lease_loop(Arc::downgrade(&s.inner)));
+        Ok(s)
+    }
+
+    async fn listen(&self, channel: String) -> Result<Arc<Subscription>> {
+        let sub = live::subscribe(
+            &self.inner.core,
+            channel,
+            None,
+            SubscribeOptions {
+                max_queue: 100_000,
+                ..Default::default()
+            },
+            None,
+        )
+        .await?;
+        let sub = Arc::new(sub);
+        lock(&self.inner.subs).push(sub.clone());
+        Ok(sub)
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.core.store
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.inner.prefix)
+    }
+
+    fn job_key(&self, job: &str) -> String {
+        format!("{}:sched:job:{job}", self.inner.prefix)
+    }
+
+    fn await_key(&self, id: &str) -> String {
+        format!("{}:await:{id}", self.inner.prefix)
+    }
+
+    fn lease_key(&self, instance: &str) -> String {
+        format!("{}:sched:lease:{instance}", self.inner.prefix)
+    }
+
+    fn owned_key(&self, instance: &str) -> String {
+        format!("{}:sched:owned:{instance}", self.inner.prefix)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(Error::new(ErrorCode::BusClosed, "the scheduler is closed"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// This instance's id.
+    pub fn instance_id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Declare that this instance runs `step` with `policy`.
+    pub fn define(&self, step: &str, policy: RetryPolicy) -> Result<()> {
+        self.check_open()?;
+        event::validate_id("step", step).map_err(|e| Error::argument(e.message))?;
+        lock(&self.inner.defs).insert(step.to_owned(), policy);
+        Ok(())
+    }
+
+    fn defines(&self, step: &str) -> bool {
+        lock(&self.inner.defs).contains_key(step)
+    }
+
+    /// Take queued work (JSON objects `{jobId, step, flow, input, attempt, replay}`).
+    pub fn take_work(&self, max: usize) -> Vec<String> {
+        let mut q = lock(&self.inner.work);
+        let n = q.len().min(max);
+        q.drain(..n).collect()
+    }
+
+    /// Wait for work (for hosts that poll instead of being woken).
+    pub async fn next_work(&self) -> Vec<String> {
+        loop {
+            let w = self.take_work(1000);
+            if !w.is_empty() {
+                return w;
+            }
+            self.inner.work_ready.notified().await;
+        }
+    }
+
+    fn push_work(&self, work: String) {
+        let was_empty = {
+            let mut q = lock(&self.inner.work);
+            q.push_back(work);
+            q.len() == 1
+        };
+        if was_empty {
+            self.inner.work_ready.notify_one();
+            if let Some(w) = lock(&self.inner.work_waker).as_ref() {
+                w();
+            }
+        }
+    }
+
+    async fn emit(&self, event: Value, stream_type: Option<&str>) -> Result<()> {
+        self.inner
+            .bus
+            .emit(&event.to_string(), stream_type)
+            .await
+            .map(|_| ())
+    }
+
+    /// Run `step` for `flow` with `input` (JSON); resolves to the handler's result (JSON).
+    pub async fn run(
+        &self,
+        step: &str,
+        flow: &str,
+        input: &str,
+        job_id: Option<&str>,
+    ) -> Result<String> {
+        self.check_open()?;
+        if !self.defines(step) {
+            return Err(Error::argument(format!(
+                "step '{step}' is not defined on this scheduler; call define() first"
+            )));
+        }
+        event::validate_id("flow", flow).map_err(|e| Error::argument(e.message))?;
+        let input_value: Value = serde_json::from_str(input)
+            .map_err(|e| Error::argument(format!("input is not JSON: {e}")))?;
+        let job = match job_id {
+            Some(j) => {
+                event::validate_id("jobId", j).map_err(|e| Error::argument(e.message))?;
+                j.to_owned()
+            }
+            None => random_id()?,
+        };
+        let (tx, rx) = oneshot::channel();
+        lock(&self.inner.runs).insert(job.clone(), tx);
+        let created = self
+            .store()
+            .hash_cas(
+                &self.job_key(&job),
+                "status",
+                Expect::Absent,
+                "running",
+                0,
+                &[
+                    ("step", step.to_owned()),
+                    ("flow", flow.to_owned()),
+                    ("input", input_value.to_string()),
+                    ("attempt", "1".into()),
+                    ("owner", self.inner.id.clone()),
+                    ("createdMs", now_ms().to_string()),
+                ],
+            )
+            .await;
+        match created {
+            Ok(c) if c.set => {}
+            Ok(_) => {
+                lock(&self.inner.runs).remove(&job);
+                return Err(Error::new(
+                    ErrorCode::JobExists,
+                    format!("a job with id '{job}' exists already"),
+                ));
+            }
+            Err(e) => {
+                lock(&self.inner.runs).remove(&job);
+                return Err(e);
+            }
+        }
+        self.store()
+            .set_update(&self.owned_key(&self.inner.id), &job, true)
+            .await?;
+        let fields = self.store().hash_get_all(&self.job_key(&job)).await?;
+        self.start_attempt(&job, &fields, 1, true, None).await?;
+        rx.await.unwrap_or_else(|_| Err(Error::closed()))
+    }
+
+    async fn start_attempt(
+        &self,
+        job: &str,
+        fields: &HashMap<String, String>,
+        attempt: u32,
+        fresh: bool,
+        late_ms: Option<u64>,
+    ) -> Result<()> {
+        {
+            let mut running = lock(&self.inner.running);
+            if running.get(job).is_some_and(|(a, _)| *a == attempt) {
+                return Ok(());
+            }
+            running.insert(job.to_owned(), (attempt, Instant::now()));
+        }
+        let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+        let (step, flow) = (get("step"), get("flow"));
+        let input: Value = serde_json::from_str(&get("input")).unwrap_or(Value::Null);
+        if fresh {
+            let mut meta = json!({ "attempt": attempt, "jobId": job });
+            if let Some(l) = late_ms {
+                meta["lateMs"] = l.into();
+            }
+            self.emit(
+                json!({ "kind": "step.started", "subject": flow, "step": step, "data": { "input": input }, "meta": meta }),
+                None,
+            )
+            .await?;
+            self.store()
+                .hash_set(
+                    &self.job_key(job),
+                    &[("startedAttempt", attempt.to_string())],
+                )
+                .await?;
+        }
+        self.push_work(
+            json!({ "jobId": job, "step": step, "flow": flow, "input": input, "attempt": attempt, "replay": !fresh })
+                .to_string(),
+        );
+        Ok(())
+    }
+
+    /// The handler of `job`'s attempt returned `result` (JSON).
+    pub async fn complete(&self, job: &str, attempt: u32, result: &str) -> Result<()> {
+        let result: Value = serde_json::from_str(result)
+            .map_err(|e| Error::argument(format!("result is not JSON: {e}")))?;
+        let started = lock(&self.inner.running).remove(job);
+        let fields = self.store().hash_get_all(&self.job_key(job)).await?;
+        let duration = started
+            .map(|(_, t)| t.elapsed().as_millis() as u64)
+            .unwrap_or(0);
+        let done = self
+            .store()
+            .hash_cas(
+                &self.job_key(job),
+                "status",
+                Expect::Value("running"),
+                "completed",
+                RESOLVED_TTL_MS,
+                &[("result", result.to_string())],
+            )
+            .await?;
+        if done.set {
+            self.emit(
+                json!({ "kind": "step.completed", "subject": fields.get("flow"), "step": fields.get("step"),
+                        "data": { "result": result }, "meta": { "attempt": attempt, "duration": duration, "jobId": job } }),
+                None,
+            )
+            .await?;
+            self.store()
+                .set_update(&self.owned_key(&self.inner.id), job, false)
+                .await?;
+        }
+        if let Some(tx) = lock(&self.inner.runs).remove(job) {
+            let _ = tx.send(Ok(result.to_string()));
+        }
+        Ok(())
+    }
+
+    /// The handler of `job`'s attempt threw `error` (JSON `{message, name?, code?,
+    /// retriable?, retryAfter?}`): retry after a durable back-off, or fail the step.
+    pub async fn fail(&self, job: &str, attempt: u32, error: &str) -> Result<()> {
+        #[derive(Deserialize, Default)]
+        #[serde(rename_all = "camelCase")]
+        struct Thrown {
+            #[serde(default)]
+            message: Option<String>,
+            #[serde(default)]
+            name: Option<String>,
+            #[serde(default)]
+            code: Option<Value>,
+            #[serde(default)]
+            retriable: Option<bool>,
+            #[serde(default)]
+            retry_after: Option<f64>,
+        }
+        let thrown: Thrown = serde_json::from_str(error).unwrap_or_default();
+        let message = thrown
+            .message
+            .clone()
+            .unwrap_or_else(|| "step failed".into());
+        lock(&self.inner.running).remove(job);
+        let fields = self.store().hash_get_all(&self.job_key(job)).await?;
+        let step = fields.get("step").cloned().unwrap_or_default();
+        let flow = fields.get("flow").cloned().unwrap_or_default();
+        let policy = lock(&self.inner.defs)
+            .get(&step)
+            .cloned()
+            .unwrap_or_default();
+        let max = policy.max_attempts();
+        let code = thrown.code.as_ref().map(|c| match c {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+        let listed = match &policy.retriable_errors {
+            None => true,
+            Some(list) => list
+                .iter()
+                .any(|e| Some(e) == thrown.name.as_ref() || Some(e) == code.as_ref()),
+        };
+        let will_retry = attempt < max && thrown.retriable != Some(false) && listed;
+        if will_retry {
+            let delay = match thrown.retry_after {
+                Some(ms) if ms.is_finite() && ms >= 0.0 => ms as u64,
+                _ => policy.delay_ms(attempt),
+            };
+            let due = now_ms() + delay;
+            let moved = self
+                .store()
+                .hash_cas(
+                    &self.job_key(job),
+                    "status",
+                    Expect::Value("running"),
+                    "retrying",
+                    0,
+                    &[],
+                )
+                .await?;
+            if !moved.set {
+                return Ok(());
+            }
+            self.emit(
+                json!({ "kind": "step.failed", "subject": flow, "step": step,
+                        "data": { "error": message, "willRetry": true, "nextRetryAt": iso_from_ms(due) },
+                        "meta": { "attempt": attempt, "maxAttempts": max, "backoff": policy.backoff.kind, "jobId": job } }),
+                None,
+            )
+            .await?;
+            self.emit(
+                json!({ "kind": "step.retry", "subject": flow, "step": step,
+                        "data": { "reason": message, "delayMs": delay },
+                        "meta": { "attempt": attempt + 1, "scheduledAt": iso_from_ms(due), "jobId": job } }),
+                None,
+            )
+            .await?;
+            self.add_timer(
+                &format!("retry:{job}:{}", attempt + 1),
+                due,
+                json!({ "type": "retry", "job": job, "attempt": attempt + 1 }),
+            )
+            .await?;
+            return Ok(());
+        }
+        let done = self
+            .store()
+            .hash_cas(
+                &self.job_key(job),
+                "status",
+                Expect::Value("running"),
+                "failed",
+                RESOLVED_TTL_MS,
+                &[("error", message.clone())],
+            )
+            .await?;
+        if done.set {
+            self.emit(
+                json!({ "kind": "step.failed", "subject": flow, "step": step,
+                        "data": { "error": message, "willRetry": false },
+                        "meta": { "attempt": attempt, "maxAttempts": max, "jobId": job } }),
+                None,
+            )
+            .await?;
+            self.store()
+                .set_update(&self.owned_key(&self.inner.id), job, false)
+                .await?;
+        }
+        if let Some(tx) = lock(&self.inner.runs).remove(job) {
+            let mut err = Error::new(
+                ErrorCode::StepFailed,
+                format!("step '{step}' failed after {attempt} attempt(s): {message}"),
+            );
+            err.last_id = Some(error.to_owned());
+            let _ = tx.send(Err(err));
+        }
+        Ok(())
+    }
+
+    async fn add_timer(&self, id: &str, due: u64, payload: Value) -> Result<()> {
+        self.store()
+            .timer_add(id, due, &payload.to_string())
+            .await?;
+        self.inner.signals.timer_wake.notify_one();
+        let note = format!(
+            "0-0{LIVE_SEP}sched{LIVE_SEP}wake{LIVE_SEP}kind{LIVE_SEP}sched.wake{LIVE_SEP}data{LIVE_SEP}{due}"
+        );
+        self.store()
+            .publish(&self.key("sched:wake"), &note, &self.inner.core.hub)
+            .await
+    }
+
+    fn await_id(job: &str, attempt: u32, seq: u32) -> String {
+        format!("{job}:{attempt}:{seq}")
+    }
+
+    /// Create the await hash (or find the one a previous run of this attempt made) and
+    /// register a waiter. Returns (fresh, receiver).
+    async fn open_await(
+        &self,
+        await_id: &str,
+        job: &str,
+        attempt: u32,
+        seq: u32,
+        extra: Vec<(&str, String)>,
+    ) -> Result<(
+        bool,
+        oneshot::Receiver<AwaitOutcome>,
+        HashMap<String, String>,
+    )> {
+        let fields = self.store().hash_get_all(&self.job_key(job)).await?;
+        if fields.is_empty() {
+            return Err(Error::argument(format!("job '{job}' does not exist")));
+        }
+        let (tx, rx) = oneshot::channel();
+        lock(&self.inner.waiters)
+            .entry(await_id.to_owned())
+            .or_default()
+            .push(tx);
+        let mut all = vec![
+            ("job", job.to_owned()),
+            ("flow", fields.get("flow").cloned().unwrap_or_default()),
+            ("step", fields.get("step").cloned().unwrap_or_default()),
+            ("attempt", attempt.to_string()),
+            ("seq", seq.to_string()),
+            ("owner", self.inner.id.clone()),
+            ("createdMs", now_ms().to_string()),
+        ];
+        all.extend(extra);
+        let created = self
+            .store()
+            .hash_cas(
+                &self.await_key(await_id),
+                "status",
+                Expect::Absent,
+                "pending",
+                0,
+                &all,
+            )
+            .await?;
+        if !created.set {
+            // A replay: this instance now owns the await; settle at once if already resolved.
+            self.store()
+                .hash_set(
+                    &self.await_key(await_id),
+                    &[("owner", self.inner.id.clone())],
+                )
+                .await?;
+            if created.current.as_deref() != Some("pending") {
+                self.settle(await_id).await?;
+            }
+        }
+        Ok((created.set, rx, fields))
+    }
+
+    async fn wait(rx: oneshot::Receiver<AwaitOutcome>) -> Result<String> {
+        rx.await.unwrap_or_else(|_| Err(Error::closed()))
+    }
+
+    /// `ctx.await.time`: resolves (to `null`) at `resume_at_ms`, durably.
+    pub async fn await_time(
+        &self,
+        job: &str,
+        attempt: u32,
+        seq: u32,
+        resume_at_ms: u64,
+    ) -> Result<String> {
+        self.check_open()?;
+        let id = Self::await_id(job, attempt, seq);
+        let (fresh, rx, fields) = self
+            .open_await(
+                &id,
+                job,
+                attempt,
+                seq,
+                vec![
+                    ("type", "time".into()),
+                    ("resumeAt", resume_at_ms.to_string()),
+                ],
+            )
+            .await?;
+        if fresh {
+            self.emit(
+                json!({ "kind": "step.await.time", "subject": fields.get("flow"), "step": fields.get("step"),
+                        "data": { "resumeAt": iso_from_ms(resume_at_ms) }, "meta": { "jobId": job } }),
+                None,
+            )
+            .await?;
+            self.add_timer(
+                &format!("time:{id}"),
+                resume_at_ms,
+                json!({ "type": "time", "await": id }),
+            )
+            .await?;
+        }
+        Self::wait(rx).await
+    }
+
+    /// `ctx.await.event`: resolves to the first event of `kind` matching `condition` (JSON)
+    /// stored after registration, on any instance.
+    pub async fn await_event(
+        &self,
+        job: &str,
+        attempt: u32,
+        seq: u32,
+        kind: &str,
+        condition: &str,
+        timeout_ms: Option<u64>,
+    ) -> Result<String> {
+        self.check_open()?;
+        event::validate_kind(kind).map_err(|e| Error::argument(e.message))?;
+        let cond: Value = serde_json::from_str(if condition.is_empty() {
+            "{}"
+        } else {
+            condition
+        })
+        .map_err(|e| Error::argument(format!("match is not JSON: {e}")))?;
+        crate::matching::validate(&cond)?;
+        let id = Self::await_id(job, attempt, seq);
+        let mut extra = vec![
+            ("type", "event".to_owned()),
+            ("kind", kind.to_owned()),
+            ("match", cond.to_string()),
+        ];
+        if let Some(t) = timeout_ms {
+            extra.push(("timeoutMs", t.to_string()));
+        }
+        let (fresh, rx, fields) = self.open_await(&id, job, attempt, seq, extra).await?;
+        if fresh {
+            self.store()
+                .hash_set(
+                    &format!("{}:await:kind:{kind}", self.inner.prefix),
+                    &[(id.as_str(), cond.to_string())],
+                )
+                .await?;
+            let mut data = json!({ "eventKind": kind, "match": cond });
+            if let Some(t) = timeout_ms {
+                data["timeout"] = t.into();
+                self.add_timer(
+                    &format!("timeout:{id}"),
+                    now_ms() + t,
+                    json!({ "type": "timeout", "await": id }),
+                )
+                .await?;
+            }
+            self.emit(
+                json!({ "kind": "step.await.event", "subject": fields.get("flow"), "step": fields.get("step"),
+                        "data": data, "meta": { "jobId": job } }),
+                None,
+            )
+            .await?;
+        }
+        Self::wait(rx).await
+    }
+
+    /// `ctx.await.trigger`: registers a trigger (a fresh 128-bit id, or on replay the id this
+    /// call got before) and returns its id; `wait_trigger` waits for it.
+    pub async fn register_trigger(
+        &self,
+        job: &str,
+        attempt: u32,
+        seq: u32,
+        trigger_type: &str,
+        payload: Option<&str>,
+        timeout_ms: Option<u64>,
+    ) -> Result<String> {
+        self.check_open()?;
+        event::validate_id("trigger type", trigger_type).map_err(|e| Error::argument(e.message))?;
+        let payload: Option<Value> = payload
+            .map(|p| {
+                serde_json::from_str(p)
+                    .map_err(|e| Error::argument(format!("payload is not JSON: {e}")))
+            })
+            .transpose()?;
+        let slot = format!("t:{attempt}:{seq}");
+        let candidate = random_id()?;
+        let claimed = self
+            .store()
+            .hash_cas(
+                &self.job_key(job),
+                &slot,
+                Expect::Absent,
+                &candidate,
+                0,
+                &[],
+            )
+            .await?;
+        if !claimed.exists {
+            return Err(Error::argument(format!("job '{job}' does not exist")));
+        }
+        let id = if claimed.set {
+            candidate
+        } else {
+            claimed.current.unwrap_or_default()
+        };
+        let mut extra = vec![
+            ("type", "trigger".to_owned()),
+            ("triggerType", trigger_type.to_owned()),
+        ];
+        if let Some(t) = timeout_ms {
+            extra.push(("timeoutMs", t.to_string()));
+        }
+        let (fresh, rx, fields) = self.open_await(&id, job, attempt, seq, extra).await?;
+        drop(rx);
+        lock(&self.inner.waiters).remove(&id);
+        if fresh {
+            let flow = fields.get("flow").cloned().unwrap_or_default();
+            let mut reg = json!({ "type": trigger_type });
+            let mut data = json!({ "triggerId": id, "triggerType": trigger_type });
+            if let Some(p) = &payload {
+                data["payload"] = p.clone();
+            }
+            if let Some(t) = timeout_ms {
+                reg["timeout"] = t.into();
+                data["timeout"] = t.into();
+                self.add_timer(
+                    &format!("timeout:{id}"),
+                    now_ms() + t,
+                    json!({ "type": "timeout", "await": id }),
+                )
+                .await?;
+            }
+            self.emit(
+                json!({ "kind": "trigger.registered", "subject": id, "correlationId": flow, "data": reg }),
+                None,
+            )
+            .await?;
+            self.emit(
+                json!({ "kind": "step.await.trigger", "subject": flow, "step": fields.get("step"),
+                        "data": data, "meta": { "jobId": job } }),
+                None,
+            )
+            .await?;
+        }
+        Ok(id)
+    }
+
+    /// Wait for a trigger registered by `register_trigger`: resolves to the fired payload.
+    pub async fn wait_trigger(&self, trigger_id: &str) -> Result<String> {
+        self.check_open()?;
+        if !is_trigger_id(trigger_id) {
+            return Err(Error::new(ErrorCode::TriggerNotFound, "no such trigger"));
+        }
+        let (tx, rx) = oneshot::channel();
+        lock(&self.inner.waiters)
+            .entry(trigger_id.to_owned())
+            .or_default()
+            .push(tx);
+        let fields = self
+            .store()
+            .hash_get_all(&self.await_key(trigger_id))
+            .await?;
+        if fields.is_empty() {
+            lock(&self.inner.waiters).remove(trigger_id);
+            return Err(Error::new(
+                ErrorCode::TriggerNotFound,
+                format!("trigger {trigger_id} does not exist"),
+            ));
+        }
+        if fields.get("status").map(String::as_str) != Some("pending") {
+            self.settle(trigger_id).await?;
+        }
+        Self::wait(rx).await
+    }
+
+    /// Fire a trigger: exactly one `fire` (or timeout, or cancel) wins.
+    pub async fn fire(&self, trigger_id: &str, payload: &str) -> Result<()> {
+        self.check_open()?;
+        let max = self.inner.core.max_event_bytes();
+        if payload.len() > max {
+            return Err(Error::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "the payload is {} bytes; the limit is {max} (maxEventBytes)",
+                    payload.len()
+                ),
+            ));
+        }
+        let payload: Value = serde_json::from_str(payload)
+            .map_err(|e| Error::invalid(format!("the payload is not JSON: {e}")))?;
+        let fields = self
+            .resolve(trigger_id, "resolved", &[("result", payload.to_string())])
+            .await?;
+        let flow = fields.get("flow").cloned().unwrap_or_default();
+        let created: u64 = fields
+            .get("createdMs")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        self.emit(
+            json!({ "kind": "trigger.fired", "subject": trigger_id, "correlationId": flow,
+                    "data": { "payload": payload, "source": "api" } }),
+            None,
+        )
+        .await?;
+        self.emit(
+            json!({ "kind": "step.resumed", "subject": flow, "step": fields.get("step"),
+                    "data": { "reason": "trigger", "awaitDuration": now_ms().saturating_sub(created) },
+                    "meta": { "awaitType": "trigger", "jobId": fields.get("job") } }),
+            None,
+        )
+        .await?;
+        let _ = self
+            .store()
+            .timer_remove(&format!("timeout:{trigger_id}"))
+            .await;
+        self.route_resolution(trigger_id, &fields).await
+    }
+
+    /// Cancel a pending trigger; the waiting step's `wait()` rejects with `TRIGGER_CANCELLED`.
+    pub async fn cancel(&self, trigger_id: &str, reason: &str) -> Result<()> {
+        self.check_open()?;
+        let fields = self
+            .resolve(trigger_id, "cancelled", &[("reason", reason.to_owned())])
+            .await?;
+        self.emit(
+            json!({ "kind": "trigger.cancelled", "subject": trigger_id,
+                    "correlationId": fields.get("flow"), "data": { "reason": reason } }),
+            None,
+        )
+        .await?;
+        let _ = self
+            .store()
+            .timer_remove(&format!("timeout:{trigger_id}"))
+            .await;
+        self.route_resolution(trigger_id, &fields).await
+    }
+
+    /// Compare-and-set a trigger from pending to `status`; the typed errors of fire/cancel.
+    async fn resolve(
+        &self,
+        trigger_id: &str,
+        status: &str,
+        extra: &[(&str, String)],
+    ) -> Result<HashMap<String, String>> {
+        if !is_trigger_id(trigger_id) {
+            return Err(Error::new(
+                ErrorCode::TriggerNotFound,
+                "no such trigger: trigger ids are 32 hexadecimal characters",
+            ));
+        }
+        let mut all = vec![("resolvedMs", now_ms().to_string())];
+        all.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
+        let r = self
+            .store()
+            .hash_cas(
+                &self.await_key(trigger_id),
+                "status",
+                Expect::Value("pending"),
+                status,
+                RESOLVED_TTL_MS,
+                &all,
+            )
+            .await?;
+        if !r.exists {
+            return Err(Error::new(
+                ErrorCode::TriggerNotFound,
+                format!("trigger {trigger_id} does not exist or has expired"),
+            ));
+        }
+        if !r.set {
+            return Err(Error::new(
+                ErrorCode::TriggerResolved,
+                format!(
+                    "trigger {trigger_id} was already resolved ({})",
+                    r.current.unwrap_or_default()
+                ),
+            ));
+        }
+        self.store().hash_get_all(&self.await_key(trigger_id)).await
+    }
+
+    /// An await this instance may be waiting on changed state: hand its outcome to waiters.
+    async fn settle(&self, await_id: &str) -> Result<()> {
+        let fields = self.store().hash_get_all(&self.await_key(await_id)).await?;
+        let outcome: Option<AwaitOutcome> = match fields.get("status").map(String::as_str) {
+            Some("resolved") => {
+                let result = fields
+                    .get("result")
+                    .cloned()
+                    .unwrap_or_else(|| "null".into());
+                Some(Ok(
+                    if fields.get("type").map(String::as_str) == Some("event") {
+                        record_from_live(&result).map(|r| r.json).unwrap_or(result)
+                    } else {
+                        result
+                    },
+                ))
+            }
+            Some("timeout") => Some(Err(Error::new(
+                ErrorCode::AwaitTimeout,
+                format!(
+                    "the {} await timed out after {} ms",
+                    fields.get("type").map(String::as_str).unwrap_or("await"),
+                    fields.get("timeoutMs").map(String::as_str).unwrap_or("?")
+                ),
+            ))),
+            Some("cancelled") => Some(Err(Error::new(
+                ErrorCode::TriggerCancelled,
+                format!(
+                    "the trigger was cancelled: {}",
+                    fields.get("reason").map(String::as_str).unwrap_or("")
+                ),
+            ))),
+            _ => None,
+        };
+        if let Some(outcome) = outcome {
+            let waiters = lock(&self.inner.waiters)
+                .remove(await_id)
+                .unwrap_or_default();
+            for w in waiters {
+                let _ = w.send(outcome.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// After a resolution: the owner continues in place, or the job is taken over.
+    async fn route_resolution(
+        &self,
+        await_id: &str,
+        fields: &HashMap<String, String>,
+    ) -> Result<()> {
+        let job = fields.get("job").cloned().unwrap_or_default();
+        let job_fields = self.store().hash_get_all(&self.job_key(&job)).await?;
+        let owner = job_fields.get("owner").cloned().unwrap_or_default();
+        if owner == self.inner.id {
+            return self.settle(await_id).await;
+        }
+        if self.store().exists(&self.lease_key(&owner)).await? {
+            let note = format!(
+                "0-0{LIVE_SEP}sched{LIVE_SEP}{owner}{LIVE_SEP}kind{LIVE_SEP}sched.resolved{LIVE_SEP}data{LIVE_SEP}{}",
+                json!({ "await": await_id })
+            );
+            return self
+                .store()
+                .publish(
+                    &format!("{}:sched:inst:{owner}", self.inner.prefix),
+                    &note,
+                    &self.inner.core.hub,
+                )
+                .await;
+        }
+        self.adopt(&job, &owner).await
+    }
+
+    /// Take over a job whose owner is gone, if this instance defines its step, and run it.
+    async fn adopt(&self, job: &str, old_owner: &str) -> Result<()> {
+        let fields = self.store().hash_get_all(&self.job_key(job)).await?;
+        let step = fields.get("step").cloned().unwrap_or_default();
+        if !self.defines(&step) {
+            return Ok(());
+        }
+        let taken = self
+            .store()
+            .hash_cas(
+                &self.job_key(job),
+                "owner",
+                Expect::Value(old_owner),
+                &self.inner.id,
+                0,
+                &[],
+            )
+            .await?;
+        if !taken.set {
+            return Ok(());
+        }
+        self.store()
+            .set_update(&self.owned_key(&self.inner.id), job, true)
+            .await?;
+        self.store()
+            .set_update(&self.owned_key(old_owner), job, false)
+            .await?;
+        if fields.get("status").map(String::as_str) == Some("running") {
+            let attempt: u32 = fields
+                .get("attempt")
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(1);
+            let started: u32 = fields
+                .get("startedAttempt")
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0);
+            self.start_attempt(job, &fields, attempt, started < attempt, None)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A due timer: a retry, an `await.time`, or an await timeout.
+    async fn on_timer(&self, payload: &str, due_ms: u64) -> Result<()> {
+        let v: Value = serde_json::from_str(payload).unwrap_or(Value::Null);
+        let late = now_ms().saturating_sub(due_ms);
+        match v.get("type").and_then(Value::as_str) {
+            Some("retry") => {
+                let job = v["job"].as_str().unwrap_or_default().to_owned();
+                let attempt = v["attempt"].as_u64().unwrap_or(1) as u32;
+                let moved = self
+                    .store()
+                    .hash_cas(
+                        &self.job_key(&job),
+                        "status",
+                        Expect::Value("retrying"),
+                        "running",
+                        0,
+                        &[("attempt", attempt.to_string())],
+                    )
+                    .await?;
+                if !moved.set {
+                    return Ok(());
+                }
+                let fields = self.store().hash_get_all(&self.job_key(&job)).await?;
+                let owner = fields.get("owner").cloned().unwrap_or_default();
+                if owner == self.inner.id {
+                    return self
+                        .start_attempt(&job, &fields, attempt, true, Some(late))
+                        .await;
+                }
+                if self.store().exists(&self.lease_key(&owner)).await? {
+                    let note = format!(
+                        "0-0{LIVE_SEP}sched{LIVE_SEP}{owner}{LIVE_SEP}kind{LIVE_SEP}sched.run{LIVE_SEP}data{LIVE_SEP}{}",
+                        json!({ "job": job, "lateMs": late })
+                    );
+                    return self
+                        .store()
+                        .publish(
+                            &format!("{}:sched:inst:{owner}", self.inner.prefix),
+                            &note,
+                            &self.inner.core.hub,
+                        )
+                        .await;
+                }
+                self.adopt(&job, &owner).await
+            }
+            Some("time") => {
+                let id = v["await"].as_str().unwrap_or_default().to_owned();
+                let r = self
+                    .store()
+                    .hash_cas(
+                        &self.await_key(&id),
+                        "status",
+                        Expect::Value("pending"),
+                        "resolved",
+                        RESOLVED_TTL_MS,
+                        &[
+                            ("result", "null".into()),
+                            ("resolvedMs", now_ms().to_string()),
+                            ("lateMs", late.to_string()),
+                        ],
+                    )
+                    .await?;
+                if !r.set {
+                    return Ok(());
+                }
+                let fields = self.store().hash_get_all(&self.await_key(&id)).await?;
+                let created: u64 = fields
+                    .get("createdMs")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                self.emit(
+                    json!({ "kind": "step.resumed", "subject": fields.get("flow"), "step": fields.get("step"),
+                            "data": { "reason": "time", "awaitDuration": now_ms().saturating_sub(created) },
+                            "meta": { "awaitType": "time", "lateMs": late, "jobId": fields.get("job") } }),
+                    None,
+                )
+                .await?;
+                self.route_resolution(&id, &fields).await
+            }
+            Some("timeout") => {
+                let id = v["await"].as_str().unwrap_or_default().to_owned();
+                let r = self
+                    .store()
+                    .hash_cas(
+                        &self.await_key(&id),
+                        "status",
+                        Expect::Value("pending"),
+                        "timeout",
+                        RESOLVED_TTL_MS,
+                        &[
+                            ("resolvedMs", now_ms().to_string()),
+                            ("lateMs", late.to_string()),
+                        ],
+                    )
+                    .await?;
+                if !r.set {
+                    return Ok(());
+                }
+                let fields = self.store().hash_get_all(&self.await_key(&id)).await?;
+                let await_type = fields.get("type").cloned().unwrap_or_default();
+                let duration: u64 = fields
+                    .get("timeoutMs")
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0);
+                if await_type == "event" {
+                    if let Some(kind) = fields.get("kind") {
+                        self.store()
+                            .hash_del(
+                                &format!("{}:await:kind:{kind}", self.inner.prefix),
+                                &[id.as_str()],
+                            )
+                            .await?;
+                    }
+                }
+                self.emit(
+                    json!({ "kind": "step.await.timeout", "subject": fields.get("flow"), "step": fields.get("step"),
+                            "data": { "awaitType": await_type, "duration": duration },
+                            "meta": { "lateMs": late, "jobId": fields.get("job") } }),
+                    None,
+                )
+                .await?;
+                if await_type == "trigger" {
+                    self.emit(
+                        json!({ "kind": "trigger.timeout", "subject": id, "correlationId": fields.get("flow"),
+                                "data": { "duration": duration }, "meta": { "lateMs": late } }),
+                        None,
+                    )
+                    .await?;
+                }
+                self.route_resolution(&id, &fields).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Heartbeat, and take over the jobs of instances whose lease has run out.
+    async fn reap(&self) -> Result<()> {
+        let me = self.inner.id.clone();
+        for inst in self
+            .store()
+            .set_members(&self.key("sched:instances"))
+            .await?
+        {
+            if inst == me || self.store().exists(&self.lease_key(&inst)).await? {
+                continue;
+            }
+            let jobs = self.store().set_members(&self.owned_key(&inst)).await?;
+            let mut left = 0;
+            for job in jobs {
+                let fields = self.store().hash_get_all(&self.job_key(&job)).await?;
+                match fields.get("status").map(String::as_str) {
+                    Some("running") | Some("retrying") => {
+                        left += 1;
+                        self.adopt(&job, &inst).await?;
+                    }
+                    _ => {
+                        self.store()
+                            .set_update(&self.owned_key(&inst), &job, false)
+                            .await?
+                    }
+                }
+            }
+            if left == 0 {
+                self.store()
+                    .set_update(&self.key("sched:instances"), &inst, false)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-check the awaits this instance waits on (covers a lost notification).
+    async fn recheck(&self) {
+        let ids: Vec<String> = lock(&self.inner.waiters).keys().cloned().collect();
+        for id in ids {
+            let _ = self.settle(&id).await;
+        }
+    }
+
+    /// Stop background work; pending `run` calls and waits reject with `BUS_CLOSED`.
+    pub async fn close(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.inner.signals.stop.notify_waiters();
+        for sub in lock(&self.inner.subs).drain(..) {
+            sub.unsubscribe();
+        }
+        lock(&self.inner.runs).clear();
+        lock(&self.inner.waiters).clear();
+        lock(&self.inner.work_waker).take();
+        let _ = self.store().delete(&self.lease_key(&self.inner.id)).await;
+    }
+}
+
+async fn inbox_loop(inner: Weak<Inner>, sub: Arc<Subscription>) {
+    loop {
+        let batch = sub.next_batch(1000).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let s = Scheduler { inner };
+        if s.inner.closed.load(Ordering::Acquire) || batch.end.is_some() {
+            return;
+        }
+        for item in batch.items {
+            let Item::Event(rec) = item else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(&rec.json) else {
+                continue;
+            };
+            match v["kind"].as_str() {
+                Some("sched.resolved") => {
+                    if let Some(id) = v["data"]["await"].as_str() {
+                        let _ = s.settle(id).await;
+                    }
+                }
+                Some("sched.run") => {
+                    let job = v["data"]["job"].as_str().unwrap_or_default().to_owned();
+                    let late = v["data"]["lateMs"].as_u64();
+                    if let Ok(fields) = s.store().hash_get_all(&s.job_key(&job)).await {
+                        let attempt = fields
+                            .get("attempt")
+                            .and_then(|a| a.parse().ok())
+                            .unwrap_or(1);
+                        let _ = s.start_attempt(&job, &fields, attempt, true, late).await;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+async fn wake_loop(inner: Weak<Inner>, sub: Arc<Subscription>) {
+    loop {
+        let batch = sub.next_batch(1000).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closed.load(Ordering::Acquire) || batch.end.is_some() {
+            return;
+        }
+        inner.signals.timer_wake.notify_one();
+    }
+}
+
+async fn timer_loop(inner: Weak<Inner>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let s = Scheduler { inner: strong };
+        if s.inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let claimed = s
+            .store()
+            .timer_claim(now_ms(), CLAIM_BATCH, s.inner.lease_ms.max(1000))
+            .await;
+        let sleep_for = match claimed {
+            Err(e) if e.code == ErrorCode::BusClosed => return,
+            Err(_) => {
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff
+            }
+            Ok(timers) => {
+                backoff = Duration::from_millis(50);
+                let full = timers.len() == CLAIM_BATCH;
+                for t in timers {
+                    if s.on_timer(&t.payload, t.due_ms).await.is_ok() {
+                        let _ = s.store().timer_remove(&t.id).await;
+                    }
+                }
+                if full {
+                    continue;
+                }
+                match s.store().timer_next().await {
+                    Ok(Some(next)) => {
+                        Duration::from_millis(next.saturating_sub(now_ms())).min(TIMER_RECHECK)
+                    }
+                    Ok(None) => TIMER_RECHECK,
+                    Err(_) => backoff,
+                }
+            }
+        };
+        let signals = s.inner.signals.clone();
+        drop(s);
+        if sleep_for.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(sleep_for) => {}
+            _ = signals.timer_wake.notified() => {}
+            _ = signals.stop.notified() => return,
+        }
+    }
+}
+
+async fn lease_loop(inner: Weak<Inner>) {
+    let mut tick: u64 = 0;
+    loop {
+        let (period, signals) = {
+            let Some(i) = inner.upgrade() else { return };
+            (
+                Duration::from_millis((i.lease_ms / 3).max(30)),
+                i.signals.clone(),
+            )
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = signals.stop.notified() => return,
+        }
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let s = Scheduler { inner: strong };
+        if s.inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = s
+            .store()
+            .lease_renew(&s.lease_key(&s.inner.id), s.inner.lease_ms)
+            .await;
+        tick += 1;
+        if tick.is_multiple_of(3) {
+            let _ = s.reap().await;
+            s.recheck().await;
+        }
+    }
+}
+
+/// The stream reference of a flow (for tests and hosts).
+pub fn flow_stream(flow: &str) -> Result<StreamRef> {
+    StreamRef::new("flow", flow)
+}
