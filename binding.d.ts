@@ -29,12 +29,44 @@ export declare class NativeBus {
   listRuns(name: string, limit: number, offset: number): Promise<string>
   /** The reduced state of a stream, as JSON text. */
   state(streamType: string, id: string): Promise<string>
+  /** Start a scheduler instance on this bus; `wake` is called when it has work. */
+  scheduler(options: NativeSchedulerOptions, wake: WakeFn): Promise<NativeScheduler>
   /** Open channels of this bus (for leak checks). */
   get channelCount(): number
   /** Open subscriptions of this bus. */
   get subscriptionCount(): number
   /** End subscriptions, drop connections and let the process exit. Idempotent. */
   close(): void
+}
+
+/** A scheduler instance, native half. */
+export declare class NativeScheduler {
+  /** This instance's id. */
+  get instanceId(): string
+  /** Declare that this instance runs `step`, with a retry policy given as JSON. */
+  define(step: string, policy?: string | undefined | null): void
+  /** Queued work as a JSON array of `{jobId, step, flow, input, attempt, replay}`. */
+  takeWork(max: number): string
+  /** Run a step; resolves to `{"ok":true,"result":…}` or `{"ok":false,"error":…,"message":…}`. */
+  run(step: string, flow: string, input: string, jobId?: string | undefined | null): Promise<string>
+  /** The handler of an attempt returned `result` (JSON). */
+  complete(jobId: string, attempt: number, result: string): Promise<void>
+  /** The handler of an attempt threw `error` (JSON `{message, name, code, retriable, retryAfter}`). */
+  fail(jobId: string, attempt: number, error: string): Promise<void>
+  /** `ctx.await.time`: resolves at `resumeAtMs` (Unix ms). */
+  awaitTime(jobId: string, attempt: number, seq: number, resumeAtMs: number): Promise<string>
+  /** `ctx.await.event`: resolves to the matching event's record (JSON). */
+  awaitEvent(jobId: string, attempt: number, seq: number, kind: string, condition: string, timeoutMs?: number | undefined | null): Promise<string>
+  /** `ctx.await.trigger`: registers the trigger and resolves to its id. */
+  registerTrigger(jobId: string, attempt: number, seq: number, triggerType: string, payload?: string | undefined | null, timeoutMs?: number | undefined | null): Promise<string>
+  /** Wait for a trigger; resolves to the fired payload (JSON). */
+  waitTrigger(triggerId: string): Promise<string>
+  /** Fire a trigger with a payload (JSON). */
+  fire(triggerId: string, payload: string): Promise<void>
+  /** Cancel a pending trigger. */
+  cancel(triggerId: string, reason: string): Promise<void>
+  /** Stop this instance's background work. */
+  close(): Promise<void>
 }
 
 /** A native subscription handle. */
@@ -75,6 +107,14 @@ export interface NativeReadOptions {
   limit?: number
   /** Newest first. */
   reverse?: boolean
+}
+
+/** Options of `bus.scheduler()`. */
+export interface NativeSchedulerOptions {
+  /** Stable id of this instance (default: random). */
+  instanceId?: string
+  /** How long this instance counts as alive after its last heartbeat, in ms (default 5000). */
+  leaseMs?: number
 }
 
 /** Options of `subscribe`. */

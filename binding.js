@@ -836,4 +836,5 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeBus = nativeBinding.NativeBus
+module.exports.NativeScheduler = nativeBinding.NativeScheduler
 module.exports.NativeSubscription = nativeBinding.NativeSubscription

@@ -272,6 +272,26 @@ impl NativeBus {
         .await
     }
 
+    /// Start a scheduler instance on this bus; `wake` is called when it has work.
+    #[napi]
+    pub async fn scheduler(
+        &self,
+        options: crate::scheduler::NativeSchedulerOptions,
+        wake: WakeFn,
+    ) -> Result<crate::scheduler::NativeScheduler> {
+        guarded(async {
+            let opts = lean_events_core::scheduler::SchedulerOptions {
+                instance_id: options.instance_id,
+                lease_ms: positive("leaseMs", options.lease_ms)?.unwrap_or(5000),
+            };
+            let s =
+                lean_events_core::scheduler::Scheduler::start(&self.bus, opts, Some(waker(wake)))
+                    .await?;
+            Ok(crate::scheduler::NativeScheduler::new(s))
+        })
+        .await
+    }
+
     /// Open channels of this bus (for leak checks).
     #[napi(getter)]
     pub fn channel_count(&self) -> u32 {

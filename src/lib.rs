@@ -4,7 +4,9 @@
 
 mod bus;
 mod error;
+mod scheduler;
 mod subscription;
 
 pub use bus::NativeBus;
+pub use scheduler::NativeScheduler;
 pub use subscription::NativeSubscription;

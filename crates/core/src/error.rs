@@ -75,6 +75,8 @@ pub struct Error {
     pub last_id: Option<String>,
     /// For `STREAM_GAP`: the first id the subscriber would get next, if any.
     pub first_id: Option<String>,
+    /// For `STEP_FAILED`: the error the handler threw, as JSON.
+    pub detail: Option<String>,
 }
 
 impl Error {
@@ -85,6 +87,7 @@ impl Error {
             message: message.into(),
             last_id: None,
             first_id: None,
+            detail: None,
         }
     }
 

@@ -660,7 +660,7 @@ impl Scheduler {
                 ErrorCode::StepFailed,
                 format!("step '{step}' failed after {attempt} attempt(s): {message}"),
             );
-            err.last_id = Some(error.to_owned());
+            err.detail = Some(error.to_owned());
             let _ = tx.send(Err(err));
         }
         Ok(())

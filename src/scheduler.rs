@@ -1,0 +1,194 @@
+//! `NativeScheduler`: the core `Scheduler` behind napi. The JavaScript side runs handlers for
+//! the work it takes and reports each outcome back.
+
+use lean_events_core::scheduler::{RetryPolicy, Scheduler};
+use lean_events_core::{Error, ErrorCode};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::error::{guarded, guarded_sync};
+
+/// Options of `bus.scheduler()`.
+#[napi(object)]
+pub struct NativeSchedulerOptions {
+    /// Stable id of this instance (default: random).
+    pub instance_id: Option<String>,
+    /// How long this instance counts as alive after its last heartbeat, in ms (default 5000).
+    pub lease_ms: Option<i64>,
+}
+
+/// A scheduler instance, native half.
+#[napi]
+pub struct NativeScheduler {
+    inner: Scheduler,
+}
+
+impl NativeScheduler {
+    pub fn new(inner: Scheduler) -> Self {
+        NativeScheduler { inner }
+    }
+}
+
+fn ms(what: &str, v: Option<f64>) -> std::result::Result<Option<u64>, Error> {
+    match v {
+        None => Ok(None),
+        Some(n) if n.is_finite() && n >= 0.0 => Ok(Some(n as u64)),
+        Some(n) => Err(Error::argument(format!(
+            "{what} must be a number of ms ≥ 0 (got {n})"
+        ))),
+    }
+}
+
+#[napi]
+impl NativeScheduler {
+    /// This instance's id.
+    #[napi(getter)]
+    pub fn instance_id(&self) -> String {
+        self.inner.instance_id().to_owned()
+    }
+
+    /// Declare that this instance runs `step`, with a retry policy given as JSON.
+    #[napi]
+    pub fn define(&self, step: String, policy: Option<String>) -> Result<()> {
+        guarded_sync(|| {
+            let policy = RetryPolicy::from_json(policy.as_deref().unwrap_or("null"))?;
+            self.inner.define(&step, policy)
+        })
+    }
+
+    /// Queued work as a JSON array of `{jobId, step, flow, input, attempt, replay}`.
+    #[napi]
+    pub fn take_work(&self, max: u32) -> String {
+        format!("[{}]", self.inner.take_work(max.max(1) as usize).join(","))
+    }
+
+    /// Run a step; resolves to `{"ok":true,"result":…}` or `{"ok":false,"error":…,"message":…}`.
+    #[napi]
+    pub async fn run(
+        &self,
+        step: String,
+        flow: String,
+        input: String,
+        job_id: Option<String>,
+    ) -> Result<String> {
+        guarded(async {
+            match self
+                .inner
+                .run(&step, &flow, &input, job_id.as_deref())
+                .await
+            {
+                Ok(result) => Ok(format!("{{\"ok\":true,\"result\":{result}}}")),
+                Err(e) if e.code == ErrorCode::StepFailed => Ok(format!(
+                    "{{\"ok\":false,\"message\":{},\"error\":{}}}",
+                    serde_json::to_string(&e.message).unwrap_or_default(),
+                    e.detail.as_deref().unwrap_or("null")
+                )),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// The handler of an attempt returned `result` (JSON).
+    #[napi]
+    pub async fn complete(&self, job_id: String, attempt: u32, result: String) -> Result<()> {
+        guarded(self.inner.complete(&job_id, attempt, &result)).await
+    }
+
+    /// The handler of an attempt threw `error` (JSON `{message, name, code, retriable, retryAfter}`).
+    #[napi]
+    pub async fn fail(&self, job_id: String, attempt: u32, error: String) -> Result<()> {
+        guarded(self.inner.fail(&job_id, attempt, &error)).await
+    }
+
+    /// `ctx.await.time`: resolves at `resumeAtMs` (Unix ms).
+    #[napi]
+    pub async fn await_time(
+        &self,
+        job_id: String,
+        attempt: u32,
+        seq: u32,
+        resume_at_ms: f64,
+    ) -> Result<String> {
+        guarded(async {
+            let at = ms("resumeAt", Some(resume_at_ms))?.unwrap_or(0);
+            self.inner.await_time(&job_id, attempt, seq, at).await
+        })
+        .await
+    }
+
+    /// `ctx.await.event`: resolves to the matching event's record (JSON).
+    #[napi]
+    pub async fn await_event(
+        &self,
+        job_id: String,
+        attempt: u32,
+        seq: u32,
+        kind: String,
+        condition: String,
+        timeout_ms: Option<f64>,
+    ) -> Result<String> {
+        guarded(async {
+            let timeout = ms("timeoutMs", timeout_ms)?;
+            self.inner
+                .await_event(&job_id, attempt, seq, &kind, &condition, timeout)
+                .await
+        })
+        .await
+    }
+
+    /// `ctx.await.trigger`: registers the trigger and resolves to its id.
+    #[napi]
+    pub async fn register_trigger(
+        &self,
+        job_id: String,
+        attempt: u32,
+        seq: u32,
+        trigger_type: String,
+        payload: Option<String>,
+        timeout_ms: Option<f64>,
+    ) -> Result<String> {
+        guarded(async {
+            let timeout = ms("timeoutMs", timeout_ms)?;
+            self.inner
+                .register_trigger(
+                    &job_id,
+                    attempt,
+                    seq,
+                    &trigger_type,
+                    payload.as_deref(),
+                    timeout,
+                )
+                .await
+        })
+        .await
+    }
+
+    /// Wait for a trigger; resolves to the fired payload (JSON).
+    #[napi]
+    pub async fn wait_trigger(&self, trigger_id: String) -> Result<String> {
+        guarded(self.inner.wait_trigger(&trigger_id)).await
+    }
+
+    /// Fire a trigger with a payload (JSON).
+    #[napi]
+    pub async fn fire(&self, trigger_id: String, payload: String) -> Result<()> {
+        guarded(self.inner.fire(&trigger_id, &payload)).await
+    }
+
+    /// Cancel a pending trigger.
+    #[napi]
+    pub async fn cancel(&self, trigger_id: String, reason: String) -> Result<()> {
+        guarded(self.inner.cancel(&trigger_id, &reason)).await
+    }
+
+    /// Stop this instance's background work.
+    #[napi]
+    pub async fn close(&self) -> Result<()> {
+        guarded(async {
+            self.inner.close().await;
+            Ok(())
+        })
+        .await
+    }
+}
