@@ -63,6 +63,12 @@ export type ErrorCode =
   | 'SUBSCRIBER_OVERFLOW'
   | 'STREAM_GAP'
   | 'WRONG_TYPE'
+  | 'STEP_FAILED'
+  | 'AWAIT_TIMEOUT'
+  | 'TRIGGER_NOT_FOUND'
+  | 'TRIGGER_RESOLVED'
+  | 'TRIGGER_CANCELLED'
+  | 'JOB_EXISTS'
   | 'INTERNAL'
 
 /** An error with a stable `code`. */
@@ -73,6 +79,10 @@ export declare class LeanEventsError extends Error {
   lastId?: string
   /** For `STREAM_GAP`: the first id still in the stream after the cursor. */
   firstId?: string | null
+  /** For `STEP_FAILED`: the step's name. */
+  step?: string
+  /** For `STEP_FAILED`: what the handler threw, as plain data. */
+  cause?: { message: string; name?: string; code?: string | number }
 }
 
 /** Options of `EventBus.connect`. */
@@ -238,5 +248,101 @@ export declare class EventBus {
   /** Runs of a flow, newest first (default limit 50). */
   listRuns(flowName: string, options?: { limit?: number; offset?: number }): Promise<RunInfo[]>
   /** End every subscription and connection; later calls reject with `BUS_CLOSED`. */
+  close(): Promise<void>
+}
+
+/** Back-off between attempts. */
+export interface BackoffPolicy {
+  /** `fixed`: always `delayMs`; `exponential` (default): `delayMs * 2^(attempt-1)`. */
+  type?: 'fixed' | 'exponential'
+  /** Base delay in ms (default 1000). */
+  delayMs?: number
+  /** Upper bound of the delay in ms. */
+  maxDelayMs?: number
+  /** Random spread 0-1: the delay is multiplied by a factor in [1 - jitter, 1 + jitter]. */
+  jitter?: number
+}
+
+/** When a failed step runs again. */
+export interface RetryPolicy {
+  /** Total attempts (default 1: no retry). */
+  attempts?: number
+  /** The back-off. */
+  backoff?: BackoffPolicy
+  /** Only errors whose `name` or `code` is listed are retried. */
+  retriableErrors?: string[]
+}
+
+/** A piece of work: one attempt of one job (given to `dispatch`, run by `execute`). */
+export interface StepWork {
+  /** The job (one `run` call). */
+  jobId: string
+  /** Step name. */
+  step: string
+  /** Flow run id. */
+  flow: string
+  /** The step's input. */
+  input: unknown
+  /** Attempt number, from 1. */
+  attempt: number
+  /** True when the handler runs again after its process died: resolved awaits return at once. */
+  replay: boolean
+}
+
+/** What a handler gets besides its input. */
+export interface StepContext {
+  /** Flow run id. */
+  flow: string
+  /** Step name. */
+  step: string
+  /** Attempt number, from 1. */
+  attempt: number
+  /** The job id. */
+  jobId: string
+  /** True when this run replays an attempt another process started. */
+  replay: boolean
+  /** Emit a `log` event for this step. */
+  log(level: string, msg: string, data?: unknown): Promise<EventRecord>
+  /** Emit an event of any kind to this flow, for this step. */
+  emit(kind: string, data?: unknown): Promise<EventRecord>
+  /** Durable waits. Each resolves once, even across process deaths (then by replay). */
+  await: {
+    /** Wait `ms` milliseconds, or until a Date. */
+    time(when: number | Date): Promise<void>
+    /** Wait for an event of `kind` matching `match` (dotted paths → values), stored after this call, on any instance. Rejects with `AWAIT_TIMEOUT`. */
+    event(spec: { kind: string; match?: Record<string, unknown>; timeoutMs?: number }): Promise<EventRecord>
+    /** Register a trigger (id: 128 random bits) and get a handle to wait for `scheduler.fire(id, payload)`. */
+    trigger(spec?: { type?: string; payload?: unknown; timeoutMs?: number }): Promise<{ id: string; wait(): Promise<unknown> }>
+  }
+}
+
+/** Options of `new Scheduler`. */
+export interface SchedulerOptions {
+  /** Stable id of this instance (default: random). */
+  instanceId?: string
+  /** How long this instance counts as alive after its last heartbeat, in ms (default 5000). */
+  leaseMs?: number
+  /** Hand work to your queue instead of running it here; call `execute(work)` to run it. */
+  dispatch?: (work: StepWork) => void
+}
+
+/** Steps with retries and durable awaits, resumable on any instance that defines them. */
+export declare class Scheduler {
+  constructor(bus: EventBus, options?: SchedulerOptions)
+  /** This instance's id, once started. */
+  readonly instanceId: string | undefined
+  /** Resolves once the instance is registered in the store. */
+  ready(): Promise<this>
+  /** Define a step's handler and retry policy on this instance. */
+  define<I = any, R = any>(step: string, handler: (input: I, ctx: StepContext) => R | Promise<R>, options?: { retry?: RetryPolicy }): this
+  /** Run one step of a flow, retries and awaits included; rejects with `STEP_FAILED` when it fails for good. */
+  run<R = any>(step: string, options: { flow: string; input?: unknown; jobId?: string }): Promise<R>
+  /** Fire a trigger; rejects with `TRIGGER_NOT_FOUND` (unknown or expired) or `TRIGGER_RESOLVED`. */
+  fire(triggerId: string, payload?: unknown): Promise<void>
+  /** Cancel a pending trigger; its `wait()` rejects with `TRIGGER_CANCELLED`. */
+  cancel(triggerId: string, reason?: string): Promise<void>
+  /** Run one piece of work handed to `dispatch`. */
+  execute(work: StepWork): Promise<void>
+  /** Stop this instance; its unfinished jobs are resumed elsewhere once its lease ends. */
   close(): Promise<void>
 }

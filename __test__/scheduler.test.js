@@ -28,7 +28,9 @@ bothBackends('retries follow the policy and emit the exact sequence', async (ctx
       },
       { retry: { attempts: 3, backoff: { type: 'exponential', delayMs: 50, maxDelayMs: 80 } } },
     )
-    assert.deepEqual(await scheduler.run('fetch', { flow: 'r1', input: { x: 1 } }), { got: 1, attempt: 3 })
+    const result = await scheduler.run('fetch', { flow: 'r1', input: { x: 1 } })
+    assert.deepEqual(result, { got: 1, attempt: 3 })
+    assert.deepEqual(Object.keys(result), ['got', 'attempt'], 'results keep their key order')
     const events = await bus.read({ type: 'flow', id: 'r1' })
     assert.deepEqual(kinds(events), [
       'step.started', 'step.failed', 'step.retry',
