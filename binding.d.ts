@@ -15,7 +15,10 @@ export declare class NativeBus {
   static connect(options: ConnectOptions, keepAlive: KeepAliveFn): Promise<NativeBus>
   /** True when the bus runs on the embedded in-memory store. */
   get embedded(): boolean
-  /** Append one event (JSON text); resolves to the record as JSON text. */
+  /**
+   * Append one event (JSON text); resolves to the record as JSON text. Validation and the
+   * hand-off to the store happen before this returns, so emits keep their call order.
+   */
   emit(event: string, streamType?: string | undefined | null): Promise<string>
   /** Append a JSON array of events in one atomic step; resolves to a JSON array of records. */
   emitMany(events: string, streamType?: string | undefined | null): Promise<string>

@@ -112,8 +112,10 @@ class Subscription {
     this._woken = false
     this._draining = false
     this._buffer = []
-    this._waiter = null
+    this._waiters = []
+    this._final = null // set when the native side has ended: { error }
     this._ended = false
+    this._stopped = false // unsubscribed or closed: deliver nothing more
     this._error = null
     /** Id of the last event delivered. */
     this.lastId = options.after
@@ -128,16 +130,18 @@ class Subscription {
     this._woken = true
     if (!this._native) return
     if (this._handler) this._drain()
-    else if (this._waiter) {
-      const resolve = this._waiter
-      this._waiter = null
-      resolve()
-    }
+    else this._release()
   }
 
-  /** Pull what the native queue holds into `this._buffer`; returns false once ended. */
+  _release() {
+    const waiters = this._waiters
+    this._waiters = []
+    for (const resolve of waiters) resolve()
+  }
+
+  /** Pull what the native queue holds into `this._buffer`. */
   _pull() {
-    if (this._ended) return false
+    if (this._final || this._stopped) return
     this._woken = false
     const taken = this._native.take(TAKE_BATCH)
     if (taken.items.length > 2) {
@@ -155,9 +159,14 @@ class Subscription {
         }
       }
     }
-    if (taken.done) this._end(taken.error)
-    else if (this._buffer.length === 0 && taken.items.length > 2) return this._pull()
-    return true
+    // the end is reported only after every event queued before it was delivered
+    if (taken.done) this._final = { error: taken.error }
+    else if (this._buffer.length === 0 && taken.items.length > 2) this._pull()
+  }
+
+  /** End once the buffer is empty and the native side has ended. */
+  _settle() {
+    if (this._buffer.length === 0 && this._final) this._end(this._final.error)
   }
 
   _end(error) {
@@ -171,18 +180,14 @@ class Subscription {
       })
       if (this._handler) reportError(this._onError, this._error)
     }
-    if (this._waiter) {
-      const resolve = this._waiter
-      this._waiter = null
-      resolve()
-    }
+    this._release()
   }
 
   _drain() {
     if (this._draining) return
     this._draining = true
     try {
-      while (!this._ended || this._buffer.length) {
+      while (!this._stopped) {
         if (this._buffer.length === 0) {
           this._pull()
           if (this._buffer.length === 0) break
@@ -190,7 +195,7 @@ class Subscription {
         const events = this._buffer
         this._buffer = []
         for (const event of events) {
-          if (this._unsubscribed) return
+          if (this._stopped) return
           this.lastId = event.id
           try {
             const r = this._handler(event)
@@ -200,6 +205,7 @@ class Subscription {
           }
         }
       }
+      this._settle()
     } finally {
       this._draining = false
     }
@@ -209,11 +215,12 @@ class Subscription {
   async next() {
     if (this._handler) throw argError('this subscription delivers to a handler; subscribe without one to iterate')
     for (;;) {
-      if (this._buffer.length) {
+      if (this._buffer.length && !this._stopped) {
         const event = this._buffer.shift()
         this.lastId = event.id
         return { value: event, done: false }
       }
+      this._settle()
       if (this._ended) {
         if (this._error) {
           const err = this._error
@@ -223,9 +230,9 @@ class Subscription {
         return { value: undefined, done: true }
       }
       if (this._native) this._pull()
-      if (this._buffer.length || this._ended) continue
+      if (this._buffer.length || this._final) continue
       await new Promise((resolve) => {
-        this._waiter = resolve
+        this._waiters.push(resolve)
         if (this._woken && this._native) this._wake()
       })
     }
@@ -250,12 +257,16 @@ class Subscription {
     return this._ended
   }
 
+  _stop() {
+    this._stopped = true
+    this._buffer = []
+    this._end(null)
+  }
+
   /** Stop delivery. Idempotent. */
   async unsubscribe() {
-    this._unsubscribed = true
-    this._buffer = []
     if (this._native) this._native.unsubscribe()
-    this._end(null)
+    this._stop()
   }
 }
 
@@ -305,7 +316,14 @@ class EventBus {
   async emit(event, options) {
     const o = checkOptions(options, 'options', { type: 'string' })
     const json = serialize(event, 'the event')
-    return JSON.parse(await native(this._native.emit(json, o.type)))
+    // handed to the store before this returns, so emits keep their call order
+    let pending
+    try {
+      pending = this._native.emit(json, o.type)
+    } catch (err) {
+      throw withCode(err)
+    }
+    return JSON.parse(await native(pending))
   }
 
   /** Append many events in one atomic step; one invalid event rejects them all. */
@@ -313,7 +331,13 @@ class EventBus {
     const o = checkOptions(options, 'options', { type: 'string' })
     if (!Array.isArray(events)) throw new LeanEventsError('EVENT_INVALID', 'emitMany takes an array of events')
     const parts = events.map((e, i) => serialize(e, `event ${i}`))
-    return JSON.parse(await native(this._native.emitMany(`[${parts.join(',')}]`, o.type)))
+    let pending
+    try {
+      pending = this._native.emitMany(`[${parts.join(',')}]`, o.type)
+    } catch (err) {
+      throw withCode(err)
+    }
+    return JSON.parse(await native(pending))
   }
 
   /** Read a range of a stream: exclusive `after`/`before`, `limit` (default 100), `reverse`. */
@@ -403,7 +427,7 @@ class EventBus {
     } catch (err) {
       throw withCode(err)
     }
-    for (const sub of [...this._subs]) sub._end(null)
+    for (const sub of [...this._subs]) sub._stop()
   }
 }
 
@@ -542,7 +566,12 @@ class Scheduler {
     const n = await this._ready
     const { jobId, step, flow, attempt } = work
     const def = this._defs.get(step)
-    const report = (p) => native(p).catch((err) => console.error('[lean-events] could not record a step outcome:', err))
+    // After close() the outcome of an interrupted handler is not recorded (the job stays
+    // resumable by another instance), so there is nothing to report.
+    const report = (p) =>
+      native(p).catch((err) => {
+        if (!this._closed) console.error('[lean-events] could not record a step outcome:', err)
+      })
     if (!def) {
       await report(n.fail(jobId, attempt, JSON.stringify({ message: `step '${step}' is not defined on this instance`, retriable: false })))
       return

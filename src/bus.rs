@@ -130,24 +130,38 @@ impl NativeBus {
         self.bus.is_embedded()
     }
 
-    /// Append one event (JSON text); resolves to the record as JSON text.
-    #[napi]
-    pub async fn emit(&self, event: String, stream_type: Option<String>) -> Result<String> {
-        guarded(async {
-            let r = self.bus.emit(&event, stream_type.as_deref()).await?;
-            Ok(r.json)
-        })
-        .await
+    /// Append one event (JSON text); resolves to the record as JSON text. Validation and the
+    /// hand-off to the store happen before this returns, so emits keep their call order.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn emit<'env>(
+        &self,
+        env: &'env Env,
+        event: String,
+        stream_type: Option<String>,
+    ) -> Result<PromiseRaw<'env, String>> {
+        let submitted = guarded_sync(|| self.bus.submit_one(&event, stream_type.as_deref()))?;
+        env.spawn_future(guarded(async move {
+            let mut records = submitted.records().await?;
+            records
+                .pop()
+                .map(|r| r.json)
+                .ok_or_else(|| Error::new(lean_events_core::ErrorCode::Internal, "no record"))
+        }))
     }
 
     /// Append a JSON array of events in one atomic step; resolves to a JSON array of records.
-    #[napi]
-    pub async fn emit_many(&self, events: String, stream_type: Option<String>) -> Result<String> {
-        guarded(async {
-            let records = self.bus.emit_many(&events, stream_type.as_deref()).await?;
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn emit_many<'env>(
+        &self,
+        env: &'env Env,
+        events: String,
+        stream_type: Option<String>,
+    ) -> Result<PromiseRaw<'env, String>> {
+        let submitted = guarded_sync(|| self.bus.submit_many(&events, stream_type.as_deref()))?;
+        env.spawn_future(guarded(async move {
+            let records = submitted.records().await?;
             Ok(json_array(records.iter().map(|r| r.json.as_str())))
-        })
-        .await
+        }))
     }
 
     /// Read a range of a stream; resolves to a JSON array of records.

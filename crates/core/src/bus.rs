@@ -69,9 +69,12 @@ pub struct Core {
     states: StateCache,
 }
 
+/// The events handed back with their ids (so they need not be copied to be kept).
+type AppendReply = Result<(Vec<PreparedEvent>, Vec<StreamId>)>;
+
 struct AppendRequest {
     events: Vec<PreparedEvent>,
-    reply: oneshot::Sender<Result<Vec<StreamId>>>,
+    reply: oneshot::Sender<AppendReply>,
 }
 
 impl Core {
@@ -192,10 +195,10 @@ impl Bus {
 
     /// Validate and append one event given as JSON; returns its record.
     pub async fn emit(&self, json: &str, stream_type: Option<&str>) -> Result<Record> {
-        self.core.check_open()?;
-        let e = event::prepare(json, stream_type, self.core.limits)?;
-        let ids = self.append(vec![e.clone()]).await?;
-        Ok(e.to_record(ids[0]))
+        let mut records = self.submit_one(json, stream_type)?.records().await?;
+        records
+            .pop()
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "no record"))
     }
 
     /// Validate every event of a JSON array, then append them all in one atomic step.
@@ -204,6 +207,20 @@ impl Bus {
         json_array: &str,
         stream_type: Option<&str>,
     ) -> Result<Vec<Record>> {
+        self.submit_many(json_array, stream_type)?.records().await
+    }
+
+    /// The synchronous half of `emit`: validate and hand the event to the store now, so
+    /// appends submitted one after another are stored in that order even if nobody awaits
+    /// them in between. Await `records()` for the outcome.
+    pub fn submit_one(&self, json: &str, stream_type: Option<&str>) -> Result<Submitted> {
+        self.core.check_open()?;
+        let e = event::prepare(json, stream_type, self.core.limits)?;
+        Ok(self.submit(vec![e]))
+    }
+
+    /// The synchronous half of `emit_many` (see `submit_one`).
+    pub fn submit_many(&self, json_array: &str, stream_type: Option<&str>) -> Result<Submitted> {
         self.core.check_open()?;
         let raw: Vec<&RawValue> = serde_json::from_str(json_array)
             .map_err(|e| Error::invalid(format!("emitMany takes an array of events ({e})")))?;
@@ -224,30 +241,29 @@ impl Bus {
             })
             .collect::<Result<Vec<_>>>()?;
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Submitted::Stored(Vec::new(), Vec::new()));
         }
-        let ids = self.append(events.clone()).await?;
-        Ok(events
-            .iter()
-            .zip(ids)
-            .map(|(e, id)| e.to_record(id))
-            .collect())
+        Ok(self.submit(events))
     }
 
-    async fn append(&self, events: Vec<PreparedEvent>) -> Result<Vec<StreamId>> {
-        match &self.core.appender {
-            None => {
+    fn submit(&self, events: Vec<PreparedEvent>) -> Submitted {
+        match (&self.core.appender, &self.core.store) {
+            (None, Store::Memory(m)) => {
                 let groups = [events.as_slice()];
-                let mut out = self.core.store.append(&groups, &self.core.hub).await?;
-                out.pop()
-                    .unwrap_or_else(|| Err(Error::new(ErrorCode::Internal, "no result")))
+                match m.append(&groups, &self.core.hub).pop() {
+                    Some(Ok(ids)) => Submitted::Stored(events, ids),
+                    Some(Err(e)) => Submitted::Failed(e),
+                    None => Submitted::Failed(Error::new(ErrorCode::Internal, "no result")),
+                }
             }
-            Some(tx) => {
+            (Some(tx), _) => {
                 let (reply, rx) = oneshot::channel();
-                tx.send(AppendRequest { events, reply })
-                    .map_err(|_| Error::closed())?;
-                rx.await.unwrap_or_else(|_| Err(Error::closed()))
+                match tx.send(AppendRequest { events, reply }) {
+                    Ok(()) => Submitted::Queued(rx),
+                    Err(_) => Submitted::Failed(Error::closed()),
+                }
             }
+            (None, _) => Submitted::Failed(Error::new(ErrorCode::Internal, "no appender")),
         }
     }
 
@@ -440,7 +456,7 @@ async fn group_commit(core: std::sync::Weak<Core>, mut rx: mpsc::UnboundedReceiv
         match result {
             Ok(per_group) => {
                 for (req, r) in batch.into_iter().zip(per_group) {
-                    let _ = req.reply.send(r);
+                    let _ = req.reply.send(r.map(|ids| (req.events, ids)));
                 }
             }
             Err(e) => {
@@ -516,5 +532,32 @@ impl StateCache {
             .unwrap_or_else(|p| p.into_inner())
             .entries
             .len()
+    }
+}
+
+/// An append handed to the store: stored already (embedded store), or queued for the next
+/// script call (Redis).
+pub enum Submitted {
+    /// Stored, with these ids.
+    Stored(Vec<PreparedEvent>, Vec<StreamId>),
+    /// Waiting for the group commit.
+    Queued(oneshot::Receiver<AppendReply>),
+    /// Refused.
+    Failed(Error),
+}
+
+impl Submitted {
+    /// The stored records, in order.
+    pub async fn records(self) -> Result<Vec<Record>> {
+        let (events, ids) = match self {
+            Submitted::Stored(events, ids) => (events, ids),
+            Submitted::Queued(rx) => rx.await.unwrap_or_else(|_| Err(Error::closed()))?,
+            Submitted::Failed(e) => return Err(e),
+        };
+        Ok(events
+            .iter()
+            .zip(ids)
+            .map(|(e, id)| e.to_record(id))
+            .collect())
     }
 }

@@ -143,10 +143,17 @@ struct EventInput<'a> {
     trigger: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     correlation_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "keep_null")]
     data: Option<&'a RawValue>,
     #[serde(borrow, default)]
     meta: Option<&'a RawValue>,
+}
+
+/// `data: null` is a value to keep, not an absent field.
+fn keep_null<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<&'a RawValue>, D::Error> {
+    <&RawValue as Deserialize>::deserialize(d).map(Some)
 }
 
 /// The part of `data` the run index needs from a `flow.started` event.
@@ -235,7 +242,9 @@ pub fn prepare(json: &str, stream_type: Option<&str>, limits: Limits) -> Result<
             validate_id(what, v)?;
         }
     }
-    if let Some(meta) = input.meta {
+    // `meta: null` means no meta
+    let meta = input.meta.filter(|m| m.get().trim() != "null");
+    if let Some(meta) = meta {
         if !meta.get().trim_start().starts_with('{') {
             return Err(Error::invalid("meta must be an object"));
         }
@@ -285,7 +294,7 @@ pub fn prepare(json: &str, stream_type: Option<&str>, limits: Limits) -> Result<
     if let Some(data) = input.data {
         fields.push(("data", data.get().to_owned()));
     }
-    if let Some(meta) = input.meta {
+    if let Some(meta) = meta {
         fields.push(("meta", meta.get().to_owned()));
     }
     Ok(PreparedEvent {

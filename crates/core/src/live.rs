@@ -197,6 +197,8 @@ pub struct Hub {
     commands: Option<mpsc::UnboundedSender<LiveCommand>>,
     core: OnceLock<Weak<Core>>,
     next_id: AtomicU64,
+    reconnects: AtomicU64,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Hub {
@@ -206,6 +208,8 @@ impl Hub {
             commands,
             core: OnceLock::new(),
             next_id: AtomicU64::new(1),
+            reconnects: AtomicU64::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -259,6 +263,10 @@ impl Hub {
     async fn add(&self, sub: &Arc<SubShared>, timeout: Duration) -> Result<()> {
         let ack = {
             let mut channels = self.lock();
+            // checked under the lock close() drains with, so no subscription outlives close()
+            if self.closed.load(Ordering::Acquire) {
+                return Err(Error::closed());
+            }
             channels
                 .entry(sub.channel.clone())
                 .or_default()
@@ -316,7 +324,13 @@ impl Hub {
     }
 
     /// Every channel is subscribed again: re-read each stream from its last delivered id.
+    /// How many times the live connection was re-established (messages may have been missed).
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Acquire)
+    }
+
     fn on_reconnected(&self) {
+        self.reconnects.fetch_add(1, Ordering::AcqRel);
         let Some(core) = self.core.get().cloned() else {
             return;
         };
@@ -343,7 +357,11 @@ impl Hub {
 
     /// End every subscription (the bus is closing) and stop the live connection.
     pub(crate) fn close(&self) {
-        let subs: Vec<Arc<SubShared>> = self.lock().drain().flat_map(|(_, v)| v).collect();
+        let subs: Vec<Arc<SubShared>> = {
+            let mut channels = self.lock();
+            self.closed.store(true, Ordering::Release);
+            channels.drain().flat_map(|(_, v)| v).collect()
+        };
         for sub in subs {
             let mut st = sub.lock();
             sub.finish(&mut st, End::Closed);
@@ -573,6 +591,15 @@ async fn catch_up(sub: Arc<SubShared>, core: Weak<Core>) {
         let page_res = match res {
             Ok(p) => p,
             Err(e) if e.code == ErrorCode::BusClosed => return,
+            Err(e) if matches!(e.code, ErrorCode::WrongType | ErrorCode::Internal) => {
+                // not a passing fault: retrying cannot help, so the subscriber must hear of it
+                let mut st = sub.lock();
+                let last = st.last_id;
+                sub.finish(&mut st, End::Failed(e.with_last_id(Some(last.to_string()))));
+                drop(st);
+                remove(&core, &sub);
+                return;
+            }
             Err(_) => {
                 // The store is unreachable: try again; a reconnect will also restart us.
                 tokio::time::sleep(backoff).await;

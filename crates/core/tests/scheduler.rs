@@ -683,3 +683,45 @@ async fn a_dead_instances_jobs_are_resumed_once_elsewhere() {
         b_bus.close();
     }
 }
+
+/// Closing an instance interrupts its handlers without failing their steps: the jobs stay as
+/// they were, for another instance to resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_an_instance_does_not_fail_its_jobs() {
+    for backend in BACKENDS {
+        let bus = connect(backend, "sched-close").await;
+        let s = scheduler(&bus).await;
+        s.define("nap", policy(json!({"attempts": 3}))).unwrap();
+        host(
+            &s,
+            Arc::new(|s, w| {
+                Box::pin(async move {
+                    let job = w["jobId"].as_str().unwrap().to_owned();
+                    s.await_time(&job, 1, 0, u64::MAX / 4)
+                        .await
+                        .map_err(|e| json!({"message": e.message}))?;
+                    Ok(json!(1))
+                })
+            }),
+        );
+        let run = {
+            let s = s.clone();
+            tokio::spawn(async move { s.run("nap", "fz", "null", None).await })
+        };
+        loop {
+            if kinds(&events(&bus, "fz").await).contains(&"step.await.time".to_owned()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        s.close().await;
+        assert_eq!(run.await.unwrap().unwrap_err().code, ErrorCode::BusClosed);
+        tokio::time::sleep(Duration::from_millis(100)).await; // a wrongly recorded failure would land now
+        assert_eq!(
+            kinds(&events(&bus, "fz").await),
+            ["step.started", "step.await.time"],
+            "{backend:?}"
+        );
+        bus.close();
+    }
+}

@@ -513,6 +513,8 @@ impl Scheduler {
 
     /// The handler of `job`'s attempt returned `result` (JSON).
     pub async fn complete(&self, job: &str, attempt: u32, result: &str) -> Result<()> {
+        // A closed instance records nothing: its jobs stay resumable elsewhere.
+        self.check_open()?;
         let result: Value = serde_json::from_str(result)
             .map_err(|e| Error::argument(format!("result is not JSON: {e}")))?;
         let started = lock(&self.inner.running).remove(job);
@@ -551,6 +553,8 @@ impl Scheduler {
     /// The handler of `job`'s attempt threw `error` (JSON `{message, name?, code?,
     /// retriable?, retryAfter?}`): retry after a durable back-off, or fail the step.
     pub async fn fail(&self, job: &str, attempt: u32, error: &str) -> Result<()> {
+        // An await interrupted by close() is not a failure of the step.
+        self.check_open()?;
         #[derive(Deserialize, Default)]
         #[serde(rename_all = "camelCase")]
         struct Thrown {
@@ -1469,8 +1473,13 @@ async fn timer_loop(inner: Weak<Inner>) {
     }
 }
 
+/// Lease ticks between two re-checks of every pending await (a belt to the notifications,
+/// which can only be lost across a Pub/Sub reconnect — and a reconnect triggers one at once).
+const RECHECK_EVERY_TICKS: u64 = 36;
+
 async fn lease_loop(inner: Weak<Inner>) {
     let mut tick: u64 = 0;
+    let mut reconnects_seen = 0;
     loop {
         let (period, signals) = {
             let Some(i) = inner.upgrade() else { return };
@@ -1497,6 +1506,10 @@ async fn lease_loop(inner: Weak<Inner>) {
         tick += 1;
         if tick.is_multiple_of(3) {
             let _ = s.reap().await;
+        }
+        let reconnects = s.inner.core.hub.reconnects();
+        if reconnects != reconnects_seen || tick.is_multiple_of(RECHECK_EVERY_TICKS) {
+            reconnects_seen = reconnects;
             s.recheck().await;
         }
     }

@@ -104,10 +104,18 @@ local function matches(stype, subject, fv, match_json)
   return true
 end
 
+-- Kinds with no pending event await, learnt during this call (awaits are registered outside
+-- this script, so the answer cannot change while it runs).
+local no_awaits = {}
+
 -- Resolve the event awaits of this kind that the event matches.
 local function resolve_awaits(stype, kind, subject, fv, payload)
+  if no_awaits[kind] then return end
   local reg = prefix .. ':await:kind:' .. kind
-  if redis.call('EXISTS', reg) == 0 then return end
+  if redis.call('EXISTS', reg) == 0 then
+    no_awaits[kind] = true
+    return
+  end
   local entries = redis.call('HGETALL', reg)
   for i = 1, #entries, 2 do
     local await_id, match_json = entries[i], entries[i + 1]
@@ -134,15 +142,23 @@ local function resolve_awaits(stype, kind, subject, fv, payload)
   end
 end
 
+-- Keys already checked in this call: a batch usually writes a few streams many times.
+local checked = {}
+
 for g = 1, ngroups do
   local n = tonumber(ARGV[a]); a = a + 1
   -- pass 1: check every key of the group before writing anything
   local refused = nil
   local b, kk = a, k
   for e = 1, n do
-    local t = redis.call('TYPE', KEYS[kk])['ok']
-    if t ~= 'stream' and t ~= 'none' then
-      refused = 'WRONGTYPE ' .. KEYS[kk] .. ' holds a ' .. t .. ', not a stream'
+    local key = KEYS[kk]
+    if not checked[key] then
+      local t = redis.call('TYPE', key)['ok']
+      if t ~= 'stream' and t ~= 'none' then
+        refused = 'WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a stream'
+      else
+        checked[key] = true
+      end
     end
     local ik = index_key(ARGV[b + 2])
     if ik then

@@ -1,0 +1,95 @@
+'use strict'
+// The project's targets, checked against the medians of this run.
+
+const f = require('./format.js')
+
+const med = (scenario, system) => scenario?.systems?.[system]?.median ?? {}
+
+// show(v): how a measured value or goal is written (a ratio by default).
+const asRatio = (v) => `${v.toFixed(2)}×`
+
+function atLeast(label, measured, goal, show = asRatio) {
+  if (!f.num(measured)) return { ok: false, text: `${label}: not measured` }
+  if (measured >= goal) return { ok: true, text: `${label}: met` }
+  return {
+    ok: false,
+    text: `${label} ${show(measured)} < ${show(goal)}: ${((1 - measured / goal) * 100).toFixed(0)} % short (needs ${(goal / measured).toFixed(2)}× more)`,
+  }
+}
+
+function atMost(label, measured, goal, show = asRatio) {
+  if (!f.num(measured)) return { ok: false, text: `${label}: not measured` }
+  if (measured <= goal) return { ok: true, text: `${label}: met` }
+  return {
+    ok: false,
+    text: `${label} ${show(measured)} > ${show(goal)}: ${((measured / goal - 1) * 100).toFixed(0)} % over (needs ${(measured / goal).toFixed(2)}× less)`,
+  }
+}
+
+function status(checks) {
+  if (checks.every((c) => c.ok)) return 'met'
+  const missed = checks.filter((c) => !c.ok).map((c) => c.text)
+  return `**missed** — ${missed.join('; ')}`
+}
+
+function evaluate(s) {
+  const rows = []
+  const push = (target, goal, measured, checks) => rows.push({ target, goal, measured, status: checks ? status(checks) : 'not measured' })
+
+  {
+    const a = med(s.inFlight256, 'addon').eventsPerSec
+    const b = med(s.inFlight256, 'lua').eventsPerSec
+    push('256 in flight, events/s', '≥ 2.0× ioredis+Lua', `${f.ratio(a, b)} (${f.rate(a)} vs ${f.rate(b)})`, [atLeast('ratio', a / b, 2.0)])
+  }
+  {
+    const a = s.emitMany?.oneInFlight?.addon?.median?.eventsPerSec
+    const a4 = s.emitMany?.fourInFlight?.addon?.median?.eventsPerSec
+    push('emitMany ×100, events/s', '≥ 250 000', `${f.rate(a)} (one batch in flight; ${f.rate(a4)} with 4 in flight)`, [atLeast('events/s', a, 250000, f.rate)])
+  }
+  {
+    const a = med(s.sequential, 'addon')
+    const b = med(s.sequential, 'lua')
+    push('sequential emit p50 / p99', '≤ 1.0× ioredis+Lua',
+      `p50 ${f.ratio(a.p50, b.p50)} (${f.ms(a.p50)} vs ${f.ms(b.p50)}), p99 ${f.ratio(a.p99, b.p99)} (${f.ms(a.p99)} vs ${f.ms(b.p99)})`,
+      [atMost('p50', a.p50 / b.p50, 1.0), atMost('p99', a.p99 / b.p99, 1.0)])
+  }
+  {
+    const runs = s.live?.runs ?? {}
+    const o = (sys) => runs['other.rate2000']?.systems?.[sys]?.median ?? {}
+    const m = (sys) => runs['same.rate2000']?.systems?.[sys]?.median ?? {}
+    push('live delivery at 2 000/s, p50 / p99', '≤ 1.0× ioredis, other process; ≤ 0.6× in the same process',
+      `other process: p50 ${f.ratio(o('addon').p50, o('lua').p50)} (${f.ms(o('addon').p50)} vs ${f.ms(o('lua').p50)}), p99 ${f.ratio(o('addon').p99, o('lua').p99)} (${f.ms(o('addon').p99)} vs ${f.ms(o('lua').p99)}); ` +
+        `same process: p50 ${f.ratio(m('addon').p50, m('lua').p50)} (${f.ms(m('addon').p50)} vs ${f.ms(m('lua').p50)}), p99 ${f.ratio(m('addon').p99, m('lua').p99)} (${f.ms(m('addon').p99)} vs ${f.ms(m('lua').p99)})`,
+      [
+        atMost('other p50', o('addon').p50 / o('lua').p50, 1.0),
+        atMost('other p99', o('addon').p99 / o('lua').p99, 1.0),
+        atMost('same p50', m('addon').p50 / m('lua').p50, 0.6),
+        atMost('same p99', m('addon').p99 / m('lua').p99, 0.6),
+      ])
+  }
+  {
+    const a = med(s.fanout, 'addon')
+    push('10 000 idle subscriptions', 'CPU < 0.5 % of a core, RSS < 100 MB', `CPU ${f.pct(a.idleCpuPct)}, RSS ${f.mb(a.rssAfterSetupMB)}`,
+      [atMost('CPU', a.idleCpuPct, 0.5, f.pct), atMost('RSS', a.rssAfterSetupMB, 100, f.mb)])
+  }
+  {
+    const st = s.storage
+    push('storage per 100-event run', '≤ 0.75× the spec layout', st?.ours ? `${f.ratio(st.ours, st.spec)} (${f.bytes(st.ours)} vs ${f.bytes(st.spec)})` : '—',
+      [atMost('ratio', st?.ours / st?.spec, 0.75)])
+  }
+  {
+    const t = s.timers?.median
+    push('timer lateness p99 (10 000 pending)', '≤ 10 ms', t ? `fired p99 ${t.firedP99} ms (handler resumed p99 ${t.resumedP99} ms)` : '—',
+      t ? [atMost('fired p99', t.firedP99, 10, (v) => `${v} ms`)] : null)
+  }
+  {
+    const a = med(s.cpuPerEvent, 'addon').cpuUsPerEvent
+    const b = med(s.cpuPerEvent, 'lua').cpuUsPerEvent
+    const c = med(s.cpuPerEvent, 'spec').cpuUsPerEvent
+    push('CPU per event', '≤ 0.5× baseline (ioredis+Lua)', `${f.ratio(a, b)} (${f.us(a)} vs ${f.us(b)}; vs XADD+PUBLISH ${f.ratio(a, c)}, ${f.us(c)})`,
+      [atMost('ratio', a / b, 0.5)])
+  }
+  return rows
+}
+
+module.exports = { evaluate }
