@@ -39,7 +39,13 @@ async function main() {
   await bus.emit({ kind: 'payment.confirmed', subject: 'payment-7', data: { orderId: '42' } })
   await waitingFor('step.await.trigger')
   const registered = (await bus.read({ type: 'flow', id: flow })).find((e) => e.kind === 'step.await.trigger')
-  await scheduler.fire(registered.data.triggerId, { approved: true, by: 'ann' })
+  if (process.env.FIRE_BY_HAND && process.env.REDIS_URL) {
+    // fire it yourself, from another shell (any process on the same Redis can):
+    console.log(`node -e "const {EventBus,Scheduler}=require('lean-events');EventBus.connect({url:'${process.env.REDIS_URL}'})` +
+      `.then(async b=>{await new Scheduler(b).fire('${registered.data.triggerId}',{approved:true,by:'you'});await b.close()})"`)
+  } else {
+    await scheduler.fire(registered.data.triggerId, { approved: true, by: 'ann' })
+  }
 
   console.log('result:', JSON.stringify(await result))
   console.log('events:', (await bus.read({ type: 'flow', id: flow })).map((e) => e.kind).join(' '))
