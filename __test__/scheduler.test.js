@@ -241,3 +241,25 @@ redisOnly('a killed process: another one resumes its await and its back-off, onc
     await scheduler.close()
   }
 }, { timeout: 60_000 })
+
+bothBackends('dispatch hands work to the host, execute runs it', async (ctx) => {
+  const bus = await ctx.connect()
+  const queued = []
+  const scheduler = new Scheduler(bus, { leaseMs: 1000, dispatch: (work) => queued.push(work) })
+  try {
+    scheduler.define('job', async (input, c) => ({ doubled: input.n * 2, attempt: c.attempt }))
+    const run = scheduler.run('job', { flow: 'd1', input: { n: 21 } })
+    await waitFor(() => queued.length === 1)
+    const work = queued[0]
+    assert.equal(work.step, 'job')
+    assert.equal(work.flow, 'd1')
+    assert.deepEqual(work.input, { n: 21 })
+    assert.equal(work.attempt, 1)
+    assert.equal(work.replay, false)
+    assert.equal(typeof work.jobId, 'string')
+    await scheduler.execute(work) // e.g. from a queue worker
+    assert.deepEqual(await run, { doubled: 42, attempt: 1 })
+  } finally {
+    await scheduler.close()
+  }
+})
