@@ -522,28 +522,14 @@ impl Scheduler {
         let duration = started
             .map(|(_, t)| t.elapsed().as_millis() as u64)
             .unwrap_or(0);
-        let done = self
-            .store()
-            .hash_cas(
-                &self.job_key(job),
-                "status",
-                Expect::Value("running"),
-                "completed",
-                RESOLVED_TTL_MS,
-                &[("result", result.to_string())],
-            )
-            .await?;
-        if done.set {
-            self.emit(
-                json!({ "kind": "step.completed", "subject": fields.get("flow"), "step": fields.get("step"),
+        self.finish_job(
+            job,
+            "completed",
+            ("result", result.to_string()),
+            json!({ "kind": "step.completed", "subject": fields.get("flow"), "step": fields.get("step"),
                         "data": { "result": result }, "meta": { "attempt": attempt, "duration": duration, "jobId": job } }),
-                None,
-            )
-            .await?;
-            self.store()
-                .set_update(&self.owned_key(&self.inner.id), job, false)
-                .await?;
-        }
+        )
+        .await?;
         if let Some(tx) = lock(&self.inner.runs).remove(job) {
             let _ = tx.send(Ok(result.to_string()));
         }
@@ -636,29 +622,15 @@ impl Scheduler {
             .await?;
             return Ok(());
         }
-        let done = self
-            .store()
-            .hash_cas(
-                &self.job_key(job),
-                "status",
-                Expect::Value("running"),
-                "failed",
-                RESOLVED_TTL_MS,
-                &[("error", message.clone())],
-            )
-            .await?;
-        if done.set {
-            self.emit(
-                json!({ "kind": "step.failed", "subject": flow, "step": step,
+        self.finish_job(
+            job,
+            "failed",
+            ("error", message.clone()),
+            json!({ "kind": "step.failed", "subject": flow, "step": step,
                         "data": { "error": message, "willRetry": false },
                         "meta": { "attempt": attempt, "maxAttempts": max, "jobId": job } }),
-                None,
-            )
-            .await?;
-            self.store()
-                .set_update(&self.owned_key(&self.inner.id), job, false)
-                .await?;
-        }
+        )
+        .await?;
         if let Some(tx) = lock(&self.inner.runs).remove(job) {
             let mut err = Error::new(
                 ErrorCode::StepFailed,
@@ -670,16 +642,51 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Move a running job to a final status (once: a compare-and-set), emit its last event and
+    /// drop it from this instance's owned set.
+    async fn finish_job(
+        &self,
+        job: &str,
+        status: &str,
+        field: (&str, String),
+        event: Value,
+    ) -> Result<()> {
+        let done = self
+            .store()
+            .hash_cas(
+                &self.job_key(job),
+                "status",
+                Expect::Value("running"),
+                status,
+                RESOLVED_TTL_MS,
+                &[field],
+            )
+            .await?;
+        if done.set {
+            self.emit(event, None).await?;
+            self.store()
+                .set_update(&self.owned_key(&self.inner.id), job, false)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn add_timer(&self, id: &str, due: u64, payload: Value) -> Result<()> {
         self.store()
             .timer_add(id, due, &payload.to_string())
             .await?;
         self.inner.signals.timer_wake.notify_one();
+        self.notify("sched:wake", "wake", "sched.wake", &due.to_string())
+            .await
+    }
+
+    /// Publish a scheduler note (a record-shaped live message) on `<prefix>:<channel>`.
+    async fn notify(&self, channel: &str, subject: &str, kind: &str, data: &str) -> Result<()> {
         let note = format!(
-            "0-0{LIVE_SEP}sched{LIVE_SEP}wake{LIVE_SEP}kind{LIVE_SEP}sched.wake{LIVE_SEP}data{LIVE_SEP}{due}"
+            "0-0{LIVE_SEP}sched{LIVE_SEP}{subject}{LIVE_SEP}kind{LIVE_SEP}{kind}{LIVE_SEP}data{LIVE_SEP}{data}"
         );
         self.store()
-            .publish(&self.key("sched:wake"), &note, &self.inner.core.hub)
+            .publish(&self.key(channel), &note, &self.inner.core.hub)
             .await
     }
 
@@ -1120,16 +1127,13 @@ impl Scheduler {
             return self.settle(await_id).await;
         }
         if self.store().exists(&self.lease_key(&owner)).await? {
-            let note = format!(
-                "0-0{LIVE_SEP}sched{LIVE_SEP}{owner}{LIVE_SEP}kind{LIVE_SEP}sched.resolved{LIVE_SEP}data{LIVE_SEP}{}",
-                json!({ "await": await_id })
-            );
+            let data = json!({ "await": await_id }).to_string();
             return self
-                .store()
-                .publish(
-                    &format!("{}:sched:inst:{owner}", self.inner.prefix),
-                    &note,
-                    &self.inner.core.hub,
+                .notify(
+                    &format!("sched:inst:{owner}"),
+                    &owner,
+                    "sched.resolved",
+                    &data,
                 )
                 .await;
         }
@@ -1208,17 +1212,9 @@ impl Scheduler {
                         .await;
                 }
                 if self.store().exists(&self.lease_key(&owner)).await? {
-                    let note = format!(
-                        "0-0{LIVE_SEP}sched{LIVE_SEP}{owner}{LIVE_SEP}kind{LIVE_SEP}sched.run{LIVE_SEP}data{LIVE_SEP}{}",
-                        json!({ "job": job, "lateMs": late })
-                    );
+                    let data = json!({ "job": job, "lateMs": late }).to_string();
                     return self
-                        .store()
-                        .publish(
-                            &format!("{}:sched:inst:{owner}", self.inner.prefix),
-                            &note,
-                            &self.inner.core.hub,
-                        )
+                        .notify(&format!("sched:inst:{owner}"), &owner, "sched.run", &data)
                         .await;
                 }
                 self.adopt(&job, &owner).await
