@@ -225,9 +225,12 @@ export declare class EventBus {
   static connect(options?: ConnectOptions): Promise<EventBus>
   /** True when running on the embedded in-memory store. */
   readonly embedded: boolean
-  /** Pub/Sub channels this bus holds (0 once every subscription has ended). */
+  /**
+   * Pub/Sub channels this bus holds (0 once every subscription has ended). A `Scheduler` on
+   * this bus holds 2 of them (its instance inbox and the wake-up channel) until `close()`.
+   */
   readonly channelCount: number
-  /** Open subscriptions. */
+  /** Open subscriptions, including the 2 a `Scheduler` on this bus holds until `close()`. */
   readonly subscriptionCount: number
   /** Validate, store, publish and index one event atomically; resolves to its record. */
   emit(event: EventInput, options?: { type?: string }): Promise<EventRecord>

@@ -1,7 +1,7 @@
 /* lean-events/client: browser-safe reducers (no native code, no Node built-ins). */
-import type { EventRecord, FlowState, TriggerState } from '../index'
+import type { EventRecord, FlowState, TriggerState } from '../index.js'
 
-export type { EventRecord, FlowState, TriggerState, StepState } from '../index'
+export type { EventRecord, FlowState, TriggerState, StepState } from '../index.js'
 
 /** A new, empty flow state. */
 export declare function initialFlowState(): FlowState

@@ -1,0 +1,3 @@
+import { stateHandler } from 'lean-events/nitro'
+
+export default stateHandler({ authorize: authorizeDemo })

@@ -1,0 +1,3 @@
+import { eventStreamHandler } from 'lean-events/nitro'
+
+export default eventStreamHandler({ authorize: authorizeDemo })

@@ -1,0 +1,3 @@
+import { runsHandler } from 'lean-events/nitro'
+
+export default runsHandler()
