@@ -12,16 +12,25 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 /** The event bus, native half. */
 export declare class NativeBus {
   /** Connect to Redis, or open the embedded store when no url is given. */
-  static connect(options: ConnectOptions, keepAlive: KeepAliveFn): Promise<NativeBus>
+  static connect(options: ConnectOptions, keepAlive: KeepAliveFn, settled: SettleFn): Promise<NativeBus>
   /** True when the bus runs on the embedded in-memory store. */
   get embedded(): boolean
   /**
-   * Append one event (JSON text); resolves to the record as JSON text. Validation and the
-   * hand-off to the store happen before this returns, so emits keep their call order.
+   * Append one event (JSON text). Validation and the hand-off to the store happen before
+   * this returns (so emits keep their call order); returns the ticket under which the
+   * outcome, the record, shows up in `takeSettled()`.
    */
-  emit(event: string, streamType?: string | undefined | null): Promise<string>
-  /** Append a JSON array of events in one atomic step; resolves to a JSON array of records. */
-  emitMany(events: string, streamType?: string | undefined | null): Promise<string>
+  emit(event: string, streamType?: string | undefined | null): number
+  /**
+   * Append a JSON array of events in one atomic step (see `emit`); the outcome is the
+   * array of records.
+   */
+  emitMany(events: string, streamType?: string | undefined | null): number
+  /**
+   * The emit outcomes ready so far, as JSON: `[[ticket, 1, record or [records]],
+   * [ticket, 0, "CODE: message"], ...]`.
+   */
+  takeSettled(): string
   /** Read a range of a stream; resolves to a JSON array of records. */
   read(streamType: string, id: string, options: NativeReadOptions): Promise<string>
   /** Subscribe to a stream; `wake` is called whenever `take()` has something. */

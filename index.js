@@ -275,6 +275,8 @@ class EventBus {
   constructor(nativeBus) {
     this._native = nativeBus
     this._subs = new Set()
+    // emits handed to the store, by ticket, until their outcome is taken
+    this._pending = new Map()
   }
 
   /**
@@ -290,6 +292,7 @@ class EventBus {
       maxQueue: 'int',
       stateCacheSize: 'int',
     })
+    let bus = null
     const nativeBus = await native(
       NativeBus.connect(
         {
@@ -302,9 +305,28 @@ class EventBus {
           stateCacheSize: o.stateCacheSize,
         },
         () => {},
+        () => bus && bus._settle(),
       ),
     )
-    return new EventBus(nativeBus)
+    bus = new EventBus(nativeBus)
+    return bus
+  }
+
+  /** Settle every emit whose outcome is ready: one call and one JSON.parse per wake-up. */
+  _settle() {
+    const outcomes = JSON.parse(this._native.takeSettled())
+    for (const [ticket, ok, value] of outcomes) {
+      const p = this._pending.get(ticket)
+      if (!p) continue
+      this._pending.delete(ticket)
+      if (ok) p.resolve(value)
+      else p.reject(withCode(new Error(value)))
+    }
+  }
+
+  /** A promise for the outcome of the emit handed to the store under `ticket`. */
+  _outcome(ticket) {
+    return new Promise((resolve, reject) => this._pending.set(ticket, { resolve, reject }))
   }
 
   /** True when running on the embedded in-memory store. */
@@ -317,13 +339,13 @@ class EventBus {
     const o = checkOptions(options, 'options', { type: 'string' })
     const json = serialize(event, 'the event')
     // handed to the store before this returns, so emits keep their call order
-    let pending
+    let ticket
     try {
-      pending = this._native.emit(json, o.type)
+      ticket = this._native.emit(json, o.type)
     } catch (err) {
       throw withCode(err)
     }
-    return JSON.parse(await native(pending))
+    return this._outcome(ticket)
   }
 
   /** Append many events in one atomic step; one invalid event rejects them all. */
@@ -331,13 +353,13 @@ class EventBus {
     const o = checkOptions(options, 'options', { type: 'string' })
     if (!Array.isArray(events)) throw new LeanEventsError('EVENT_INVALID', 'emitMany takes an array of events')
     const parts = events.map((e, i) => serialize(e, `event ${i}`))
-    let pending
+    let ticket
     try {
-      pending = this._native.emitMany(`[${parts.join(',')}]`, o.type)
+      ticket = this._native.emitMany(`[${parts.join(',')}]`, o.type)
     } catch (err) {
       throw withCode(err)
     }
-    return JSON.parse(await native(pending))
+    return this._outcome(ticket)
   }
 
   /** Read a range of a stream: exclusive `after`/`before`, `limit` (default 100), `reverse`. */

@@ -63,7 +63,7 @@ redisOnly('cross-process: a child process emits, a subscriber here receives all,
 
 for (const backend of BACKENDS) {
   const url = backend.url || ''
-  for (const mode of ['clean', 'close-open-subs']) {
+  for (const mode of ['clean', 'close-open-subs', 'close-while-emitting']) {
     test(`process exit: a child that closes its bus (${mode}) exits by itself with code 0 [${backend.name}]`, async () => {
       const prefix = uniquePrefix('life')
       const child = startChild(process.execPath, [path.join(FIXTURES, 'lifecycle.js'), mode, url, prefix])
@@ -73,6 +73,12 @@ for (const backend of BACKENDS) {
         assert.equal(code, 0, `exit code; stderr: ${child.stderr}`)
         assert.match(child.stdout, /^done /m)
         if (mode === 'close-open-subs') assert.match(child.stdout, /"done":true/, 'the pending iterator ended')
+        if (mode === 'close-while-emitting') {
+          // every emit settled: stored before the close, or refused because the bus closed
+          const [, stored, refused, codes] = /^done (\d+) (\d+) (\S+)$/m.exec(child.stdout)
+          assert.equal(Number(stored) + Number(refused), 200, child.stdout)
+          if (Number(refused) > 0) assert.equal(codes, 'BUS_CLOSED', child.stdout)
+        }
       } finally {
         await child.kill()
         if (backend.url) await deleteRedisPrefix(prefix)

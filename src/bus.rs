@@ -1,6 +1,6 @@
 //! `NativeBus`: the core `Bus` behind napi.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lean_events_core::bus::Config;
@@ -18,6 +18,40 @@ use crate::subscription::NativeSubscription;
 type WakeFn = ThreadsafeFunction<(), UnknownReturnValue, (), Status, false, true>;
 /// Held while the bus is open so Node stays alive, as an open socket would.
 type KeepAliveFn = ThreadsafeFunction<(), UnknownReturnValue, (), Status, false, false>;
+/// Called when emit outcomes are waiting in `takeSettled()`; referenced only while emits
+/// are pending, so a pending emit keeps Node alive and an idle bus does not.
+type SettleFn = ThreadsafeFunction<(), UnknownReturnValue, (), Status, false, false>;
+
+/// Emit outcomes waiting for JavaScript, and the function that wakes it. The JavaScript thread
+/// is woken once when the queue goes from empty to non-empty, and then takes every outcome
+/// queued by then in one call: one wake-up per group commit instead of one per emit.
+struct Settle {
+    queue: Mutex<Vec<(u32, lean_events_core::Result<String>)>>,
+    wake: Mutex<SettleFn>,
+}
+
+impl Settle {
+    fn push(&self, ticket: u32, outcome: lean_events_core::Result<String>) {
+        let was_empty = {
+            let mut q = lock(&self.queue);
+            q.push((ticket, outcome));
+            q.len() == 1
+        };
+        if was_empty {
+            lock(&self.wake).call((), ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
+}
+
+/// Emits handed to the store whose outcome JavaScript has not taken yet.
+struct Tickets {
+    next: u32,
+    pending: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Options of `NativeBus.connect`.
 #[napi(object)]
@@ -83,13 +117,19 @@ fn stream_ref(stream_type: &str, id: &str) -> std::result::Result<StreamRef, Err
 pub struct NativeBus {
     bus: Bus,
     keep_alive: Mutex<Option<KeepAliveFn>>,
+    settle: Arc<Settle>,
+    tickets: Mutex<Tickets>,
 }
 
 #[napi]
 impl NativeBus {
     /// Connect to Redis, or open the embedded store when no url is given.
     #[napi(factory)]
-    pub async fn connect(options: ConnectOptions, keep_alive: KeepAliveFn) -> Result<NativeBus> {
+    pub async fn connect(
+        options: ConnectOptions,
+        keep_alive: KeepAliveFn,
+        settled: SettleFn,
+    ) -> Result<NativeBus> {
         guarded(async move {
             let defaults = Config::default();
             let config = Config {
@@ -119,6 +159,14 @@ impl NativeBus {
             Ok(NativeBus {
                 bus,
                 keep_alive: Mutex::new(Some(keep_alive)),
+                settle: Arc::new(Settle {
+                    queue: Mutex::new(Vec::new()),
+                    wake: Mutex::new(settled),
+                }),
+                tickets: Mutex::new(Tickets {
+                    next: 0,
+                    pending: 0,
+                }),
             })
         })
         .await
@@ -130,38 +178,55 @@ impl NativeBus {
         self.bus.is_embedded()
     }
 
-    /// Append one event (JSON text); resolves to the record as JSON text. Validation and the
-    /// hand-off to the store happen before this returns, so emits keep their call order.
-    #[napi(ts_return_type = "Promise<string>")]
-    pub fn emit<'env>(
-        &self,
-        env: &'env Env,
-        event: String,
-        stream_type: Option<String>,
-    ) -> Result<PromiseRaw<'env, String>> {
-        let submitted = guarded_sync(|| self.bus.submit_one(&event, stream_type.as_deref()))?;
-        env.spawn_future(guarded(async move {
-            let mut records = submitted.records().await?;
-            records
-                .pop()
-                .map(|r| r.json)
-                .ok_or_else(|| Error::new(lean_events_core::ErrorCode::Internal, "no record"))
-        }))
+    /// Append one event (JSON text). Validation and the hand-off to the store happen before
+    /// this returns (so emits keep their call order); returns the ticket under which the
+    /// outcome, the record, shows up in `takeSettled()`.
+    #[napi]
+    pub fn emit(&self, env: Env, event: String, stream_type: Option<String>) -> Result<u32> {
+        self.submit(&env, false, |bus, done| {
+            bus.submit_one_then(&event, stream_type.as_deref(), done)
+        })
     }
 
-    /// Append a JSON array of events in one atomic step; resolves to a JSON array of records.
-    #[napi(ts_return_type = "Promise<string>")]
-    pub fn emit_many<'env>(
-        &self,
-        env: &'env Env,
-        events: String,
-        stream_type: Option<String>,
-    ) -> Result<PromiseRaw<'env, String>> {
-        let submitted = guarded_sync(|| self.bus.submit_many(&events, stream_type.as_deref()))?;
-        env.spawn_future(guarded(async move {
-            let records = submitted.records().await?;
-            Ok(json_array(records.iter().map(|r| r.json.as_str())))
-        }))
+    /// Append a JSON array of events in one atomic step (see `emit`); the outcome is the
+    /// array of records.
+    #[napi]
+    pub fn emit_many(&self, env: Env, events: String, stream_type: Option<String>) -> Result<u32> {
+        self.submit(&env, true, |bus, done| {
+            bus.submit_many_then(&events, stream_type.as_deref(), done)
+        })
+    }
+
+    /// The emit outcomes ready so far, as JSON: `[[ticket, 1, record or [records]],
+    /// [ticket, 0, "CODE: message"], ...]`.
+    #[napi]
+    pub fn take_settled(&self, env: Env) -> String {
+        let taken = std::mem::take(&mut *lock(&self.settle.queue));
+        let mut out = String::with_capacity(2 + taken.len() * 300);
+        out.push('[');
+        for (i, (ticket, outcome)) in taken.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            match outcome {
+                Ok(json) => {
+                    out.push_str(&format!("[{ticket},1,"));
+                    out.push_str(json);
+                }
+                Err(e) => {
+                    let text = serde_json::to_string(&e.to_string()).unwrap_or_default();
+                    out.push_str(&format!("[{ticket},0,{text}"));
+                }
+            }
+            out.push(']');
+        }
+        out.push(']');
+        let mut t = lock(&self.tickets);
+        t.pending = t.pending.saturating_sub(taken.len() as u64);
+        let pending = t.pending;
+        drop(t);
+        self.hold_process(&env, pending);
+        out
     }
 
     /// Read a range of a stream; resolves to a JSON array of records.
@@ -320,11 +385,13 @@ impl NativeBus {
 
     /// End subscriptions, drop connections and let the process exit. Idempotent.
     #[napi]
-    pub fn close(&self) -> Result<()> {
+    pub fn close(&self, env: Env) -> Result<()> {
         guarded_sync(|| {
             self.bus.close();
             Ok(())
         })?;
+        let pending = lock(&self.tickets).pending;
+        self.hold_process(&env, pending);
         // Released on the JS thread, as Node requires.
         drop(
             self.keep_alive
@@ -333,6 +400,52 @@ impl NativeBus {
                 .take(),
         );
         Ok(())
+    }
+}
+
+impl NativeBus {
+    /// Hand an emit to the store with a callback that queues its outcome for `takeSettled()`.
+    fn submit(
+        &self,
+        env: &Env,
+        many: bool,
+        hand_off: impl FnOnce(&Bus, lean_events_core::OnStored) -> lean_events_core::Result<()>,
+    ) -> Result<u32> {
+        let ticket = {
+            let mut t = lock(&self.tickets);
+            t.next = t.next.wrapping_add(1);
+            t.next
+        };
+        let settle = self.settle.clone();
+        let done: lean_events_core::OnStored = Box::new(move |outcome| {
+            let outcome = outcome.map(|mut records| match records.pop() {
+                Some(one) if !many && records.is_empty() => one.json,
+                last => {
+                    records.extend(last);
+                    json_array(records.iter().map(|r| r.json.as_str()))
+                }
+            });
+            settle.push(ticket, outcome);
+        });
+        guarded_sync(|| hand_off(&self.bus, done))?;
+        let pending = {
+            let mut t = lock(&self.tickets);
+            t.pending += 1;
+            t.pending
+        };
+        self.hold_process(env, pending);
+        Ok(ticket)
+    }
+
+    /// Keep Node alive while emits are pending, and only then.
+    #[allow(deprecated)] // ref/unref of one shared function; clones do not exist in napi 3
+    fn hold_process(&self, env: &Env, pending: u64) {
+        let mut wake = lock(&self.settle.wake);
+        let _ = if pending > 0 {
+            wake.refer(env)
+        } else {
+            wake.unref(env)
+        };
     }
 }
 

@@ -72,9 +72,55 @@ pub struct Core {
 /// The events handed back with their ids (so they need not be copied to be kept).
 type AppendReply = Result<(Vec<PreparedEvent>, Vec<StreamId>)>;
 
+/// Called once with the outcome of an append handed over by `submit_one_then` or
+/// `submit_many_then`: the stored records in order, or why nothing was stored.
+pub type OnStored = Box<dyn FnOnce(Result<Vec<Record>>) + Send>;
+
+/// Where the outcome of a queued append goes. Dropped unanswered (the store task ended), a
+/// callback is told the bus closed, as a dropped channel tells its receiver.
+enum Reply {
+    Channel(Option<oneshot::Sender<AppendReply>>),
+    Call(Option<OnStored>),
+}
+
+impl Reply {
+    fn send(mut self, r: AppendReply) {
+        match &mut self {
+            Reply::Channel(tx) => {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(r);
+                }
+            }
+            Reply::Call(done) => {
+                if let Some(done) = done.take() {
+                    done(r.map(|(events, ids)| to_records(&events, ids)));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Reply::Call(done) = self {
+            if let Some(done) = done.take() {
+                done(Err(Error::closed()));
+            }
+        }
+    }
+}
+
+fn to_records(events: &[PreparedEvent], ids: Vec<StreamId>) -> Vec<Record> {
+    events
+        .iter()
+        .zip(ids)
+        .map(|(e, id)| e.to_record(id))
+        .collect()
+}
+
 struct AppendRequest {
     events: Vec<PreparedEvent>,
-    reply: oneshot::Sender<AppendReply>,
+    reply: Reply,
 }
 
 impl Core {
@@ -214,13 +260,60 @@ impl Bus {
     /// appends submitted one after another are stored in that order even if nobody awaits
     /// them in between. Await `records()` for the outcome.
     pub fn submit_one(&self, json: &str, stream_type: Option<&str>) -> Result<Submitted> {
-        self.core.check_open()?;
-        let e = event::prepare(json, stream_type, self.core.limits)?;
-        Ok(self.submit(vec![e]))
+        let events = self.prepare_one(json, stream_type)?;
+        Ok(self.submit(events))
     }
 
     /// The synchronous half of `emit_many` (see `submit_one`).
     pub fn submit_many(&self, json_array: &str, stream_type: Option<&str>) -> Result<Submitted> {
+        let events = self.prepare_many(json_array, stream_type)?;
+        if events.is_empty() {
+            return Ok(Submitted::Stored(Vec::new(), Vec::new()));
+        }
+        Ok(self.submit(events))
+    }
+
+    /// Like `submit_one`, but `done` is called with the outcome (on the store's task, or at
+    /// once on the embedded store) instead of a future being returned: a caller settling many
+    /// appends can collect the outcomes of one group commit and handle them together. An
+    /// invalid event is returned as the error and `done` is not called.
+    pub fn submit_one_then(
+        &self,
+        json: &str,
+        stream_type: Option<&str>,
+        done: OnStored,
+    ) -> Result<()> {
+        let events = self.prepare_one(json, stream_type)?;
+        self.submit_then(events, done);
+        Ok(())
+    }
+
+    /// Like `submit_many`, with `done` called with the outcome (see `submit_one_then`).
+    pub fn submit_many_then(
+        &self,
+        json_array: &str,
+        stream_type: Option<&str>,
+        done: OnStored,
+    ) -> Result<()> {
+        let events = self.prepare_many(json_array, stream_type)?;
+        if events.is_empty() {
+            done(Ok(Vec::new()));
+        } else {
+            self.submit_then(events, done);
+        }
+        Ok(())
+    }
+
+    fn prepare_one(&self, json: &str, stream_type: Option<&str>) -> Result<Vec<PreparedEvent>> {
+        self.core.check_open()?;
+        Ok(vec![event::prepare(json, stream_type, self.core.limits)?])
+    }
+
+    fn prepare_many(
+        &self,
+        json_array: &str,
+        stream_type: Option<&str>,
+    ) -> Result<Vec<PreparedEvent>> {
         self.core.check_open()?;
         let raw: Vec<&RawValue> = serde_json::from_str(json_array)
             .map_err(|e| Error::invalid(format!("emitMany takes an array of events ({e})")))?;
@@ -230,8 +323,7 @@ impl Bus {
                 raw.len()
             )));
         }
-        let events = raw
-            .iter()
+        raw.iter()
             .enumerate()
             .map(|(i, r)| {
                 event::prepare(r.get(), stream_type, self.core.limits).map_err(|mut e| {
@@ -239,31 +331,53 @@ impl Bus {
                     e
                 })
             })
-            .collect::<Result<Vec<_>>>()?;
-        if events.is_empty() {
-            return Ok(Submitted::Stored(Vec::new(), Vec::new()));
-        }
-        Ok(self.submit(events))
+            .collect()
     }
 
     fn submit(&self, events: Vec<PreparedEvent>) -> Submitted {
-        match (&self.core.appender, &self.core.store) {
-            (None, Store::Memory(m)) => {
-                let groups = [events.as_slice()];
-                match m.append(&groups, &self.core.hub).pop() {
-                    Some(Ok(ids)) => Submitted::Stored(events, ids),
-                    Some(Err(e)) => Submitted::Failed(e),
-                    None => Submitted::Failed(Error::new(ErrorCode::Internal, "no result")),
-                }
-            }
-            (Some(tx), _) => {
-                let (reply, rx) = oneshot::channel();
-                match tx.send(AppendRequest { events, reply }) {
-                    Ok(()) => Submitted::Queued(rx),
-                    Err(_) => Submitted::Failed(Error::closed()),
-                }
-            }
-            (None, _) => Submitted::Failed(Error::new(ErrorCode::Internal, "no appender")),
+        if self.core.appender.is_none() {
+            return match self.append_now(events) {
+                Ok((events, ids)) => Submitted::Stored(events, ids),
+                Err(e) => Submitted::Failed(e),
+            };
+        }
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(events, Reply::Channel(Some(tx)));
+        Submitted::Queued(rx)
+    }
+
+    fn submit_then(&self, events: Vec<PreparedEvent>, done: OnStored) {
+        if self.core.appender.is_none() {
+            done(
+                self.append_now(events)
+                    .map(|(events, ids)| to_records(&events, ids)),
+            );
+        } else {
+            self.enqueue(events, Reply::Call(Some(done)));
+        }
+    }
+
+    /// The embedded store appends at once.
+    fn append_now(&self, events: Vec<PreparedEvent>) -> AppendReply {
+        let Store::Memory(m) = &self.core.store else {
+            return Err(Error::new(ErrorCode::Internal, "no appender"));
+        };
+        let groups = [events.as_slice()];
+        match m.append(&groups, &self.core.hub).pop() {
+            Some(Ok(ids)) => Ok((events, ids)),
+            Some(Err(e)) => Err(e),
+            None => Err(Error::new(ErrorCode::Internal, "no result")),
+        }
+    }
+
+    /// Queue for the group commit; a closed bus answers at once.
+    fn enqueue(&self, events: Vec<PreparedEvent>, reply: Reply) {
+        let Some(tx) = &self.core.appender else {
+            reply.send(Err(Error::new(ErrorCode::Internal, "no appender")));
+            return;
+        };
+        if let Err(mpsc::error::SendError(req)) = tx.send(AppendRequest { events, reply }) {
+            req.reply.send(Err(Error::closed()));
         }
     }
 
@@ -456,12 +570,12 @@ async fn group_commit(core: std::sync::Weak<Core>, mut rx: mpsc::UnboundedReceiv
         match result {
             Ok(per_group) => {
                 for (req, r) in batch.into_iter().zip(per_group) {
-                    let _ = req.reply.send(r.map(|ids| (req.events, ids)));
+                    req.reply.send(r.map(|ids| (req.events, ids)));
                 }
             }
             Err(e) => {
                 for req in batch {
-                    let _ = req.reply.send(Err(e.clone()));
+                    req.reply.send(Err(e.clone()));
                 }
             }
         }
@@ -554,10 +668,6 @@ impl Submitted {
             Submitted::Queued(rx) => rx.await.unwrap_or_else(|_| Err(Error::closed()))?,
             Submitted::Failed(e) => return Err(e),
         };
-        Ok(events
-            .iter()
-            .zip(ids)
-            .map(|(e, id)| e.to_record(id))
-            .collect())
+        Ok(to_records(&events, ids))
     }
 }

@@ -294,6 +294,71 @@ async fn concurrent_emits_share_script_calls_and_keep_order() {
     }
 }
 
+/// `submit_*_then` calls its callback exactly once per append, in submission order for one
+/// stream, and when the bus closes with appends still queued, each is told (stored or closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_hand_off_settles_every_append_once() {
+    for backend in BACKENDS {
+        let bus = connect(backend, "then").await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..300 {
+            let tx = tx.clone();
+            let done: lean_events_core::OnStored = Box::new(move |r| {
+                let _ = tx.send((i, r));
+            });
+            if i % 3 == 0 {
+                let batch = format!("[{},{}]", event("t", "then-s", i), event("t", "then-s", i));
+                bus.submit_many_then(&batch, None, done).unwrap();
+            } else {
+                bus.submit_one_then(&event("t", "then-s", i), None, done)
+                    .unwrap();
+            }
+        }
+        let mut last: Option<StreamId> = None;
+        for _ in 0..300 {
+            let (i, r) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("every callback is called")
+                .unwrap();
+            let records = r.unwrap();
+            assert_eq!(records.len(), if i % 3 == 0 { 2 } else { 1 }, "{backend:?}");
+            for rec in records {
+                assert!(last.is_none_or(|l| l < rec.id), "{backend:?}: ids in order");
+                last = Some(rec.id);
+            }
+        }
+        // a bad event is refused at once and its callback is never called
+        let err = bus
+            .submit_one_then("{\"kind\":1}", None, Box::new(|_| panic!("called")))
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::EventInvalid);
+
+        // close with appends queued: each callback still runs once
+        for i in 0..200 {
+            let tx = tx.clone();
+            bus.submit_one_then(
+                &event("t", "then-c", i),
+                None,
+                Box::new(move |r| {
+                    let _ = tx.send((i, r));
+                }),
+            )
+            .unwrap();
+        }
+        bus.close();
+        drop(tx);
+        let mut settled = 0;
+        while let Ok(Some((_, r))) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await
+        {
+            if let Err(e) = r {
+                assert_eq!(e.code, ErrorCode::BusClosed, "{backend:?}: {e}");
+            }
+            settled += 1;
+        }
+        assert_eq!(settled, 200, "{backend:?}");
+    }
+}
+
 /// A writer emits 5 000 events while 20 subscriptions start at random moments with different
 /// cursors; each must get exactly its expected ids, in order, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
