@@ -12,7 +12,7 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 /** The event bus, native half. */
 export declare class NativeBus {
   /** Connect to Redis, or open the embedded store when no url is given. */
-  static connect(options: ConnectOptions, keepAlive: KeepAliveFn, settled: SettleFn): Promise<NativeBus>
+  static connect(options: ConnectOptions, keepAlive: KeepAliveFn, settled: SettleFn, ready: WakeFn): Promise<NativeBus>
   /** True when the bus runs on the embedded in-memory store. */
   get embedded(): boolean
   /**
@@ -26,6 +26,8 @@ export declare class NativeBus {
    * array of records.
    */
   emitMany(events: string, streamType?: string | undefined | null): number
+  /** Keys of the subscriptions that have something to take (each once per wake-up). */
+  takeReady(): Array<number>
   /**
    * The emit outcomes ready so far, as JSON: `[[ticket, 1, record or [records]],
    * [ticket, 0, "CODE: message"], ...]`.
@@ -33,10 +35,13 @@ export declare class NativeBus {
   takeSettled(): string
   /** Read a range of a stream; resolves to a JSON array of records. */
   read(streamType: string, id: string, options: NativeReadOptions): Promise<string>
-  /** Subscribe to a stream; `wake` is called whenever `take()` has something. */
-  subscribe(streamType: string, id: string, options: NativeSubscribeOptions, wake: WakeFn): Promise<NativeSubscription>
-  /** Every event of `kind` from every stream and instance, live only. */
-  onKind(kind: string, maxQueue: number | undefined | null, wake: WakeFn): Promise<NativeSubscription>
+  /** Subscribe to a stream; `key` shows up in `takeReady()` whenever `take()` has something. */
+  subscribe(streamType: string, id: string, options: NativeSubscribeOptions, key: number): Promise<NativeSubscription>
+  /**
+   * Every event of `kind` from every stream and instance, live only (`key` as in
+   * `subscribe`).
+   */
+  onKind(kind: string, maxQueue: number | undefined | null, key: number): Promise<NativeSubscription>
   /** Runs of a flow, newest first, as a JSON array of `{ id, startedAt }`. */
   listRuns(name: string, limit: number, offset: number): Promise<string>
   /** The reduced state of a stream, as JSON text. */

@@ -173,6 +173,7 @@ class Subscription {
     if (this._ended) return
     this._ended = true
     this._bus._subs.delete(this)
+    this._bus._byKey.delete(this._key)
     if (error) {
       this._error = new LeanEventsError(error.code, error.message, {
         lastId: error.lastId ?? this.lastId,
@@ -277,6 +278,9 @@ class EventBus {
     this._subs = new Set()
     // emits handed to the store, by ticket, until their outcome is taken
     this._pending = new Map()
+    // subscriptions by the key the native side wakes them with
+    this._byKey = new Map()
+    this._nextKey = 0
   }
 
   /**
@@ -306,6 +310,7 @@ class EventBus {
         },
         () => {},
         () => bus && bus._settle(),
+        () => bus && bus._wakeReady(),
       ),
     )
     bus = new EventBus(nativeBus)
@@ -322,6 +327,23 @@ class EventBus {
       if (ok) p.resolve(value)
       else p.reject(withCode(new Error(value)))
     }
+  }
+
+  /** Wake every subscription that has something to take. */
+  _wakeReady() {
+    for (const key of this._native.takeReady()) {
+      const sub = this._byKey.get(key)
+      if (sub) sub._wake()
+    }
+  }
+
+  /** A key for a new subscription, under which the native side wakes it. */
+  _register(sub) {
+    this._nextKey = (this._nextKey + 1) >>> 0
+    while (this._byKey.has(this._nextKey) || this._nextKey === 0) this._nextKey = (this._nextKey + 1) >>> 0
+    sub._key = this._nextKey
+    this._byKey.set(sub._key, sub)
+    return sub._key
   }
 
   /** A promise for the outcome of the emit handed to the store under `ticket`. */
@@ -389,14 +411,21 @@ class EventBus {
       onGap: 'function',
     })
     const sub = new Subscription(this, handler || null, o)
-    const nativeSub = await native(
-      this._native.subscribe(
-        stream.type,
-        stream.id,
-        { after: o.after, backfill: o.backfill, maxQueue: o.maxQueue, notifyGaps: !!o.onGap },
-        () => sub._wake(),
-      ),
-    )
+    const key = this._register(sub)
+    let nativeSub
+    try {
+      nativeSub = await native(
+        this._native.subscribe(
+          stream.type,
+          stream.id,
+          { after: o.after, backfill: o.backfill, maxQueue: o.maxQueue, notifyGaps: !!o.onGap },
+          key,
+        ),
+      )
+    } catch (err) {
+      this._byKey.delete(key)
+      throw err
+    }
     this._subs.add(sub)
     sub._attach(nativeSub)
     return sub
@@ -413,7 +442,14 @@ class EventBus {
     }
     const o = checkOptions(options, 'options', { maxQueue: 'int', onError: 'function' })
     const sub = new Subscription(this, handler || null, o)
-    const nativeSub = await native(this._native.onKind(kind, o.maxQueue, () => sub._wake()))
+    const key = this._register(sub)
+    let nativeSub
+    try {
+      nativeSub = await native(this._native.onKind(kind, o.maxQueue, key))
+    } catch (err) {
+      this._byKey.delete(key)
+      throw err
+    }
     this._subs.add(sub)
     sub._attach(nativeSub)
     return sub

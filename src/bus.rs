@@ -43,6 +43,31 @@ impl Settle {
     }
 }
 
+/// Subscriptions with something to take, by the key JavaScript gave them. One weak function
+/// per bus wakes the JavaScript thread when the list goes from empty to non-empty: one
+/// wake-up for a burst over many subscriptions, and no thread-safe function per
+/// subscription (each would hold a libuv handle of its own).
+struct Ready {
+    keys: Mutex<Vec<u32>>,
+    wake: WakeFn,
+}
+
+impl Ready {
+    fn waker(self: &Arc<Self>, key: u32) -> lean_events_core::live::Waker {
+        let ready = self.clone();
+        Box::new(move || {
+            let was_empty = {
+                let mut keys = lock(&ready.keys);
+                keys.push(key);
+                keys.len() == 1
+            };
+            if was_empty {
+                ready.wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
+            }
+        })
+    }
+}
+
 /// Emits handed to the store whose outcome JavaScript has not taken yet.
 struct Tickets {
     next: u32,
@@ -119,6 +144,7 @@ pub struct NativeBus {
     keep_alive: Mutex<Option<KeepAliveFn>>,
     settle: Arc<Settle>,
     tickets: Mutex<Tickets>,
+    ready: Arc<Ready>,
 }
 
 #[napi]
@@ -129,6 +155,7 @@ impl NativeBus {
         options: ConnectOptions,
         keep_alive: KeepAliveFn,
         settled: SettleFn,
+        ready: WakeFn,
     ) -> Result<NativeBus> {
         guarded(async move {
             let defaults = Config::default();
@@ -167,6 +194,10 @@ impl NativeBus {
                     next: 0,
                     pending: 0,
                 }),
+                ready: Arc::new(Ready {
+                    keys: Mutex::new(Vec::new()),
+                    wake: ready,
+                }),
             })
         })
         .await
@@ -195,6 +226,12 @@ impl NativeBus {
         self.submit(&env, true, |bus, done| {
             bus.submit_many_then(&events, stream_type.as_deref(), done)
         })
+    }
+
+    /// Keys of the subscriptions that have something to take (each once per wake-up).
+    #[napi]
+    pub fn take_ready(&self) -> Vec<u32> {
+        std::mem::take(&mut *lock(&self.ready.keys))
     }
 
     /// The emit outcomes ready so far, as JSON: `[[ticket, 1, record or [records]],
@@ -257,14 +294,14 @@ impl NativeBus {
         .await
     }
 
-    /// Subscribe to a stream; `wake` is called whenever `take()` has something.
+    /// Subscribe to a stream; `key` shows up in `takeReady()` whenever `take()` has something.
     #[napi]
     pub async fn subscribe(
         &self,
         stream_type: String,
         id: String,
         options: NativeSubscribeOptions,
-        wake: WakeFn,
+        key: u32,
     ) -> Result<NativeSubscription> {
         guarded(async {
             let stream = stream_ref(&stream_type, &id)?;
@@ -283,25 +320,29 @@ impl NativeBus {
                 max_queue: positive("maxQueue", options.max_queue)?.unwrap_or(0) as usize,
                 notify_gaps: options.notify_gaps.unwrap_or(false),
             };
-            let sub = self.bus.subscribe(&stream, opts, Some(waker(wake))).await?;
+            let sub = self
+                .bus
+                .subscribe(&stream, opts, Some(self.ready.waker(key)))
+                .await?;
             Ok(NativeSubscription::new(sub))
         })
         .await
     }
 
-    /// Every event of `kind` from every stream and instance, live only.
+    /// Every event of `kind` from every stream and instance, live only (`key` as in
+    /// `subscribe`).
     #[napi]
     pub async fn on_kind(
         &self,
         kind: String,
         max_queue: Option<i64>,
-        wake: WakeFn,
+        key: u32,
     ) -> Result<NativeSubscription> {
         guarded(async {
             let max_queue = positive("maxQueue", max_queue)?.map(|n| n as usize);
             let sub = self
                 .bus
-                .on_kind(&kind, max_queue, Some(waker(wake)))
+                .on_kind(&kind, max_queue, Some(self.ready.waker(key)))
                 .await?;
             Ok(NativeSubscription::new(sub))
         })

@@ -91,7 +91,7 @@ realistic (~220-270 bytes, \`bench/run-events.js\`) spread over 100 flows.
 
   out.push(section('4. Live delivery latency, emit → handler', s.live, () => {
     const parts = [
-      `Send time = \`performance.timeOrigin + performance.now()\` put into \`data.sentAt\` just before the emit call; latency = the handler's clock minus it (comparable across processes). One subscriber per flow on all 100 flows; ${s.live.config.warmup} warm-up events first. "other process" = a second \`node\` process (\`bench/live-subscriber.js\`) subscribed with the same system, latencies sent back over IPC. "lost" = events not delivered within 15 s after the last emit.\n`,
+      `Send time = \`process.hrtime\` (the machine's monotonic clock, the same in every process) put into \`data.sentAt\` just before the emit call; latency = the handler's reading of that clock minus it. One subscriber per flow on all 100 flows; ${s.live.config.warmup} warm-up events first. "other process" = a second \`node\` process (\`bench/live-subscriber.js\`) subscribed with the same system, latencies sent back over IPC. "lost" = events not delivered within 15 s after the last emit.\n`,
     ]
     for (const run of Object.values(s.live.runs)) {
       parts.push(`**${run.mode}, subscriber in ${run.placement === 'same' ? 'the same process' : 'another process'}** (${run.events} events):\n\n` +

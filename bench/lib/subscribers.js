@@ -1,14 +1,15 @@
 'use strict'
 // Latency-recording subscribers on every flow of a workload: in this process, or in a second
 // node process (bench/live-subscriber.js) that sends its latencies back over IPC at the end.
-// Latency = receive time - data.sentAt, both wall-clock ms (performance.timeOrigin + now()).
+// Latency = receive time - data.sentAt, both on the monotonic clock (process.hrtime), which
+// all processes of the machine share.
 
 const path = require('node:path')
-const { Collector, wallMs } = require('./workload.js')
+const { Collector, clockMs } = require('./workload.js')
 const { forkChild, request, waitExit } = require('./children.js')
 
 function latencyHandler(col) {
-  return (e) => col.record(wallMs() - e.data.sentAt)
+  return (e) => col.record(clockMs() - e.data.sentAt)
 }
 
 /** Subscribe every flow of `flowIds` with one latency handler each. */
