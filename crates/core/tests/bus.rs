@@ -250,6 +250,72 @@ async fn wrong_type_key_refuses_only_that_emit() {
         .await
         .unwrap()
         .is_empty());
+
+    // a single emit, queued together with emits that are stored, is refused by its own XADD;
+    // nothing of it is published
+    let live = bus
+        .on_kind("a", Some(100), None)
+        .await
+        .expect("kind subscription");
+    let (e0, e1, e2) = (
+        event("a", "ok3", 0),
+        event("a", "bad", 1),
+        event("a", "ok3", 2),
+    );
+    let (before, bad, after) = tokio::join!(
+        bus.emit(&e0, None),
+        bus.emit(&e1, None),
+        bus.emit(&e2, None)
+    );
+    let err = bad.unwrap_err();
+    assert_eq!(err.code, ErrorCode::WrongType);
+    assert!(
+        err.message.contains(&key) && err.message.contains("string"),
+        "{err}"
+    );
+    let (before, after) = (before.unwrap(), after.unwrap());
+    let stored = bus
+        .read(&flow("ok3"), ReadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(stored, vec![before.clone(), after.clone()]);
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let taken = tokio::time::timeout(Duration::from_secs(5), live.next_batch(10))
+            .await
+            .expect("live delivery");
+        seen.extend(taken.items.into_iter().map(|i| match i {
+            Item::Event(r) => r.id,
+            Item::Gap { .. } => panic!("gap"),
+        }));
+    }
+    assert_eq!(
+        seen,
+        vec![before.id, after.id],
+        "only stored events are published"
+    );
+
+    // an index key of the wrong type refuses the flow.started that would write it
+    let index = format!("{}:flows:badindex", bus.prefix());
+    let _: () = redis::cmd("SET")
+        .arg(&index)
+        .arg("x")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let started = r#"{"kind":"flow.started","subject":"run-bi","data":{"name":"badindex"}}"#;
+    let err = bus.emit(started, None).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::WrongType);
+    assert!(bus
+        .read(&flow("run-bi"), ReadOptions::default())
+        .await
+        .unwrap()
+        .is_empty());
+    let _: () = redis::cmd("DEL")
+        .arg(&index)
+        .query_async(&mut con)
+        .await
+        .unwrap();
     let _: () = redis::cmd("DEL")
         .arg(&key)
         .query_async(&mut con)

@@ -11,7 +11,8 @@
 --
 -- Why one script: XADD, PUBLISH and ZADD must not be separable (DESIGN.md §3.1): an event is
 -- never stored-but-unpublished nor published-but-unstored. A group is one emit or emitMany;
--- groups are checked before any write so a refused group leaves no trace. Several groups in
+-- groups are checked before any write (or, for one event, refused by its own first write) so
+-- a refused group leaves no trace. Several groups in
 -- one call is the group commit of concurrent emits: one script run for many events.
 --
 -- Event awaits (`<prefix>:await:kind:<kind>` → awaitId → match) are matched here, in the same
@@ -40,19 +41,31 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Store and publish one event; returns its id and live payload.
-local function append_event(stype, subject, fv)
+local function wrong_type(key, t, want)
+  return 'WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want
+end
+
+-- Store and publish one event whose field/value pairs are t[i..j] (ARGV itself for the
+-- events of the call, so they are not copied); returns its id and live payload, or nil and
+-- the error when the XADD failed (nothing was written then).
+local function append_event(stype, subject, t, i, j)
   local key = prefix .. ':' .. stype .. ':' .. subject
-  local args = {key}
+  local id
   if maxlen > 0 then
-    args[2] = 'MAXLEN'; args[3] = '~'; args[4] = maxlen
+    id = redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, '*', unpack(t, i, j))
+  else
+    id = redis.pcall('XADD', key, '*', unpack(t, i, j))
   end
-  args[#args + 1] = '*'
-  for i = 1, #fv do args[#args + 1] = fv[i] end
-  local id = redis.call('XADD', unpack(args))
-  local payload = id .. SEP .. stype .. SEP .. subject .. SEP .. table.concat(fv, SEP)
+  if type(id) == 'table' then
+    local err = id.err or 'XADD failed'
+    if string.sub(err, 1, 9) == 'WRONGTYPE' then
+      err = wrong_type(key, redis.call('TYPE', key)['ok'], 'stream')
+    end
+    return nil, err
+  end
+  local payload = id .. SEP .. stype .. SEP .. subject .. SEP .. table.concat(t, SEP, i, j)
   redis.call('PUBLISH', key .. ':live', payload)
-  redis.call('PUBLISH', prefix .. ':kind:' .. fv[2], payload)
+  redis.call('PUBLISH', prefix .. ':kind:' .. t[i + 1], payload)
   return id, payload
 end
 
@@ -109,7 +122,7 @@ end
 local no_awaits = {}
 
 -- Resolve the event awaits of this kind that the event matches.
-local function resolve_awaits(stype, kind, subject, fv, payload)
+local function resolve_awaits(stype, kind, subject, first, last, payload)
   if no_awaits[kind] then return end
   local reg = prefix .. ':await:kind:' .. kind
   if redis.call('EXISTS', reg) == 0 then
@@ -117,6 +130,7 @@ local function resolve_awaits(stype, kind, subject, fv, payload)
     return
   end
   local entries = redis.call('HGETALL', reg)
+  local fv = {unpack(ARGV, first, last)}
   for i = 1, #entries, 2 do
     local await_id, match_json = entries[i], entries[i + 1]
     if matches(stype, subject, fv, match_json) then
@@ -129,11 +143,14 @@ local function resolve_awaits(stype, kind, subject, fv, payload)
         -- resolved awaits are kept 7 days (the scheduler's RESOLVED_TTL_MS), then expire
         redis.call('PEXPIRE', ak, 604800000)
         local waited = now - (tonumber(info[3]) or now)
-        if info[1] and info[2] then append_event('flow', info[1], {
-          'kind', 'step.resumed', 'step', info[2],
-          'data', cjson.encode({reason = 'event', awaitDuration = waited}),
-          'meta', cjson.encode({awaitType = 'event', jobId = info[5]})
-        }) end
+        if info[1] and info[2] then
+          local resumed = {
+            'kind', 'step.resumed', 'step', info[2],
+            'data', cjson.encode({reason = 'event', awaitDuration = waited}),
+            'meta', cjson.encode({awaitType = 'event', jobId = info[5]})
+          }
+          append_event('flow', info[1], resumed, 1, #resumed)
+        end
         local note = '0-0' .. SEP .. 'sched' .. SEP .. info[4] .. SEP .. 'kind' .. SEP ..
           'sched.resolved' .. SEP .. 'data' .. SEP .. cjson.encode({await = await_id})
         if info[4] then redis.call('PUBLISH', prefix .. ':sched:inst:' .. info[4], note) end
@@ -147,49 +164,62 @@ local checked = {}
 
 for g = 1, ngroups do
   local n = tonumber(ARGV[a]); a = a + 1
-  -- pass 1: check every key of the group before writing anything
+  -- pass 1: check every key of the group before writing anything. A group of one event with
+  -- no index entry needs no check: its XADD is its only write before the publishes, and a key
+  -- of the wrong type makes that XADD fail with nothing written.
+  local unchecked = n == 1 and ARGV[a + 2] == ''
   local refused = nil
   local b, kk = a, k
   for e = 1, n do
     local key = KEYS[kk]
-    if not checked[key] then
+    if not unchecked and not checked[key] then
       local t = redis.call('TYPE', key)['ok']
       if t ~= 'stream' and t ~= 'none' then
-        refused = 'WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a stream'
+        refused = wrong_type(key, t, 'stream')
       else
         checked[key] = true
       end
     end
     local ik = index_key(ARGV[b + 2])
-    if ik then
+    if ik and not checked[ik] then
       local it = redis.call('TYPE', ik)['ok']
       if it ~= 'zset' and it ~= 'none' then
-        refused = 'WRONGTYPE ' .. ik .. ' holds a ' .. it .. ', not a sorted set'
+        refused = wrong_type(ik, it, 'sorted set')
+      else
+        checked[ik] = true
       end
     end
     b = b + 4 + 2 * tonumber(ARGV[b + 3]); kk = kk + 1
   end
-  if refused then
-    out[g] = {0, refused}
-    a, k = b, kk
-  else
+  if not refused then
     local ids = {1}
     for e = 1, n do
       local stype, subject, index = ARGV[a], ARGV[a + 1], ARGV[a + 2]
       local npairs = tonumber(ARGV[a + 3])
-      local pairs_ = {}
-      for p = a + 4, a + 3 + 2 * npairs do pairs_[#pairs_ + 1] = ARGV[p] end
-      local id, payload = append_event(stype, subject, pairs_)
+      local first, last = a + 4, a + 3 + 2 * npairs
+      local id, payload = append_event(stype, subject, ARGV, first, last)
+      if not id then
+        -- only an unchecked group can get here with nothing of it written
+        if unchecked and string.sub(payload, 1, 9) == 'WRONGTYPE' then
+          refused = payload
+          break
+        end
+        return redis.error_reply(payload)
+      end
       local ik = index_key(index)
       if ik then
         local ms = string.match(id, '^(%d+)')
         redis.call('ZADD', ik, 'NX', ms, subject)
       end
-      resolve_awaits(stype, pairs_[2], subject, pairs_, payload)
+      resolve_awaits(stype, ARGV[first + 1], subject, first, last, payload)
       ids[#ids + 1] = id
       a = a + 4 + 2 * npairs; k = k + 1
     end
-    out[g] = ids
+    if not refused then out[g] = ids end
+  end
+  if refused then
+    out[g] = {0, refused}
+    a, k = b, kk
   end
 end
 return out
