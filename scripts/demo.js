@@ -15,6 +15,7 @@ const fs = require('node:fs')
 const net = require('node:net')
 const path = require('node:path')
 const { spawn, spawnSync } = require('node:child_process')
+const { walkFiles } = require('./install.js')
 
 const ROOT = path.resolve(__dirname, '..')
 const EXAMPLE = path.join(ROOT, 'examples', 'nitro')
@@ -39,23 +40,14 @@ function run(cmd, args, options) {
 
 /** A hash of every file under the given paths (relative to base). */
 function hashInputs(base, entries, hash) {
-  const visit = (p) => {
-    let st
-    try {
-      st = fs.statSync(p)
-    } catch {
-      return
-    }
-    if (st.isDirectory()) {
-      for (const e of fs.readdirSync(p).sort()) if (e !== 'node_modules' && e !== '.output' && e !== '.nitro') visit(path.join(p, e))
-    } else {
+  for (const e of entries) {
+    walkFiles(path.join(base, e), ['node_modules', '.output', '.nitro'], (p) => {
       hash.update(path.relative(base, p))
       hash.update('\0')
       hash.update(fs.readFileSync(p))
       hash.update('\0')
-    }
+    })
   }
-  for (const e of entries) visit(path.join(base, e))
 }
 
 function buildStamp() {

@@ -42,23 +42,28 @@ function platformName() {
   return `${platform}-${arch}`
 }
 
+/** Call `onFile(path, stat)` for every file under `p`, in name order, skipping `skip` folders. */
+function walkFiles(p, skip, onFile) {
+  let st
+  try {
+    st = fs.statSync(p)
+  } catch {
+    return
+  }
+  if (!st.isDirectory()) return onFile(p, st)
+  for (const entry of fs.readdirSync(p).sort()) {
+    if (!skip.includes(entry)) walkFiles(path.join(p, entry), skip, onFile)
+  }
+}
+
 /** Newest modification time (ms) of the Rust sources, skipping build output. */
 function newestSource() {
   let newest = 0
-  const visit = (p) => {
-    let st
-    try {
-      st = fs.statSync(p)
-    } catch {
-      return
-    }
-    if (st.isDirectory()) {
-      const base = path.basename(p)
-      if (base === 'target' || base === 'node_modules') return
-      for (const entry of fs.readdirSync(p)) visit(path.join(p, entry))
-    } else if (st.mtimeMs > newest) newest = st.mtimeMs
+  for (const s of SOURCES) {
+    walkFiles(path.join(ROOT, s), ['target', 'node_modules'], (_, st) => {
+      if (st.mtimeMs > newest) newest = st.mtimeMs
+    })
   }
-  for (const s of SOURCES) visit(path.join(ROOT, s))
   return newest
 }
 
@@ -142,4 +147,4 @@ function main() {
 
 if (require.main === module) main()
 
-module.exports = { platformName, newestSource }
+module.exports = { platformName, newestSource, walkFiles }
