@@ -26,7 +26,10 @@ export declare class NativeBus {
    * array of records.
    */
   emitMany(events: string, streamType?: string | undefined | null): number
-  /** Keys of the subscriptions that have something to take (each once per wake-up). */
+  /**
+   * Keys of the subscriptions that may have something to take (a key can show up again
+   * after its subscription was drained another way; taking then finds nothing).
+   */
   takeReady(): Array<number>
   /**
    * The emit outcomes ready so far, as JSON: `[[ticket, 1, record or [records]],

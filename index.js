@@ -333,7 +333,13 @@ class EventBus {
   _wakeReady() {
     for (const key of this._native.takeReady()) {
       const sub = this._byKey.get(key)
-      if (sub) sub._wake()
+      if (!sub) continue
+      // one subscription's failure must not keep the others from being woken
+      try {
+        sub._wake()
+      } catch (err) {
+        reportError(sub._onError, err)
+      }
     }
   }
 

@@ -104,6 +104,22 @@ for (const backend of BACKENDS) {
   }
 }
 
+for (const backend of BACKENDS) {
+  test(`closed buses are garbage-collected, with their store and callbacks [${backend.name}]`, async () => {
+    const prefix = uniquePrefix('gc')
+    const child = startChild(process.execPath, ['--expose-gc', path.join(FIXTURES, 'bus-gc.js'), backend.url || '', prefix, '20'])
+    try {
+      const { code } = await exitsWithin(child, 30_000, 'bus-gc')
+      assert.equal(code, 0, `stderr: ${child.stderr}`)
+      const r = JSON.parse(child.stdout.trim().split('\n').pop())
+      assert.equal(r.collected, r.count, `closed buses still reachable: ${child.stdout}`)
+    } finally {
+      await child.kill()
+      if (backend.url) await deleteRedisPrefix(prefix)
+    }
+  })
+}
+
 test('process exit: a failed connect does not keep the process alive', async () => {
   const port = await freePort()
   const child = startChild(process.execPath, [

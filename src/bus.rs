@@ -27,7 +27,9 @@ type SettleFn = ThreadsafeFunction<(), UnknownReturnValue, (), Status, false, fa
 /// queued by then in one call: one wake-up per group commit instead of one per emit.
 struct Settle {
     queue: Mutex<Vec<(u32, lean_events_core::Result<String>)>>,
-    wake: Mutex<SettleFn>,
+    /// Dropped once the bus is closed and nothing is pending, which frees the callback (and
+    /// the bus it refers to).
+    wake: Mutex<Option<SettleFn>>,
 }
 
 impl Settle {
@@ -38,7 +40,9 @@ impl Settle {
             q.len() == 1
         };
         if was_empty {
-            lock(&self.wake).call((), ThreadsafeFunctionCallMode::NonBlocking);
+            if let Some(wake) = lock(&self.wake).as_ref() {
+                wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
+            }
         }
     }
 }
@@ -49,7 +53,8 @@ impl Settle {
 /// subscription (each would hold a libuv handle of its own).
 struct Ready {
     keys: Mutex<Vec<u32>>,
-    wake: WakeFn,
+    /// Dropped by `close()` (see `Settle::wake`).
+    wake: Mutex<Option<WakeFn>>,
 }
 
 impl Ready {
@@ -62,7 +67,9 @@ impl Ready {
                 keys.len() == 1
             };
             if was_empty {
-                ready.wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
+                if let Some(wake) = lock(&ready.wake).as_ref() {
+                    wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
+                }
             }
         })
     }
@@ -188,7 +195,7 @@ impl NativeBus {
                 keep_alive: Mutex::new(Some(keep_alive)),
                 settle: Arc::new(Settle {
                     queue: Mutex::new(Vec::new()),
-                    wake: Mutex::new(settled),
+                    wake: Mutex::new(Some(settled)),
                 }),
                 tickets: Mutex::new(Tickets {
                     next: 0,
@@ -196,7 +203,7 @@ impl NativeBus {
                 }),
                 ready: Arc::new(Ready {
                     keys: Mutex::new(Vec::new()),
-                    wake: ready,
+                    wake: Mutex::new(Some(ready)),
                 }),
             })
         })
@@ -228,7 +235,8 @@ impl NativeBus {
         })
     }
 
-    /// Keys of the subscriptions that have something to take (each once per wake-up).
+    /// Keys of the subscriptions that may have something to take (a key can show up again
+    /// after its subscription was drained another way; taking then finds nothing).
     #[napi]
     pub fn take_ready(&self) -> Vec<u32> {
         std::mem::take(&mut *lock(&self.ready.keys))
@@ -431,15 +439,11 @@ impl NativeBus {
             self.bus.close();
             Ok(())
         })?;
+        // Released on the JS thread, as Node requires.
+        drop(lock(&self.keep_alive).take());
+        drop(lock(&self.ready.wake).take());
         let pending = lock(&self.tickets).pending;
         self.hold_process(&env, pending);
-        // Released on the JS thread, as Node requires.
-        drop(
-            self.keep_alive
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(),
-        );
         Ok(())
     }
 }
@@ -459,12 +463,13 @@ impl NativeBus {
         };
         let settle = self.settle.clone();
         let done: lean_events_core::OnStored = Box::new(move |outcome| {
-            let outcome = outcome.map(|mut records| match records.pop() {
-                Some(one) if !many && records.is_empty() => one.json,
-                last => {
-                    records.extend(last);
-                    json_array(records.iter().map(|r| r.json.as_str()))
-                }
+            let outcome = outcome.and_then(|mut records| match (many, records.len()) {
+                (true, _) => Ok(json_array(records.iter().map(|r| r.json.as_str()))),
+                (false, 1) => Ok(records.pop().map(|r| r.json).unwrap_or_default()),
+                (false, n) => Err(lean_events_core::Error::new(
+                    lean_events_core::ErrorCode::Internal,
+                    format!("one event appended, {n} records returned"),
+                )),
             });
             settle.push(ticket, outcome);
         });
@@ -480,13 +485,20 @@ impl NativeBus {
 
     /// Keep Node alive while emits are pending, and only then.
     #[allow(deprecated)] // ref/unref of one shared function; clones do not exist in napi 3
+    /// Once the bus is closed and nothing is pending, the callback is dropped instead: it
+    /// refers to the JavaScript bus, which refers to this one, and only this breaks the cycle.
     fn hold_process(&self, env: &Env, pending: u64) {
-        let mut wake = lock(&self.settle.wake);
-        let _ = if pending > 0 {
-            wake.refer(env)
-        } else {
-            wake.unref(env)
-        };
+        let closed = lock(&self.keep_alive).is_none();
+        let mut slot = lock(&self.settle.wake);
+        if pending == 0 && closed {
+            drop(slot.take());
+        } else if let Some(wake) = slot.as_mut() {
+            let _ = if pending > 0 {
+                wake.refer(env)
+            } else {
+                wake.unref(env)
+            };
+        }
     }
 }
 

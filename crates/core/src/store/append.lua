@@ -134,26 +134,38 @@ local function resolve_awaits(stype, kind, subject, first, last, payload)
   for i = 1, #entries, 2 do
     local await_id, match_json = entries[i], entries[i + 1]
     if matches(stype, subject, fv, match_json) then
-      redis.call('HDEL', reg, await_id)
       local ak = prefix .. ':await:' .. await_id
-      if redis.call('HGET', ak, 'status') == 'pending' then
+      local info = redis.call('HMGET', ak, 'status', 'flow', 'step', 'createdMs', 'owner', 'job')
+      if info[1] ~= 'pending' then
+        redis.call('HDEL', reg, await_id) -- resolved or expired meanwhile
+      else
         local now = now_ms()
-        local info = redis.call('HMGET', ak, 'flow', 'step', 'createdMs', 'owner', 'job')
-        redis.call('HSET', ak, 'status', 'resolved', 'result', payload, 'resolvedMs', now)
-        -- resolved awaits are kept 7 days (the scheduler's RESOLVED_TTL_MS), then expire
-        redis.call('PEXPIRE', ak, 604800000)
-        local waited = now - (tonumber(info[3]) or now)
-        if info[1] and info[2] then
+        local waited = now - (tonumber(info[4]) or now)
+        local stored = true
+        if info[2] and info[3] then
           local resumed = {
-            'kind', 'step.resumed', 'step', info[2],
+            'kind', 'step.resumed', 'step', info[3],
             'data', cjson.encode({reason = 'event', awaitDuration = waited}),
-            'meta', cjson.encode({awaitType = 'event', jobId = info[5]})
+            'meta', cjson.encode({awaitType = 'event', jobId = info[6]})
           }
-          append_event('flow', info[1], resumed, 1, #resumed)
+          local rid, err = append_event('flow', info[2], resumed, 1, #resumed)
+          if not rid then
+            -- the awaiting flow's key is not a stream: the await stays pending (and times out)
+            redis.log(redis.LOG_WARNING, 'lean-events: await ' .. await_id .. ' not resolved: ' .. err)
+            stored = false
+          end
         end
-        local note = '0-0' .. SEP .. 'sched' .. SEP .. info[4] .. SEP .. 'kind' .. SEP ..
-          'sched.resolved' .. SEP .. 'data' .. SEP .. cjson.encode({await = await_id})
-        if info[4] then redis.call('PUBLISH', prefix .. ':sched:inst:' .. info[4], note) end
+        if stored then
+          redis.call('HDEL', reg, await_id)
+          redis.call('HSET', ak, 'status', 'resolved', 'result', payload, 'resolvedMs', now)
+          -- resolved awaits are kept 7 days (the scheduler's RESOLVED_TTL_MS), then expire
+          redis.call('PEXPIRE', ak, 604800000)
+          if info[5] then
+            local note = '0-0' .. SEP .. 'sched' .. SEP .. info[5] .. SEP .. 'kind' .. SEP ..
+              'sched.resolved' .. SEP .. 'data' .. SEP .. cjson.encode({await = await_id})
+            redis.call('PUBLISH', prefix .. ':sched:inst:' .. info[5], note)
+          end
+        end
       end
     end
   end
