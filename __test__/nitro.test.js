@@ -9,6 +9,7 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
+const nodeHttp = require('node:http')
 const { spawn, execFileSync } = require('node:child_process')
 const { EventBus, waitFor, freePort, startChild } = require('./helpers')
 const { openSse } = require('./fixtures/nitro-sse')
@@ -174,6 +175,72 @@ describe('lean-events/nitro handlers in an h3 app (in-process)', () => {
     await waitFor(() => sse.ended, 3000, 'the stream ends when the server closes')
     await closed
     await waitFor(released, 5000, 'subscription released')
+  })
+
+  test('SSE: a client that leaves while authorize is still pending leaves no subscription behind', async () => {
+    const { startH3App } = await h3Fixture()
+    let asked = 0
+    let letThrough
+    const gate = new Promise((resolve) => (letThrough = resolve))
+    const authorize = async () => {
+      asked++
+      await gate
+      return true
+    }
+    // the handler's subscription, seen from outside
+    let handed
+    const watched = {
+      subscribe: async (...args) => {
+        const sub = await bus.subscribe(...args)
+        handed = { sub, at: bus.subscriptionCount }
+        return sub
+      },
+    }
+    const other = await startH3App({ bus: watched, authorize, heartbeatMs: 60_000 })
+    const sockets = new Set()
+    other.server.on('connection', (s) => {
+      sockets.add(s)
+      s.on('close', () => sockets.delete(s))
+    })
+    try {
+      const req = nodeHttp.get(`${other.url}/api/_events/flow/h3-leaves-early/stream`)
+      req.on('error', () => {})
+      await waitFor(() => asked === 1, 5000, 'authorize was called')
+      req.destroy()
+      await waitFor(() => sockets.size === 0, 5000, 'the server saw the client go')
+      letThrough()
+      await waitFor(() => handed !== undefined, 5000, 'the handler subscribed after authorize')
+      assert.equal(handed.at, baseSubs + 1)
+      await waitFor(released, 5000, () => `subscriptions left: ${bus.subscriptionCount - baseSubs}`)
+    } finally {
+      letThrough()
+      await other.close()
+    }
+  })
+
+  test('SSE: a cursor older than the trimmed entries gets `event: gap`, then the rest', async () => {
+    const trimmed = await EventBus.connect({ maxLen: 5 })
+    const { startH3App } = await h3Fixture()
+    const other = await startH3App({ bus: trimmed, heartbeatMs: 60_000 })
+    try {
+      const id = `h3-gap-${Date.now()}`
+      const recs = await trimmed.emitMany(Array.from({ length: 12 }, (_, i) => ({ kind: 'step.progress', subject: id, data: { i } })))
+      const kept = recs.slice(-5)
+      const sse = await openSse(`${other.url}/api/_events/flow/${id}/stream`, { 'last-event-id': recs[0].id })
+      assert.equal(sse.status, 200)
+      await waitFor(() => sse.messages.length >= 6, 5000, () => `messages: ${JSON.stringify(sse.messages)}`)
+      assert.equal(sse.messages[0].event, 'gap')
+      assert.equal(sse.messages[0].id, undefined, 'a gap message does not move the cursor')
+      assert.deepEqual(JSON.parse(sse.messages[0].data), { after: recs[0].id, firstId: kept[0].id })
+      assert.deepEqual(ids(sse.messages.slice(1)), ids(kept))
+      const live = await trimmed.emit({ kind: 'step.progress', subject: id, data: { i: 12 } })
+      await waitFor(() => sse.messages.length === 7, 5000, 'the live event after the gap')
+      assert.equal(sse.messages[6].id, live.id)
+      sse.close()
+    } finally {
+      await other.close()
+      await trimmed.close()
+    }
   })
 
   test('authorize: false or a throw → 403 on every handler; allowed otherwise', async () => {

@@ -76,8 +76,9 @@ export interface EventStreamOptions extends HandlerOptions {
 /**
  * `GET /api/_events/:type/:id/stream`: Server-Sent Events, backfill then live. Each event is
  * one message: `id:` its stream id, `event:` its kind, `data:` the record as JSON. Resumes
- * after the `Last-Event-ID` header (or `?after=`); heartbeat comments; unsubscribes when the
- * client goes away; ends when the server starts closing.
+ * after the `Last-Event-ID` header (or `?after=`); a cursor older than the trimmed entries gets
+ * an `event: gap` message (`{ after, firstId }`, no `id:`) first; heartbeat comments;
+ * unsubscribes when the client goes away; ends when the server starts closing.
  */
 export declare function eventStreamHandler(options?: EventStreamOptions): EventHandler
 
@@ -128,8 +129,8 @@ export interface StreamAdapter {
 
 /** The Nitro module's in-process bus. */
 export interface BusAdapter {
-  /** Store the event (every subscriber on every instance receives it). */
-  publish(event: Partial<EventInput> & Record<string, unknown>): Promise<EventRecord>
+  /** Store the event (every subscriber on every instance receives it); `ctx.flowId` is its subject when the event names none. */
+  publish(event: Partial<EventInput> & Record<string, unknown>, ctx?: { flowId?: string }): Promise<EventRecord>
   /** Live events of one subject (a flow, or `{ type }`); returns the unsubscribe function. */
   subscribeSubject(subject: string, handler: (event: EventRecord) => void, options?: { type?: string }): () => void
   /** Live events of one kind, from every subject; returns the unsubscribe function. */

@@ -444,10 +444,25 @@ function trackStream(req, end) {
   return () => streams.delete(end)
 }
 
+/** Has the client gone (or the response ended) already? Its `close` event will not come again. */
+function responseGone(req, res) {
+  return res.destroyed || res.writableEnded || req.destroyed || !!(req.socket && req.socket.destroyed)
+}
+
+/** `event: gap`: entries between the client's cursor and `firstId` were trimmed, never sent. */
+function sseGap(gap) {
+  return `event: gap\ndata: ${JSON.stringify({ after: gap.after, firstId: gap.firstId })}\n\n`
+}
+
 /** Write the subscription to the response as SSE until either side ends. */
-function pipeSse(event, sub, o) {
+function pipeSse(event, sub, o, gaps) {
   const req = event.node.req
   const res = event.node.res
+  if (responseGone(req, res)) {
+    // the client left while authorize / subscribe were awaited
+    sub.unsubscribe().catch(() => {})
+    return undefined
+  }
   const headers = {
     'content-type': 'text/event-stream; charset=utf-8',
     'cache-control': 'no-cache, no-transform',
@@ -460,6 +475,8 @@ function pipeSse(event, sub, o) {
     req.socket.setTimeout(0)
   }
   res.write(`retry: ${o.retryMs ?? 1000}\n: lean-events\n\n`)
+  gaps.write = (gap) => res.write(sseGap(gap))
+  for (const gap of gaps.pending.splice(0)) gaps.write(gap)
   if (typeof res.flushHeaders === 'function') res.flushHeaders()
 
   return new Promise((resolve) => {
@@ -510,8 +527,8 @@ function pipeSse(event, sub, o) {
           if (!res.write(sseMessage(e))) await drained()
         }
       } catch {
-        // the subscription ended with an error (cut off, gap, bus closed): end the response;
-        // the browser reconnects with Last-Event-ID and resumes after the last event it got
+        // the subscription ended with an error (cut off as a slow client, bus closed): end the
+        // response; the browser reconnects with Last-Event-ID and resumes after its last event
       }
       finish()
     })()
@@ -526,6 +543,7 @@ function pipeSse(event, sub, o) {
 export function eventStreamHandler(options = {}) {
   return defineEventHandler(async (event) => {
     let sub
+    const gaps = { pending: [], write: (gap) => gaps.pending.push(gap) }
     try {
       const type = checkType(options.type ?? param(event, 'type'))
       const id = checkId(typeof options.id === 'function' ? await options.id(event) : param(event, 'id'))
@@ -533,11 +551,12 @@ export function eventStreamHandler(options = {}) {
       const after = cursorOf(event)
       const bus = await resolveBus(options)
       const start = after !== undefined ? { after } : typeof options.backfill === 'number' ? { backfill: options.backfill } : { after: '0' }
-      sub = await bus.subscribe({ type, id }, { ...start, maxQueue: options.maxQueue, onGap: () => {} })
+      // a trimmed range is not an error: the client is told (`event: gap`) and delivery goes on
+      sub = await bus.subscribe({ type, id }, { ...start, maxQueue: options.maxQueue, onGap: (gap) => gaps.write(gap) })
     } catch (err) {
       return sendError(event, err)
     }
-    return pipeSse(event, sub, options)
+    return pipeSse(event, sub, options, gaps)
   })
 }
 
