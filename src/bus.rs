@@ -18,26 +18,34 @@ use crate::subscription::NativeSubscription;
 type WakeFn = ThreadsafeFunction<(), UnknownReturnValue, (), Status, false, true>;
 /// Held while the bus is open so Node stays alive, as an open socket would.
 type KeepAliveFn = ThreadsafeFunction<(), UnknownReturnValue, (), Status, false, false>;
-/// Called when emit outcomes are waiting in `takeSettled()`; referenced only while emits
-/// are pending, so a pending emit keeps Node alive and an idle bus does not.
+/// Called when emit outcomes are waiting in `takeSettled()` (see `Settle`).
 type SettleFn = ThreadsafeFunction<(), UnknownReturnValue, (), Status, false, false>;
 
-/// Emit outcomes waiting for JavaScript, and the function that wakes it. The JavaScript thread
-/// is woken once when the queue goes from empty to non-empty, and then takes every outcome
-/// queued by then in one call: one wake-up per group commit instead of one per emit.
-struct Settle {
-    queue: Mutex<Vec<(u32, lean_events_core::Result<String>)>>,
-    /// Dropped once the bus is closed and nothing is pending, which frees the callback (and
-    /// the bus it refers to).
-    wake: Mutex<Option<SettleFn>>,
+/// Items waiting for JavaScript, and the function that wakes it: the JavaScript thread is
+/// woken once when the queue goes from empty to non-empty, then takes everything queued by
+/// then in one call. Emit outcomes come back this way (one wake-up per group commit, not one
+/// per emit), and so do the keys of subscriptions with something to take (one wake-up for a
+/// burst over many subscriptions, no thread-safe function and libuv handle per subscription).
+/// The function is dropped by `close()` (for emit outcomes, once none is pending): it refers
+/// to the JavaScript bus, which refers to this one.
+struct WakeQueue<T, const WEAK: bool> {
+    items: Mutex<Vec<T>>,
+    wake: Mutex<Option<ThreadsafeFunction<(), UnknownReturnValue, (), Status, false, WEAK>>>,
 }
 
-impl Settle {
-    fn push(&self, ticket: u32, outcome: lean_events_core::Result<String>) {
+impl<T, const WEAK: bool> WakeQueue<T, WEAK> {
+    fn new(wake: ThreadsafeFunction<(), UnknownReturnValue, (), Status, false, WEAK>) -> Self {
+        WakeQueue {
+            items: Mutex::new(Vec::new()),
+            wake: Mutex::new(Some(wake)),
+        }
+    }
+
+    fn push(&self, item: T) {
         let was_empty = {
-            let mut q = lock(&self.queue);
-            q.push((ticket, outcome));
-            q.len() == 1
+            let mut items = lock(&self.items);
+            items.push(item);
+            items.len() == 1
         };
         if was_empty {
             if let Some(wake) = lock(&self.wake).as_ref() {
@@ -45,35 +53,18 @@ impl Settle {
             }
         }
     }
-}
 
-/// Subscriptions with something to take, by the key JavaScript gave them. One weak function
-/// per bus wakes the JavaScript thread when the list goes from empty to non-empty: one
-/// wake-up for a burst over many subscriptions, and no thread-safe function per
-/// subscription (each would hold a libuv handle of its own).
-struct Ready {
-    keys: Mutex<Vec<u32>>,
-    /// Dropped by `close()` (see `Settle::wake`).
-    wake: Mutex<Option<WakeFn>>,
-}
-
-impl Ready {
-    fn waker(self: &Arc<Self>, key: u32) -> lean_events_core::live::Waker {
-        let ready = self.clone();
-        Box::new(move || {
-            let was_empty = {
-                let mut keys = lock(&ready.keys);
-                keys.push(key);
-                keys.len() == 1
-            };
-            if was_empty {
-                if let Some(wake) = lock(&ready.wake).as_ref() {
-                    wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
-                }
-            }
-        })
+    fn take(&self) -> Vec<T> {
+        std::mem::take(&mut *lock(&self.items))
     }
 }
+
+/// Emit outcomes by ticket; its function is referenced only while emits are pending, so a
+/// pending emit keeps Node alive and an idle bus does not.
+type Settle = WakeQueue<(u32, lean_events_core::Result<String>), false>;
+/// Keys of subscriptions with something to take; a weak function (the bus's keep-alive holds
+/// Node while it is open).
+type Ready = WakeQueue<u32, true>;
 
 /// Emits handed to the store whose outcome JavaScript has not taken yet.
 struct Tickets {
@@ -193,18 +184,12 @@ impl NativeBus {
             Ok(NativeBus {
                 bus,
                 keep_alive: Mutex::new(Some(keep_alive)),
-                settle: Arc::new(Settle {
-                    queue: Mutex::new(Vec::new()),
-                    wake: Mutex::new(Some(settled)),
-                }),
+                settle: Arc::new(Settle::new(settled)),
                 tickets: Mutex::new(Tickets {
                     next: 0,
                     pending: 0,
                 }),
-                ready: Arc::new(Ready {
-                    keys: Mutex::new(Vec::new()),
-                    wake: Mutex::new(Some(ready)),
-                }),
+                ready: Arc::new(Ready::new(ready)),
             })
         })
         .await
@@ -239,14 +224,14 @@ impl NativeBus {
     /// after its subscription was drained another way; taking then finds nothing).
     #[napi]
     pub fn take_ready(&self) -> Vec<u32> {
-        std::mem::take(&mut *lock(&self.ready.keys))
+        self.ready.take()
     }
 
     /// The emit outcomes ready so far, as JSON: `[[ticket, 1, record or [records]],
     /// [ticket, 0, "CODE: message"], ...]`.
     #[napi]
     pub fn take_settled(&self, env: Env) -> String {
-        let taken = std::mem::take(&mut *lock(&self.settle.queue));
+        let taken = self.settle.take();
         let mut out = String::with_capacity(2 + taken.len() * 300);
         out.push('[');
         for (i, (ticket, outcome)) in taken.iter().enumerate() {
@@ -330,7 +315,7 @@ impl NativeBus {
             };
             let sub = self
                 .bus
-                .subscribe(&stream, opts, Some(self.ready.waker(key)))
+                .subscribe(&stream, opts, Some(waker_for(&self.ready, key)))
                 .await?;
             Ok(NativeSubscription::new(sub))
         })
@@ -350,7 +335,7 @@ impl NativeBus {
             let max_queue = positive("maxQueue", max_queue)?.map(|n| n as usize);
             let sub = self
                 .bus
-                .on_kind(&kind, max_queue, Some(self.ready.waker(key)))
+                .on_kind(&kind, max_queue, Some(waker_for(&self.ready, key)))
                 .await?;
             Ok(NativeSubscription::new(sub))
         })
@@ -471,7 +456,7 @@ impl NativeBus {
                     format!("one event appended, {n} records returned"),
                 )),
             });
-            settle.push(ticket, outcome);
+            settle.push((ticket, outcome));
         });
         guarded_sync(|| hand_off(&self.bus, done))?;
         let pending = {
@@ -500,6 +485,12 @@ impl NativeBus {
             };
         }
     }
+}
+
+/// A subscription's waker: it queues the subscription's key on the bus's ready list.
+fn waker_for(ready: &Arc<Ready>, key: u32) -> lean_events_core::live::Waker {
+    let ready = ready.clone();
+    Box::new(move || ready.push(key))
 }
 
 fn waker(wake: WakeFn) -> lean_events_core::live::Waker {

@@ -76,38 +76,33 @@ type AppendReply = Result<(Vec<PreparedEvent>, Vec<StreamId>)>;
 /// `submit_many_then`: the stored records in order, or why nothing was stored.
 pub type OnStored = Box<dyn FnOnce(Result<Vec<Record>>) + Send>;
 
-/// Where the outcome of a queued append goes. Dropped unanswered (the store task ended), a
-/// callback is told the bus closed, as a dropped channel tells its receiver.
-enum Reply {
-    Channel(Option<oneshot::Sender<AppendReply>>),
-    Call(Option<OnStored>),
-}
+/// Where the outcome of a queued append goes. Dropped unanswered (the store task ended), it
+/// tells its callback that the bus closed.
+struct Reply(Option<OnStored>);
 
 impl Reply {
     fn send(mut self, r: AppendReply) {
-        match &mut self {
-            Reply::Channel(tx) => {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(r);
-                }
-            }
-            Reply::Call(done) => {
-                if let Some(done) = done.take() {
-                    done(r.map(|(events, ids)| to_records(&events, ids)));
-                }
-            }
+        if let Some(done) = self.0.take() {
+            done(r.map(|(events, ids)| to_records(&events, ids)));
         }
     }
 }
 
 impl Drop for Reply {
     fn drop(&mut self) {
-        if let Reply::Call(done) = self {
-            if let Some(done) = done.take() {
-                done(Err(Error::closed()));
-            }
+        if let Some(done) = self.0.take() {
+            done(Err(Error::closed()));
         }
     }
+}
+
+/// Hand an append over with a callback and wait for the outcome.
+async fn outcome(hand_off: impl FnOnce(OnStored) -> Result<()>) -> Result<Vec<Record>> {
+    let (tx, rx) = oneshot::channel();
+    hand_off(Box::new(move |r| {
+        let _ = tx.send(r);
+    }))?;
+    rx.await.unwrap_or_else(|_| Err(Error::closed()))
 }
 
 fn to_records(events: &[PreparedEvent], ids: Vec<StreamId>) -> Vec<Record> {
@@ -241,7 +236,7 @@ impl Bus {
 
     /// Validate and append one event given as JSON; returns its record.
     pub async fn emit(&self, json: &str, stream_type: Option<&str>) -> Result<Record> {
-        let mut records = self.submit_one(json, stream_type)?.records().await?;
+        let mut records = outcome(|done| self.submit_one_then(json, stream_type, done)).await?;
         records
             .pop()
             .ok_or_else(|| Error::new(ErrorCode::Internal, "no record"))
@@ -253,29 +248,13 @@ impl Bus {
         json_array: &str,
         stream_type: Option<&str>,
     ) -> Result<Vec<Record>> {
-        self.submit_many(json_array, stream_type)?.records().await
+        outcome(|done| self.submit_many_then(json_array, stream_type, done)).await
     }
 
-    /// The synchronous half of `emit`: validate and hand the event to the store now, so
-    /// appends submitted one after another are stored in that order even if nobody awaits
-    /// them in between. Await `records()` for the outcome.
-    pub fn submit_one(&self, json: &str, stream_type: Option<&str>) -> Result<Submitted> {
-        let events = self.prepare_one(json, stream_type)?;
-        Ok(self.submit(events))
-    }
-
-    /// The synchronous half of `emit_many` (see `submit_one`).
-    pub fn submit_many(&self, json_array: &str, stream_type: Option<&str>) -> Result<Submitted> {
-        let events = self.prepare_many(json_array, stream_type)?;
-        if events.is_empty() {
-            return Ok(Submitted::Stored(Vec::new(), Vec::new()));
-        }
-        Ok(self.submit(events))
-    }
-
-    /// Like `submit_one`, but `done` is called with the outcome (on the store's task, or at
-    /// once on the embedded store) instead of a future being returned: a caller settling many
-    /// appends can collect the outcomes of one group commit and handle them together. An
+    /// Validate one event and hand it to the store now, so appends submitted one after another
+    /// are stored in that order even if nobody waits in between. `done` is called with the
+    /// outcome (on the store's task, or at once on the embedded store), so a caller settling
+    /// many appends can collect the outcomes of one group commit and handle them together. An
     /// invalid event is returned as the error and `done` is not called.
     pub fn submit_one_then(
         &self,
@@ -288,7 +267,8 @@ impl Bus {
         Ok(())
     }
 
-    /// Like `submit_many`, with `done` called with the outcome (see `submit_one_then`).
+    /// Validate every event of a JSON array, then hand them all to the store as one atomic
+    /// append (see `submit_one_then`).
     pub fn submit_many_then(
         &self,
         json_array: &str,
@@ -334,30 +314,19 @@ impl Bus {
             .collect()
     }
 
-    fn submit(&self, events: Vec<PreparedEvent>) -> Submitted {
-        if self.core.appender.is_none() {
-            return match self.append_now(events) {
-                Ok((events, ids)) => Submitted::Stored(events, ids),
-                Err(e) => Submitted::Failed(e),
-            };
-        }
-        let (tx, rx) = oneshot::channel();
-        self.enqueue(events, Reply::Channel(Some(tx)));
-        Submitted::Queued(rx)
-    }
-
+    /// The embedded store appends at once; Redis appends are queued for the group commit (a
+    /// closed bus answers at once).
     fn submit_then(&self, events: Vec<PreparedEvent>, done: OnStored) {
-        if self.core.appender.is_none() {
-            done(
-                self.append_now(events)
-                    .map(|(events, ids)| to_records(&events, ids)),
-            );
-        } else {
-            self.enqueue(events, Reply::Call(Some(done)));
+        let reply = Reply(Some(done));
+        let Some(tx) = &self.core.appender else {
+            return reply.send(self.append_now(events));
+        };
+        if let Err(mpsc::error::SendError(req)) = tx.send(AppendRequest { events, reply }) {
+            req.reply.send(Err(Error::closed()));
         }
     }
 
-    /// The embedded store appends at once.
+    /// Append to the embedded store.
     fn append_now(&self, events: Vec<PreparedEvent>) -> AppendReply {
         let Store::Memory(m) = &self.core.store else {
             return Err(Error::new(ErrorCode::Internal, "no appender"));
@@ -367,17 +336,6 @@ impl Bus {
             Some(Ok(ids)) => Ok((events, ids)),
             Some(Err(e)) => Err(e),
             None => Err(Error::new(ErrorCode::Internal, "no result")),
-        }
-    }
-
-    /// Queue for the group commit; a closed bus answers at once.
-    fn enqueue(&self, events: Vec<PreparedEvent>, reply: Reply) {
-        let Some(tx) = &self.core.appender else {
-            reply.send(Err(Error::new(ErrorCode::Internal, "no appender")));
-            return;
-        };
-        if let Err(mpsc::error::SendError(req)) = tx.send(AppendRequest { events, reply }) {
-            req.reply.send(Err(Error::closed()));
         }
     }
 
@@ -646,28 +604,5 @@ impl StateCache {
             .unwrap_or_else(|p| p.into_inner())
             .entries
             .len()
-    }
-}
-
-/// An append handed to the store: stored already (embedded store), or queued for the next
-/// script call (Redis).
-pub enum Submitted {
-    /// Stored, with these ids.
-    Stored(Vec<PreparedEvent>, Vec<StreamId>),
-    /// Waiting for the group commit.
-    Queued(oneshot::Receiver<AppendReply>),
-    /// Refused.
-    Failed(Error),
-}
-
-impl Submitted {
-    /// The stored records, in order.
-    pub async fn records(self) -> Result<Vec<Record>> {
-        let (events, ids) = match self {
-            Submitted::Stored(events, ids) => (events, ids),
-            Submitted::Queued(rx) => rx.await.unwrap_or_else(|_| Err(Error::closed()))?,
-            Submitted::Failed(e) => return Err(e),
-        };
-        Ok(to_records(&events, ids))
     }
 }
