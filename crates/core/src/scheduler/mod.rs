@@ -6,7 +6,8 @@
 //!
 //! Store layout (prefix `nq`):
 //! - `nq:sched:job:<jobId>` (hash): step, flow, input, attempt, startedAttempt, status
-//!   (running | retrying | completed | failed), owner, result/error, `t:<attempt>:<seq>` →
+//!   (running | failing | retrying | completed | failed; `failing`: the retry timer is set, its
+//!   step.failed / step.retry not yet written), owner, result/error, `t:<attempt>:<seq>` →
 //!   trigger id of an `await.trigger` call. Expires 7 days after the job ends.
 //! - `nq:await:<awaitId>` (hash): type (time | event | trigger), job, flow, step, attempt, seq,
 //!   owner, status (pending | resolved | timeout | cancelled), createdMs, result, and per type
@@ -47,7 +48,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::event::{self, record_from_live, StreamRef, LIVE_SEP};
 use crate::id::iso_from_ms;
 use crate::live::{self, Item, SubscribeOptions, Subscription};
-use crate::store::{Expect, Store};
+use crate::store::{Expect, NewTimer, Store};
 
 /// How long resolved awaits and finished jobs stay in the store.
 pub const RESOLVED_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
@@ -586,15 +587,25 @@ impl Scheduler {
                 _ => policy.delay_ms(attempt),
             };
             let due = now_ms() + delay;
+            let payload =
+                json!({ "type": "retry", "job": job, "attempt": attempt + 1 }).to_string();
+            let timer = NewTimer {
+                id: &format!("retry:{job}:{}", attempt + 1),
+                due_ms: due,
+                payload: &payload,
+            };
+            // Three steps, each safe to die after: `failing` + the retry timer (one step, so the
+            // retry cannot be lost), the events, then `retrying`. A timer that finds the job
+            // still `failing` waits for the events (see `on_timer`); `adopt` finishes the move
+            // for an instance that died between the steps.
             let moved = self
                 .store()
-                .hash_cas(
+                .hash_cas_with_timer(
                     &self.job_key(job),
                     "status",
                     Expect::Value("running"),
-                    "retrying",
-                    0,
-                    &[],
+                    "failing",
+                    timer,
                 )
                 .await?;
             if !moved.set {
@@ -614,13 +625,17 @@ impl Scheduler {
                 None,
             )
             .await?;
-            self.add_timer(
-                &format!("retry:{job}:{}", attempt + 1),
-                due,
-                json!({ "type": "retry", "job": job, "attempt": attempt + 1 }),
-            )
-            .await?;
-            return Ok(());
+            self.store()
+                .hash_cas(
+                    &self.job_key(job),
+                    "status",
+                    Expect::Value("failing"),
+                    "retrying",
+                    0,
+                    &[],
+                )
+                .await?;
+            return self.wake_timers(due).await;
         }
         self.finish_job(
             job,
@@ -675,6 +690,11 @@ impl Scheduler {
         self.store()
             .timer_add(id, due, &payload.to_string())
             .await?;
+        self.wake_timers(due).await
+    }
+
+    /// A timer due at `due` was added: wake the timer loops of every instance.
+    async fn wake_timers(&self, due: u64) -> Result<()> {
         self.inner.signals.timer_wake.notify_one();
         self.notify("sched:wake", "wake", "sched.wake", &due.to_string())
             .await
@@ -1167,6 +1187,20 @@ impl Scheduler {
         self.store()
             .set_update(&self.owned_key(old_owner), job, false)
             .await?;
+        if fields.get("status").map(String::as_str) == Some("failing") {
+            // the old owner died between recording the retry and announcing it: its retry timer
+            // exists; let it run (the step.failed / step.retry events of that attempt are lost)
+            self.store()
+                .hash_cas(
+                    &self.job_key(job),
+                    "status",
+                    Expect::Value("failing"),
+                    "retrying",
+                    0,
+                    &[],
+                )
+                .await?;
+        }
         if fields.get("status").map(String::as_str) == Some("running") {
             let attempt: u32 = fields
                 .get("attempt")
@@ -1202,6 +1236,22 @@ impl Scheduler {
                     )
                     .await?;
                 if !moved.set {
+                    if moved.current.as_deref() == Some("failing") {
+                        // due before its owner wrote step.failed / step.retry: keep the timer
+                        // (claimed again after its claim lease), unless the owner is gone
+                        let fields = self.store().hash_get_all(&self.job_key(&job)).await?;
+                        let owner = fields.get("owner").cloned().unwrap_or_default();
+                        if owner == self.inner.id
+                            || self.store().exists(&self.lease_key(&owner)).await?
+                        {
+                            return Err(Error::new(
+                                ErrorCode::Internal,
+                                "retry due before its events were written",
+                            ));
+                        }
+                        self.adopt(&job, &owner).await?;
+                        return Err(Error::new(ErrorCode::Internal, "retry of an adopted job"));
+                    }
                     return Ok(());
                 }
                 let fields = self.store().hash_get_all(&self.job_key(&job)).await?;
@@ -1325,7 +1375,7 @@ impl Scheduler {
             for job in jobs {
                 let fields = self.store().hash_get_all(&self.job_key(&job)).await?;
                 match fields.get("status").map(String::as_str) {
-                    Some("running") | Some("retrying") => {
+                    Some("running") | Some("failing") | Some("retrying") => {
                         left += 1;
                         self.adopt(&job, &inst).await?;
                     }

@@ -60,6 +60,15 @@ impl State {
         }
         self.hashes.get_mut(key)
     }
+
+    /// Add (or move) a timer.
+    fn add_timer(&mut self, id: &str, due_ms: u64, payload: &str) {
+        if let Some(old) = self.timer_due.insert(id.to_owned(), due_ms) {
+            self.timers.remove(&(old, id.to_owned()));
+        }
+        self.timers.insert((due_ms, id.to_owned()));
+        self.timer_data.insert(id.to_owned(), payload.to_owned());
+    }
 }
 
 /// Streams, sorted sets and fan-out in memory.
@@ -331,9 +340,7 @@ impl MemoryStore {
         key: &str,
         field: &str,
         expect: super::Expect<'_>,
-        new: &str,
-        ttl_ms: u64,
-        extra: &[(&str, String)],
+        write: super::CasWrite<'_>,
     ) -> super::CasResult {
         let mut st = self.lock();
         let existing = st.hash(key);
@@ -345,12 +352,15 @@ impl MemoryStore {
         };
         if ok {
             let h = st.hashes.entry(key.to_owned()).or_default();
-            h.fields.insert(field.to_owned(), new.to_owned());
-            for (k, v) in extra {
+            h.fields.insert(field.to_owned(), write.new.to_owned());
+            for (k, v) in write.extra {
                 h.fields.insert((*k).to_owned(), v.clone());
             }
-            if ttl_ms > 0 {
-                h.expires = Some(Instant::now() + Duration::from_millis(ttl_ms));
+            if write.ttl_ms > 0 {
+                h.expires = Some(Instant::now() + Duration::from_millis(write.ttl_ms));
+            }
+            if let Some(t) = write.timer {
+                st.add_timer(t.id, t.due_ms, t.payload);
             }
         }
         super::CasResult {
@@ -421,12 +431,7 @@ impl MemoryStore {
     }
 
     pub(crate) fn timer_add(&self, id: &str, due_ms: u64, payload: &str) {
-        let mut st = self.lock();
-        if let Some(old) = st.timer_due.insert(id.to_owned(), due_ms) {
-            st.timers.remove(&(old, id.to_owned()));
-        }
-        st.timers.insert((due_ms, id.to_owned()));
-        st.timer_data.insert(id.to_owned(), payload.to_owned());
+        self.lock().add_timer(id, due_ms, payload);
     }
 
     pub(crate) fn timer_claim(

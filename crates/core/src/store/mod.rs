@@ -126,6 +126,22 @@ pub struct CasResult {
     pub current: Option<String>,
 }
 
+/// A timer to add together with a compare-and-set.
+#[derive(Debug, Clone, Copy)]
+pub struct NewTimer<'a> {
+    pub id: &'a str,
+    pub due_ms: u64,
+    pub payload: &'a str,
+}
+
+/// What a compare-and-set writes when the field matched.
+pub(crate) struct CasWrite<'a> {
+    pub new: &'a str,
+    pub ttl_ms: u64,
+    pub extra: &'a [(&'a str, String)],
+    pub timer: Option<NewTimer<'a>>,
+}
+
 /// A claimed timer.
 #[derive(Debug, Clone)]
 pub struct ClaimedTimer {
@@ -173,9 +189,36 @@ impl Store {
         ttl_ms: u64,
         extra: &[(&str, String)],
     ) -> Result<CasResult> {
+        let write = CasWrite {
+            new,
+            ttl_ms,
+            extra,
+            timer: None,
+        };
         match self {
-            Store::Redis(s) => s.hash_cas(key, field, expect, new, ttl_ms, extra).await,
-            Store::Memory(s) => Ok(s.hash_cas(key, field, expect, new, ttl_ms, extra)),
+            Store::Redis(s) => s.hash_cas(key, field, expect, write).await,
+            Store::Memory(s) => Ok(s.hash_cas(key, field, expect, write)),
+        }
+    }
+
+    /// Compare-and-set `field`; on success also add `timer`, in the same step.
+    pub async fn hash_cas_with_timer(
+        &self,
+        key: &str,
+        field: &str,
+        expect: Expect<'_>,
+        new: &str,
+        timer: NewTimer<'_>,
+    ) -> Result<CasResult> {
+        let write = CasWrite {
+            new,
+            ttl_ms: 0,
+            extra: &[],
+            timer: Some(timer),
+        };
+        match self {
+            Store::Redis(s) => s.hash_cas(key, field, expect, write).await,
+            Store::Memory(s) => Ok(s.hash_cas(key, field, expect, write)),
         }
     }
 

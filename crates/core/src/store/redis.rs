@@ -389,9 +389,7 @@ impl RedisStore {
         key: &str,
         field: &str,
         expect: super::Expect<'_>,
-        new: &str,
-        ttl_ms: u64,
-        extra: &[(&str, String)],
+        write: super::CasWrite<'_>,
     ) -> Result<super::CasResult> {
         let script = Script::new(CAS_LUA);
         let mut inv = script.prepare_invoke();
@@ -400,8 +398,13 @@ impl RedisStore {
             super::Expect::Absent => inv.arg("1").arg(""),
             super::Expect::Value(v) => inv.arg("0").arg(v),
         };
-        inv.arg(new).arg(ttl_ms);
-        for (k, v) in extra {
+        inv.arg(write.new).arg(write.ttl_ms);
+        if let Some(t) = write.timer {
+            let (timers, _, data) = self.timer_keys();
+            inv.key(timers).key(data);
+            inv.arg(t.id).arg(t.due_ms).arg(t.payload);
+        }
+        for (k, v) in write.extra {
             inv.arg(*k).arg(v);
         }
         let (set, exists, current): (i64, i64, Option<String>) = self.script(inv).await?;
