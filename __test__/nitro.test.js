@@ -334,6 +334,29 @@ describe('lean-events/nitro handlers in an h3 app (in-process)', () => {
     }
   })
 
+  test('an h3 error thrown by the id hook keeps its 4xx; bad heartbeatMs / retryMs are refused up front', async () => {
+    const { createError } = await import('h3')
+    const { startH3App } = await h3Fixture()
+    const other = await startH3App({
+      bus,
+      id: () => {
+        throw createError({ statusCode: 404, statusMessage: 'no such run' })
+      },
+    })
+    try {
+      const res = await http(`${other.url}/api/_events/flow/anything/stream`)
+      assertError(res, 404, 'HTTP_404', 'id hook 404')
+      assert.equal(res.json.message, 'no such run')
+    } finally {
+      await other.close()
+    }
+    for (const bad of [0, -5, 1.5, Infinity, '100']) {
+      assert.throws(() => nitro.eventStreamHandler({ heartbeatMs: bad }), { code: 'INVALID_ARGUMENT' }, `heartbeatMs ${bad}`)
+      assert.throws(() => nitro.eventStreamHandler({ retryMs: bad }), { code: 'INVALID_ARGUMENT' }, `retryMs ${bad}`)
+    }
+    assert.equal(typeof nitro.eventStreamHandler({ heartbeatMs: 250, retryMs: 500 }), 'function')
+  })
+
   test('runs: newest first, with ?state=1 each run has its status', async () => {
     const name = `h3-runs-${Date.now()}`
     for (const id of ['r1', 'r2', 'r3']) {

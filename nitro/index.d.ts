@@ -61,13 +61,13 @@ export interface HandlerOptions {
 export interface EventStreamOptions extends HandlerOptions {
   /** Fixed stream type; default: the `:type` route parameter. */
   type?: string
-  /** The stream id from the request; default: the `:id` route parameter. */
+  /** The stream id from the request; default: the `:id` route parameter. An h3 error it throws (`createError({ statusCode: 404 })`) keeps its 4xx status. */
   id?: (event: H3Event) => string | Promise<string>
   /** Without a cursor, replay only the last N events (default: the whole stream). */
   backfill?: number
-  /** Heartbeat comment interval in ms (default 15 000, or `LEAN_EVENTS_SSE_HEARTBEAT_MS`). */
+  /** Heartbeat comment interval in ms (default 15 000, or `LEAN_EVENTS_SSE_HEARTBEAT_MS`); a whole number above 0, else the factory throws `INVALID_ARGUMENT`. */
   heartbeatMs?: number
-  /** The `retry:` reconnection delay sent to the browser, ms (default 1000). */
+  /** The `retry:` reconnection delay sent to the browser, ms (default 1000); a whole number above 0. */
   retryMs?: number
   /** Events queued for a slow client before it is cut off (it then reconnects with Last-Event-ID). */
   maxQueue?: number

@@ -380,9 +380,18 @@ async function checkAuthorized(authorize, event, target) {
   if (ok === false) throw new HttpError(403, 'FORBIDDEN', 'forbidden')
 }
 
+function isClientHttpError(err) {
+  return !!err && Number.isInteger(err.statusCode) && err.statusCode >= 400 && err.statusCode < 500
+}
+
 /** The HTTP form of any error: library codes map to statuses; no stack ever leaves. */
 function toHttpError(err) {
   if (err instanceof HttpError) return err
+  // an h3 error (`createError({ statusCode: 404 })`) from a hook such as `id`: its 4xx stands
+  if (isClientHttpError(err)) {
+    const code = typeof err.code === 'string' ? err.code : `HTTP_${err.statusCode}`
+    return new HttpError(err.statusCode, code, String(err.statusMessage || err.message || code))
+  }
   const code = err && typeof err.code === 'string' ? err.code : undefined
   const status = code ? STATUS_BY_CODE[code] : undefined
   if (status && status < 500) return new HttpError(status, code, String(err.message || code))
@@ -541,6 +550,12 @@ function pipeSse(event, sub, o, gaps) {
  * `Last-Event-ID` header (or `?after=`); heartbeat comments every `heartbeatMs` (15 s).
  */
 export function eventStreamHandler(options = {}) {
+  for (const name of ['heartbeatMs', 'retryMs']) {
+    const v = options[name]
+    if (v !== undefined && !(Number.isInteger(v) && v > 0 && v <= 2 ** 31 - 1)) {
+      throw argError(`eventStreamHandler({ ${name} }) must be a whole number of milliseconds above 0, got ${String(v)}`)
+    }
+  }
   return defineEventHandler(async (event) => {
     let sub
     const gaps = { pending: [], write: (gap) => gaps.pending.push(gap) }
