@@ -726,88 +726,116 @@ async fn closing_an_instance_does_not_fail_its_jobs() {
     }
 }
 
-/// An instance that dies after recording a retry (job `failing`, its timer set in the same
-/// step) but before announcing it leaves a job that another instance still retries, once.
+/// A job left `failing` (its retry timer set in the same step, its step.failed / step.retry
+/// not yet announced, its status not yet `retrying`) still retries, once: when its instance
+/// died (another instance takes over) and when its instance lives on but never finished the
+/// move (its store calls failed): the timer then waits one claim lease for the events, and
+/// retries without them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retry_recorded_by_an_instance_that_died_before_announcing_it_still_runs() {
-    let a_bus = connect(Backend::Redis, "sched-failing").await;
-    let b_bus = connect_with(Backend::Redis, "x", |c| {
-        c.prefix = a_bus.prefix().to_owned()
-    })
-    .await;
-    let fails_once: Handler = Arc::new(|_, w| {
-        Box::pin(async move {
-            if w["attempt"].as_u64() == Some(1) {
-                Err(json!({"message": "first"}))
-            } else {
-                Ok(json!("second"))
-            }
+async fn a_retry_left_failing_still_runs_once() {
+    for owner_dies in [true, false] {
+        let a_bus = connect(Backend::Redis, "sched-failing").await;
+        let b_bus = connect_with(Backend::Redis, "x", |c| {
+            c.prefix = a_bus.prefix().to_owned()
         })
-    });
-    let opts = || SchedulerOptions {
-        lease_ms: 300,
-        ..Default::default()
-    };
-    let retry = policy(json!({"attempts": 2, "backoff": {"type": "fixed", "delayMs": 300}}));
-    let a = Scheduler::start(&a_bus, opts(), None).await.unwrap();
-    a.define("later", retry.clone()).unwrap();
-    let a_host = host(&a, fails_once.clone());
-    let run = {
-        let a = a.clone();
-        tokio::spawn(async move { a.run("later", "fl-failing", "{}", Some("j-failing")).await })
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !kinds(&events(&a_bus, "fl-failing").await).contains(&"step.retry".to_owned()) {
-        assert!(std::time::Instant::now() < deadline, "no step.retry");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    a_host.abort();
-    run.abort();
-    drop(a);
-    a_bus.close();
-    // the state such an instance leaves: the status not yet moved on from `failing`
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let job_key = format!("{}:sched:job:j-failing", b_bus.prefix());
-    let _: () = redis::cmd("HSET")
-        .arg(&job_key)
-        .arg("status")
-        .arg("failing")
-        .query_async(&mut con)
-        .await
-        .unwrap();
-
-    let b = Scheduler::start(&b_bus, opts(), None).await.unwrap();
-    b.define("later", retry).unwrap();
-    let _b_host = host(&b, fails_once);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let status: Option<String> = redis::cmd("HGET")
+        .await;
+        let fails_once: Handler = Arc::new(|_, w| {
+            Box::pin(async move {
+                if w["attempt"].as_u64() == Some(1) {
+                    Err(json!({"message": "first"}))
+                } else {
+                    Ok(json!("second"))
+                }
+            })
+        });
+        let opts = || SchedulerOptions {
+            lease_ms: 300,
+            ..Default::default()
+        };
+        let retry = policy(json!({"attempts": 2, "backoff": {"type": "fixed", "delayMs": 300}}));
+        let a = Scheduler::start(&a_bus, opts(), None).await.unwrap();
+        a.define("later", retry.clone()).unwrap();
+        let a_host = host(&a, fails_once.clone());
+        let run = {
+            let a = a.clone();
+            tokio::spawn(async move { a.run("later", "fl-failing", "{}", Some("j-failing")).await })
+        };
+        let client = redis::Client::open(redis_url()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let job_key = format!("{}:sched:job:j-failing", b_bus.prefix());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let status: Option<String> = redis::cmd("HGET")
+                .arg(&job_key)
+                .arg("status")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            if status.as_deref() == Some("retrying") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not retrying: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut b = None;
+        if owner_dies {
+            a_host.abort();
+            run.abort();
+            a_bus.close();
+        }
+        // the state the instance leaves: the status not moved on from `failing`
+        let _: () = redis::cmd("HSET")
             .arg(&job_key)
             .arg("status")
+            .arg("failing")
             .query_async(&mut con)
             .await
             .unwrap();
-        if status.as_deref() == Some("completed") {
-            break;
+        if owner_dies {
+            let s = Scheduler::start(&b_bus, opts(), None).await.unwrap();
+            s.define("later", retry).unwrap();
+            host(&s, fails_once);
+            b = Some(s);
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the retry did not run: status {status:?}, events {:?}",
-            kinds(&events(&b_bus, "fl-failing").await)
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let status: Option<String> = redis::cmd("HGET")
+                .arg(&job_key)
+                .arg("status")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            if status.as_deref() == Some("completed") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "owner dies {owner_dies}: the retry did not run: status {status:?}, events {:?}",
+                kinds(&events(&b_bus, "fl-failing").await)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            kinds(&events(&b_bus, "fl-failing").await),
+            [
+                "step.started",
+                "step.failed",
+                "step.retry",
+                "step.started",
+                "step.completed"
+            ],
+            "owner dies {owner_dies}"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        if let Some(b) = b {
+            b.close().await;
+        } else {
+            assert_eq!(run.await.unwrap().unwrap(), r#""second""#);
+        }
+        a.close().await;
+        a_bus.close();
+        b_bus.close();
     }
-    assert_eq!(
-        kinds(&events(&b_bus, "fl-failing").await),
-        [
-            "step.started",
-            "step.failed",
-            "step.retry",
-            "step.started",
-            "step.completed"
-        ]
-    );
-    b.close().await;
-    b_bus.close();
 }

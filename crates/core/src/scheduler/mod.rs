@@ -7,8 +7,9 @@
 //! Store layout (prefix `nq`):
 //! - `nq:sched:job:<jobId>` (hash): step, flow, input, attempt, startedAttempt, status
 //!   (running | failing | retrying | completed | failed; `failing`: the retry timer is set, its
-//!   step.failed / step.retry not yet written), owner, result/error, `t:<attempt>:<seq>` →
-//!   trigger id of an `await.trigger` call. Expires 7 days after the job ends.
+//!   step.failed / step.retry not yet written, since `failingMs`), owner, result/error,
+//!   `t:<attempt>:<seq>` → trigger id of an `await.trigger` call. Expires 7 days after the job
+//!   ends.
 //! - `nq:await:<awaitId>` (hash): type (time | event | trigger), job, flow, step, attempt, seq,
 //!   owner, status (pending | resolved | timeout | cancelled), createdMs, result, and per type
 //!   resumeAt / kind + match / triggerType. `awaitId` is `<jobId>:<attempt>:<seq>`, or for a
@@ -319,6 +320,11 @@ impl Scheduler {
         &self.inner.core.store
     }
 
+    /// How long a claimed timer stays with its claimer before any instance may claim it again.
+    fn claim_lease_ms(&self) -> u64 {
+        self.inner.lease_ms.max(1000)
+    }
+
     fn key(&self, rest: &str) -> String {
         format!("{}:{rest}", self.inner.prefix)
     }
@@ -602,9 +608,8 @@ impl Scheduler {
                 .store()
                 .hash_cas_with_timer(
                     &self.job_key(job),
-                    "status",
-                    Expect::Value("running"),
-                    "failing",
+                    ("status", Expect::Value("running"), "failing"),
+                    &[("failingMs", now_ms().to_string())],
                     timer,
                 )
                 .await?;
@@ -1224,34 +1229,40 @@ impl Scheduler {
             Some("retry") => {
                 let job = v["job"].as_str().unwrap_or_default().to_owned();
                 let attempt = v["attempt"].as_u64().unwrap_or(1) as u32;
-                let moved = self
-                    .store()
-                    .hash_cas(
-                        &self.job_key(&job),
+                let job_key = self.job_key(&job);
+                let extra = [("attempt", attempt.to_string())];
+                let start = |from: &'static str| {
+                    self.store().hash_cas(
+                        &job_key,
                         "status",
-                        Expect::Value("retrying"),
+                        Expect::Value(from),
                         "running",
                         0,
-                        &[("attempt", attempt.to_string())],
+                        &extra,
                     )
-                    .await?;
-                if !moved.set {
-                    if moved.current.as_deref() == Some("failing") {
-                        // due before its owner wrote step.failed / step.retry: keep the timer
-                        // (claimed again after its claim lease), unless the owner is gone
-                        let fields = self.store().hash_get_all(&self.job_key(&job)).await?;
-                        let owner = fields.get("owner").cloned().unwrap_or_default();
-                        if owner == self.inner.id
-                            || self.store().exists(&self.lease_key(&owner)).await?
-                        {
-                            return Err(Error::new(
-                                ErrorCode::Internal,
-                                "retry due before its events were written",
-                            ));
-                        }
-                        self.adopt(&job, &owner).await?;
-                        return Err(Error::new(ErrorCode::Internal, "retry of an adopted job"));
+                };
+                let mut moved = start("retrying").await?;
+                if !moved.set && moved.current.as_deref() == Some("failing") {
+                    // Due before the owner wrote step.failed / step.retry. While the owner lives
+                    // and has been at it for less than a claim lease, keep the timer (it is
+                    // claimed again after its lease); after that, retry without those events.
+                    let fields = self.store().hash_get_all(&self.job_key(&job)).await?;
+                    let owner = fields.get("owner").cloned().unwrap_or_default();
+                    let owner_alive = owner == self.inner.id
+                        || self.store().exists(&self.lease_key(&owner)).await?;
+                    let since: u64 = fields
+                        .get("failingMs")
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(0);
+                    if owner_alive && now_ms().saturating_sub(since) < self.claim_lease_ms() {
+                        return Err(Error::new(
+                            ErrorCode::Internal,
+                            "retry due before its events were written",
+                        ));
                     }
+                    moved = start("failing").await?;
+                }
+                if !moved.set {
                     return Ok(());
                 }
                 let fields = self.store().hash_get_all(&self.job_key(&job)).await?;
@@ -1478,7 +1489,7 @@ async fn timer_loop(inner: Weak<Inner>) {
         }
         let claimed = s
             .store()
-            .timer_claim(now_ms(), CLAIM_BATCH, s.inner.lease_ms.max(1000))
+            .timer_claim(now_ms(), CLAIM_BATCH, s.claim_lease_ms())
             .await;
         let sleep_for = match claimed {
             Err(e) if e.code == ErrorCode::BusClosed => return,

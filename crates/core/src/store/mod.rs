@@ -201,19 +201,18 @@ impl Store {
         }
     }
 
-    /// Compare-and-set `field`; on success also add `timer`, in the same step.
+    /// Compare-and-set `field`; on success also set `extra` and add `timer`, in the same step.
     pub async fn hash_cas_with_timer(
         &self,
         key: &str,
-        field: &str,
-        expect: Expect<'_>,
-        new: &str,
+        (field, expect, new): (&str, Expect<'_>, &str),
+        extra: &[(&str, String)],
         timer: NewTimer<'_>,
     ) -> Result<CasResult> {
         let write = CasWrite {
             new,
             ttl_ms: 0,
-            extra: &[],
+            extra,
             timer: Some(timer),
         };
         match self {
