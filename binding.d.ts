@@ -115,6 +115,10 @@ export interface ConnectOptions {
   maxQueue?: number
   /** Reduced states kept by `state()`, default 1000; 0 disables the cache. */
   stateCacheSize?: number
+  /** `local` (default) or `replicated` (an append is acknowledged once a replica has it). */
+  durability?: string
+  /** With `replicated`: how long to wait for a replica, default 1000 ms. */
+  replicationTimeoutMs?: number
 }
 
 /** Options of `read`. */

@@ -63,6 +63,7 @@ export type ErrorCode =
   | 'SUBSCRIBER_OVERFLOW'
   | 'STREAM_GAP'
   | 'WRONG_TYPE'
+  | 'NOT_REPLICATED'
   | 'STEP_FAILED'
   | 'AWAIT_TIMEOUT'
   | 'TRIGGER_NOT_FOUND'
@@ -101,6 +102,15 @@ export interface ConnectOptions {
   maxQueue?: number
   /** Reduced states `state()` keeps, least recently used evicted first (default 1000; 0: none). */
   stateCacheSize?: number
+  /**
+   * Redis only. `'local'` (default): an append is acknowledged once the master has it.
+   * `'replicated'`: once a replica has it too (`WAIT 1` after each group commit); when no replica
+   * confirms within `replicationTimeoutMs` the emit fails with `NOT_REPLICATED` — the event is
+   * stored and published on the master, but a failover now would lose it.
+   */
+  durability?: 'local' | 'replicated'
+  /** With `durability: 'replicated'`: how long to wait for a replica, ms (default 1000, below `timeoutMs`). */
+  replicationTimeoutMs?: number
 }
 
 /** A step of a flow run, as the reducer sees it. */

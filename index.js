@@ -295,6 +295,8 @@ class EventBus {
       timeoutMs: 'int',
       maxQueue: 'int',
       stateCacheSize: 'int',
+      durability: 'string',
+      replicationTimeoutMs: 'int',
     })
     let bus = null
     const nativeBus = await native(
@@ -307,6 +309,8 @@ class EventBus {
           timeoutMs: o.timeoutMs,
           maxQueue: o.maxQueue,
           stateCacheSize: o.stateCacheSize,
+          durability: o.durability,
+          replicationTimeoutMs: o.replicationTimeoutMs,
         },
         () => {},
         () => bus && bus._settle(),

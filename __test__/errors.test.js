@@ -118,12 +118,20 @@ bothBackends('wrong option types and names are INVALID_ARGUMENT', async (ctx) =>
     ['url not a Redis URL', { url: 'http://127.0.0.1:6379' }],
     ['unknown option', { host: 'localhost' }],
     ['unknown option (typo)', { timeout: 1000 }],
+    ['durability unknown', { durability: 'fsync' }],
+    ['durability not a string', { durability: true }],
+    ['replicationTimeoutMs without replicated', { replicationTimeoutMs: 100 }],
+    ['replicationTimeoutMs 0', { durability: 'replicated', replicationTimeoutMs: 0 }],
+    ['replicationTimeoutMs not below timeoutMs', { durability: 'replicated', timeoutMs: 500, replicationTimeoutMs: 500 }],
   ]
   for (const [what, opts] of connectCases) {
     const o = url && !('url' in opts) ? { url, ...opts } : opts
     await expectCode(() => EventBus.connect(o), 'INVALID_ARGUMENT', `connect: ${what}`)
   }
   await expectCode(() => EventBus.connect('redis://127.0.0.1:6379'), 'INVALID_ARGUMENT', 'connect(string)')
+  if (!url) {
+    await expectCode(() => EventBus.connect({ durability: 'replicated' }), 'INVALID_ARGUMENT', 'replicated on the embedded store')
+  }
 
   await expectCode(bus.read(stream, { limit: '5' }), 'INVALID_ARGUMENT', 'read limit a string')
   await expectCode(bus.read(stream, { reverse: 'yes' }), 'INVALID_ARGUMENT', 'read reverse a string')

@@ -29,6 +29,7 @@ const { fanout } = require('./scenarios/fanout.js')
 const { cpuPerEvent } = require('./scenarios/cpu.js')
 const { loadtest } = require('./scenarios/loadtest.js')
 const { timers } = require('./scenarios/timers.js')
+const { durability } = require('./scenarios/durability.js')
 
 const REPS = Number(process.env.BENCH_REPS || 3)
 
@@ -98,6 +99,15 @@ const SCENARIOS = [
     title: 'load test 100 flows x 10 rounds',
     run: loadtest,
     line: (r) => trio(r, (m) => `write p99 ${fmt.ms(m.writeP99)} delivery p99 ${fmt.ms(m.deliveryP99)} RSS ${fmt.mb(m.rssAfterRound1MB)}→${fmt.mb(m.rssAfterLastMB)}`),
+  },
+  {
+    key: 'durability',
+    title: "durability 'replicated'",
+    run: durability,
+    line: (r) =>
+      ['local', 'replicated']
+        .map((m) => `${m} seq p50 ${fmt.ms(r.modes[m].median.seqP50)} 256 in flight ${fmt.rate(r.modes[m].median.inFlight256PerSec)}/s`)
+        .join(' | '),
   },
 ]
 

@@ -93,6 +93,28 @@ pub struct ConnectOptions {
     pub max_queue: Option<i64>,
     /// Reduced states kept by `state()`, default 1000; 0 disables the cache.
     pub state_cache_size: Option<i64>,
+    /// `local` (default) or `replicated` (an append is acknowledged once a replica has it).
+    pub durability: Option<String>,
+    /// With `replicated`: how long to wait for a replica, default 1000 ms.
+    pub replication_timeout_ms: Option<i64>,
+}
+
+/// The WAIT bound of `durability`, or none for `local`.
+fn replication(
+    durability: Option<&str>,
+    timeout_ms: Option<i64>,
+) -> std::result::Result<Option<Duration>, Error> {
+    let wait = positive("replicationTimeoutMs", timeout_ms)?;
+    match durability {
+        None | Some("local") if wait.is_some() => Err(Error::argument(
+            "replicationTimeoutMs applies only with durability: 'replicated'",
+        )),
+        None | Some("local") => Ok(None),
+        Some("replicated") => Ok(Some(Duration::from_millis(wait.unwrap_or(1000)))),
+        Some(other) => Err(Error::argument(format!(
+            "durability must be 'local' or 'replicated' (got '{other}')"
+        ))),
+    }
 }
 
 /// Options of `read`.
@@ -179,6 +201,10 @@ impl NativeBus {
                         )))
                     }
                 },
+                replicated: replication(
+                    options.durability.as_deref(),
+                    options.replication_timeout_ms,
+                )?,
             };
             let bus = Bus::connect(config).await?;
             Ok(NativeBus {

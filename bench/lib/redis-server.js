@@ -39,17 +39,18 @@ async function waitForPing(url, timeoutMs) {
 
 /**
  * Returns { url, owned, stop() }. With BENCH_REDIS_URL the server is someone else's: it is
- * only pinged, never flushed or stopped.
+ * only pinged, never flushed or stopped. `own: true` starts one anyway; `args` are appended to
+ * redis-server's command line (e.g. `--replicaof`).
  */
-async function startRedis() {
-  if (process.env.BENCH_REDIS_URL) {
+async function startRedis({ args: extra = [], own = false } = {}) {
+  if (process.env.BENCH_REDIS_URL && !own) {
     const url = process.env.BENCH_REDIS_URL
     await waitForPing(url, 5000)
     return { url, owned: false, stop() {} }
   }
   const port = await freePort()
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lean-events-bench-redis-'))
-  const args = ['--save', '', '--appendonly', 'no', '--port', String(port), '--bind', '127.0.0.1', '--dir', dir]
+  const args = ['--save', '', '--appendonly', 'no', '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, ...extra]
   const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] })
   let log = ''
   const keep = (chunk) => {

@@ -176,6 +176,16 @@ realistic (~220-270 bytes, \`bench/run-events.js\`) spread over 100 flows.
       (a ? ` Addon after the last round: ${a.openAfter.subscriptions} subscriptions, ${a.openAfter.channels} channels open.` : '') + '\n'
   }))
 
+  out.push(section("10. Durability 'replicated' (WAIT 1 after each group commit)", s.durability, () => {
+    const d = s.durability.modes
+    const row = (what, key, show) => `| ${what} | ${show(d.local.median[key])} | ${show(d.replicated.median[key])} | ${f.ratio(d.replicated.median[key], d.local.median[key])} |`
+    return "The addon alone, on its own master with one replica (both redis-servers on loopback, on this machine's cores), `durability: 'local'` against `'replicated'`: " +
+      `${s.durability.config.sequential} sequential emits and ${s.durability.config.inFlight256} with 256 in flight per repetition, the order of the modes alternating` +
+      (s.durability.startedAt && s.durability.startedAt.slice(0, 13) !== results.startedAt.slice(0, 13) ? ` (measured ${s.durability.startedAt}, by \`BENCH_ONLY=durability\`, after the rest of this report).\n\n` : '.\n\n') +
+      "| | local | replicated | replicated ÷ local |\n|---|---:|---:|---:|\n" +
+      [row('sequential p50', 'seqP50', f.ms), row('sequential p99', 'seqP99', f.ms), row('256 in flight, events/s', 'inFlight256PerSec', f.rate)].join('\n') + '\n'
+  }))
+
   out.push('## Targets\n\nMedians from the tables above.\n\n| target | goal | measured | status |\n|---|---|---|---|\n' +
     results.targets.map((t) => `| ${t.target} | ${t.goal} | ${t.measured} | ${t.status} |`).join('\n') + '\n')
   out.push('What was tried for the missed targets, and why they are missed: [README.md](README.md#where-the-targets-stand-and-why).\n')

@@ -40,6 +40,9 @@ pub struct Config {
     pub max_queue: usize,
     /// How many reduced states `state()` keeps (least recently used go first); 0 disables.
     pub state_cache_size: usize,
+    /// Redis only: acknowledge an append once a replica has it too (`WAIT 1 <ms>` after each
+    /// group commit), waiting at most this long; `None` acknowledges on the master's word.
+    pub replicated: Option<Duration>,
 }
 
 impl Default for Config {
@@ -52,6 +55,7 @@ impl Default for Config {
             timeout: Duration::from_millis(5000),
             max_queue: 10_000,
             state_cache_size: 1000,
+            replicated: None,
         }
     }
 }
@@ -169,6 +173,19 @@ impl Bus {
         if config.timeout.is_zero() {
             return Err(Error::argument("timeoutMs must be at least 1"));
         }
+        if let Some(wait) = config.replicated {
+            if config.url.is_none() {
+                return Err(Error::argument(
+                    "durability 'replicated' needs Redis (a url): the embedded store has no replicas",
+                ));
+            }
+            if wait.is_zero() || wait >= config.timeout {
+                return Err(Error::argument(format!(
+                    "replicationTimeoutMs must be at least 1 and below timeoutMs ({} ms)",
+                    config.timeout.as_millis()
+                )));
+            }
+        }
         let limits = Limits {
             max_event_bytes: config.max_event_bytes,
         };
@@ -190,6 +207,7 @@ impl Bus {
                     prefix: config.prefix.clone(),
                     max_len: config.max_len,
                     timeout: config.timeout,
+                    replicated: config.replicated,
                 })
                 .await?;
                 let client = store.client().clone();

@@ -15,6 +15,9 @@ pub enum ErrorCode {
     StoreUnavailable,
     /// The store did not answer within `timeoutMs`.
     Timeout,
+    /// With `durability: 'replicated'`: the append is on the master but no replica confirmed it
+    /// in time (it would be lost if the master failed now).
+    NotReplicated,
     /// The bus (or the subscription) was closed.
     BusClosed,
     /// A subscription could not keep up and was cut off.
@@ -48,6 +51,7 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
             ErrorCode::StoreUnavailable => "STORE_UNAVAILABLE",
             ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::NotReplicated => "NOT_REPLICATED",
             ErrorCode::BusClosed => "BUS_CLOSED",
             ErrorCode::SubscriberOverflow => "SUBSCRIBER_OVERFLOW",
             ErrorCode::StreamGap => "STREAM_GAP",

@@ -25,12 +25,18 @@ pub struct RedisOptions {
     pub max_len: Option<u64>,
     /// Bound on every call.
     pub timeout: Duration,
+    /// Wait (at most this long) for a replica to have each append (`WAIT 1 <ms>`).
+    pub replicated: Option<Duration>,
 }
 
 /// Events in Redis streams, published and indexed by `append.lua`.
 pub struct RedisStore {
     client: redis::Client,
     conn: Mutex<Option<ConnectionManager>>,
+    /// With `replicated`: the appends' own connection, so that `WAIT` counts exactly their
+    /// writes and blocks nothing else while it waits.
+    append_conn: Mutex<Option<ConnectionManager>>,
+    replicated: Option<Duration>,
     prefix: String,
     max_len: Option<u64>,
     timeout: Duration,
@@ -52,15 +58,23 @@ impl RedisStore {
             .set_response_timeout(Some(opts.timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = with_timeout(opts.timeout, async {
-            ConnectionManager::new_with_config(client.clone(), config)
-                .await
-                .map_err(Error::from)
-        })
-        .await?;
+        let connect = || {
+            with_timeout(opts.timeout, async {
+                ConnectionManager::new_with_config(client.clone(), config.clone())
+                    .await
+                    .map_err(Error::from)
+            })
+        };
+        let conn = connect().await?;
+        let append_conn = match opts.replicated {
+            Some(_) => Some(connect().await?),
+            None => None,
+        };
         Ok(RedisStore {
-            client,
+            client: client.clone(),
             conn: Mutex::new(Some(conn)),
+            append_conn: Mutex::new(append_conn),
+            replicated: opts.replicated,
             prefix: opts.prefix.clone(),
             max_len: opts.max_len,
             timeout: opts.timeout,
@@ -87,9 +101,25 @@ impl RedisStore {
             .ok_or_else(Error::closed)
     }
 
-    /// Drop the command connection.
+    /// The connection appends go through.
+    fn append_conn(&self) -> Result<ConnectionManager> {
+        if self.replicated.is_none() {
+            return self.conn();
+        }
+        self.append_conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(Error::closed)
+    }
+
+    /// Drop the command connections.
     pub fn close(&self) {
         self.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.append_conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 
     /// One `append.lua` call for all groups.
@@ -114,7 +144,7 @@ impl RedisStore {
                 }
             }
         }
-        let mut conn = self.conn()?;
+        let mut conn = self.append_conn()?;
         let reply: Value = with_timeout(self.timeout, async {
             inv.invoke_async(&mut conn).await.map_err(Error::from)
         })
@@ -125,30 +155,72 @@ impl RedisStore {
         if groups_out.len() != groups.len() {
             return Err(unexpected("append", &Value::Array(groups_out)));
         }
-        groups_out
-            .into_iter()
-            .map(|g| {
-                let Value::Array(items) = g else {
-                    return Err(unexpected("append group", &g));
-                };
-                let mut it = items.into_iter();
-                match it.next() {
-                    Some(Value::Int(1)) => {
-                        Ok(Ok(it.map(|v| parse_id(&v)).collect::<Result<_>>()?))
-                    }
-                    Some(Value::Int(0)) => {
-                        let msg = it.next().map(|v| text(&v)).unwrap_or_default();
-                        Ok(Err(Error::new(ErrorCode::WrongType, msg)))
-                    }
-                    other => Err(Error::new(
-                        ErrorCode::Internal,
-                        format!("append.lua answered {other:?}"),
-                    )),
-                }
-            })
-            .collect()
+        let results = parse_append_reply(groups_out)?;
+        match self.replicated {
+            Some(wait) if results.iter().any(|r| r.is_ok()) => {
+                self.wait_for_replica(&mut conn, wait, results).await
+            }
+            _ => Ok(results),
+        }
     }
 
+    /// `WAIT 1 <ms>` on the appends' connection: stored appends whose write no replica
+    /// confirmed in time become `NOT_REPLICATED` (they are on the master, and were published).
+    async fn wait_for_replica(
+        &self,
+        conn: &mut ConnectionManager,
+        wait: Duration,
+        results: Vec<Result<Vec<StreamId>>>,
+    ) -> Result<Vec<Result<Vec<StreamId>>>> {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(1).arg(wait.as_millis() as u64);
+        let acked: i64 = with_timeout(self.timeout, async {
+            cmd.query_async(conn).await.map_err(Error::from)
+        })
+        .await?;
+        if acked >= 1 {
+            return Ok(results);
+        }
+        let refused = Error::new(
+            ErrorCode::NotReplicated,
+            format!(
+                "stored and published on the master, but no replica confirmed it within {} ms \
+                 (durability 'replicated'); it is lost if the master fails before a replica has it",
+                wait.as_millis()
+            ),
+        );
+        Ok(results
+            .into_iter()
+            .map(|r| r.and_then(|_| Err(refused.clone())))
+            .collect())
+    }
+}
+
+/// Per group: `{1, id…}` stored, or `{0, message}` refused for a wrong-type key.
+fn parse_append_reply(groups_out: Vec<Value>) -> Result<Vec<Result<Vec<StreamId>>>> {
+    groups_out
+        .into_iter()
+        .map(|g| {
+            let Value::Array(items) = g else {
+                return Err(unexpected("append group", &g));
+            };
+            let mut it = items.into_iter();
+            match it.next() {
+                Some(Value::Int(1)) => Ok(Ok(it.map(|v| parse_id(&v)).collect::<Result<_>>()?)),
+                Some(Value::Int(0)) => {
+                    let msg = it.next().map(|v| text(&v)).unwrap_or_default();
+                    Ok(Err(Error::new(ErrorCode::WrongType, msg)))
+                }
+                other => Err(Error::new(
+                    ErrorCode::Internal,
+                    format!("append.lua answered {other:?}"),
+                )),
+            }
+        })
+        .collect()
+}
+
+impl RedisStore {
     /// XRANGE / XREVRANGE with exclusive cursors.
     pub async fn read(&self, stream: &StreamRef, opts: &ReadOptions) -> Result<Vec<Record>> {
         let limit = opts.limit.unwrap_or(DEFAULT_READ_LIMIT);
