@@ -101,6 +101,25 @@ impl RedisStore {
             .ok_or_else(Error::closed)
     }
 
+    /// One request, bounded by `timeout`. A refused connection (the manager's reconnect failed
+    /// while Redis was down; nothing was sent) is tried once more on the connection the manager
+    /// opens next, so the first call after Redis is back does not fail for the outage before.
+    async fn send<T, F, Fut>(&self, conn: &ConnectionManager, request: F) -> Result<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        with_timeout(self.timeout, async {
+            match request(conn.clone()).await {
+                Err(e) if e.is_connection_refusal() => {
+                    request(conn.clone()).await.map_err(Error::from)
+                }
+                r => r.map_err(Error::from),
+            }
+        })
+        .await
+    }
+
     /// The connection appends go through.
     fn append_conn(&self) -> Result<ConnectionManager> {
         if self.replicated.is_none() {
@@ -144,11 +163,11 @@ impl RedisStore {
                 }
             }
         }
-        let mut conn = self.append_conn()?;
-        let reply: Value = with_timeout(self.timeout, async {
-            inv.invoke_async(&mut conn).await.map_err(Error::from)
-        })
-        .await?;
+        let conn = self.append_conn()?;
+        let inv = &inv;
+        let reply: Value = self
+            .send(&conn, |mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
         let Value::Array(groups_out) = reply else {
             return Err(unexpected("append", &reply));
         };
@@ -158,7 +177,7 @@ impl RedisStore {
         let results = parse_append_reply(groups_out)?;
         match self.replicated {
             Some(wait) if results.iter().any(|r| r.is_ok()) => {
-                self.wait_for_replica(&mut conn, wait, results).await
+                self.wait_for_replica(&conn, wait, results).await
             }
             _ => Ok(results),
         }
@@ -168,16 +187,16 @@ impl RedisStore {
     /// confirmed in time become `NOT_REPLICATED` (they are on the master, and were published).
     async fn wait_for_replica(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &ConnectionManager,
         wait: Duration,
         results: Vec<Result<Vec<StreamId>>>,
     ) -> Result<Vec<Result<Vec<StreamId>>>> {
         let mut cmd = redis::cmd("WAIT");
         cmd.arg(1).arg(wait.as_millis() as u64);
-        let acked: i64 = with_timeout(self.timeout, async {
-            cmd.query_async(conn).await.map_err(Error::from)
-        })
-        .await?;
+        let cmd = &cmd;
+        let acked: i64 = self
+            .send(conn, |mut c| async move { cmd.query_async(&mut c).await })
+            .await?;
         if acked >= 1 {
             return Ok(results);
         }
@@ -242,11 +261,12 @@ impl RedisStore {
             c
         };
         cmd.arg("COUNT").arg(limit);
-        let mut conn = self.conn()?;
-        let reply: Value = with_timeout(self.timeout, async {
-            cmd.query_async(&mut conn).await.map_err(Error::from)
-        })
-        .await?;
+        let cmd = &cmd;
+        let reply: Value = self
+            .send(&self.conn()?, |mut c| async move {
+                cmd.query_async(&mut c).await
+            })
+            .await?;
         parse_entries(reply, stream)
     }
 
@@ -263,11 +283,12 @@ impl RedisStore {
             .arg(after.to_string())
             .arg(count)
             .arg(if check_gap { "1" } else { "0" });
-        let mut conn = self.conn()?;
-        let reply: Value = with_timeout(self.timeout, async {
-            inv.invoke_async(&mut conn).await.map_err(Error::from)
-        })
-        .await?;
+        let inv = &inv;
+        let reply: Value = self
+            .send(&self.conn()?, |mut c| async move {
+                inv.invoke_async(&mut c).await
+            })
+            .await?;
         let Value::Array(mut parts) = reply else {
             return Err(unexpected("catchup", &reply));
         };
@@ -314,11 +335,12 @@ impl RedisStore {
             .arg(offset)
             .arg(limit)
             .arg("WITHSCORES");
-        let mut conn = self.conn()?;
-        let reply: Vec<(String, f64)> = with_timeout(self.timeout, async {
-            cmd.query_async(&mut conn).await.map_err(Error::from)
-        })
-        .await?;
+        let cmd = &cmd;
+        let reply: Vec<(String, f64)> = self
+            .send(&self.conn()?, |mut c| async move {
+                cmd.query_async(&mut c).await
+            })
+            .await?;
         Ok(reply
             .into_iter()
             .map(|(id, score)| Run {
@@ -417,9 +439,9 @@ static TIMER_CLAIM_LUA: &str = include_str!("timer_claim.lua");
 /// Scheduler primitives on Redis.
 impl RedisStore {
     async fn query<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T> {
-        let mut conn = self.conn()?;
-        with_timeout(self.timeout, async move {
-            cmd.query_async(&mut conn).await.map_err(Error::from)
+        let cmd = &cmd;
+        self.send(&self.conn()?, |mut c| async move {
+            cmd.query_async(&mut c).await
         })
         .await
     }
@@ -428,9 +450,9 @@ impl RedisStore {
         &self,
         inv: redis::ScriptInvocation<'_>,
     ) -> Result<T> {
-        let mut conn = self.conn()?;
-        with_timeout(self.timeout, async move {
-            inv.invoke_async(&mut conn).await.map_err(Error::from)
+        let inv = &inv;
+        self.send(&self.conn()?, |mut c| async move {
+            inv.invoke_async(&mut c).await
         })
         .await
     }
@@ -545,9 +567,9 @@ impl RedisStore {
             .arg(due_ms)
             .arg(id)
             .ignore();
-        let mut conn = self.conn()?;
-        with_timeout(self.timeout, async move {
-            pipe.query_async::<()>(&mut conn).await.map_err(Error::from)
+        let pipe = &pipe;
+        self.send(&self.conn()?, |mut c| async move {
+            pipe.query_async::<()>(&mut c).await
         })
         .await
     }
@@ -594,9 +616,9 @@ impl RedisStore {
             .arg(&data)
             .arg(id)
             .ignore();
-        let mut conn = self.conn()?;
-        with_timeout(self.timeout, async move {
-            pipe.query_async::<()>(&mut conn).await.map_err(Error::from)
+        let pipe = &pipe;
+        self.send(&self.conn()?, |mut c| async move {
+            pipe.query_async::<()>(&mut c).await
         })
         .await
     }
@@ -614,12 +636,13 @@ impl RedisStore {
             .arg(0)
             .arg(0)
             .arg("WITHSCORES");
-        let mut conn = self.conn()?;
         type Scored = Vec<(String, f64)>;
-        let (a, b): (Scored, Scored) = with_timeout(self.timeout, async move {
-            pipe.query_async(&mut conn).await.map_err(Error::from)
-        })
-        .await?;
+        let pipe = &pipe;
+        let (a, b): (Scored, Scored) = self
+            .send(&self.conn()?, |mut c| async move {
+                pipe.query_async(&mut c).await
+            })
+            .await?;
         Ok(a.into_iter().chain(b).map(|(_, s)| s as u64).min())
     }
 
