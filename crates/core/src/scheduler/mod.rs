@@ -49,7 +49,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::event::{self, record_from_live, StreamRef, LIVE_SEP};
 use crate::id::iso_from_ms;
 use crate::live::{self, Item, SubscribeOptions, Subscription};
-use crate::store::{Expect, NewTimer, Store};
+use crate::store::{Expect, NewTimer, SetChange, Store};
 
 /// How long resolved awaits and finished jobs stay in the store.
 pub const RESOLVED_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
@@ -436,14 +436,14 @@ impl Scheduler {
         };
         let (tx, rx) = oneshot::channel();
         lock(&self.inner.runs).insert(job.clone(), tx);
+        // created and entered in this instance's owned set in one step: a job nobody can find
+        // when its owner dies would never run
+        let owned = self.owned_key(&self.inner.id);
         let created = self
             .store()
-            .hash_cas(
+            .hash_cas_with(
                 &self.job_key(&job),
-                "status",
-                Expect::Absent,
-                "running",
-                0,
+                ("status", Expect::Absent, "running"),
                 &[
                     ("step", step.to_owned()),
                     ("flow", flow.to_owned()),
@@ -452,6 +452,12 @@ impl Scheduler {
                     ("owner", self.inner.id.clone()),
                     ("createdMs", now_ms().to_string()),
                 ],
+                None,
+                &[SetChange {
+                    key: &owned,
+                    member: &job,
+                    add: true,
+                }],
             )
             .await;
         match created {
@@ -468,9 +474,6 @@ impl Scheduler {
                 return Err(e);
             }
         }
-        self.store()
-            .set_update(&self.owned_key(&self.inner.id), &job, true)
-            .await?;
         let fields = self.store().hash_get_all(&self.job_key(&job)).await?;
         self.start_attempt(&job, &fields, 1, true, None).await?;
         rx.await.unwrap_or_else(|_| Err(Error::closed()))
@@ -606,11 +609,12 @@ impl Scheduler {
             // for an instance that died between the steps.
             let moved = self
                 .store()
-                .hash_cas_with_timer(
+                .hash_cas_with(
                     &self.job_key(job),
                     ("status", Expect::Value("running"), "failing"),
                     &[("failingMs", now_ms().to_string())],
-                    timer,
+                    Some(timer),
+                    &[],
                 )
                 .await?;
             if !moved.set {
@@ -1172,26 +1176,31 @@ impl Scheduler {
         if !self.defines(&step) {
             return Ok(());
         }
+        let (mine, theirs) = (self.owned_key(&self.inner.id), self.owned_key(old_owner));
         let taken = self
             .store()
-            .hash_cas(
+            .hash_cas_with(
                 &self.job_key(job),
-                "owner",
-                Expect::Value(old_owner),
-                &self.inner.id,
-                0,
+                ("owner", Expect::Value(old_owner), &self.inner.id),
                 &[],
+                None,
+                &[
+                    SetChange {
+                        key: &mine,
+                        member: job,
+                        add: true,
+                    },
+                    SetChange {
+                        key: &theirs,
+                        member: job,
+                        add: false,
+                    },
+                ],
             )
             .await?;
         if !taken.set {
             return Ok(());
         }
-        self.store()
-            .set_update(&self.owned_key(&self.inner.id), job, true)
-            .await?;
-        self.store()
-            .set_update(&self.owned_key(old_owner), job, false)
-            .await?;
         if fields.get("status").map(String::as_str) == Some("failing") {
             // the old owner died between recording the retry and announcing it: its retry timer
             // exists; let it run (the step.failed / step.retry events of that attempt are lost)

@@ -1,16 +1,20 @@
--- cas.lua: compare-and-set one field of a hash, and set more fields if it matched.
+-- cas.lua: compare-and-set one field of a hash, and on success set more fields, add a timer
+-- and change set memberships, all in the same step.
 --
--- KEYS[1]: the hash; KEYS[2], KEYS[3] (optional): the timer set and the timer data hash.
+-- KEYS[1]: the hash; then, with a timer, the timer set and the timer data hash; then one key
+--   per set change.
 -- ARGV[1]: field; ARGV[2]: "1" if the field must be absent, else "0"; ARGV[3]: expected value
 --   (when ARGV[2] is "0"); ARGV[4]: new value; ARGV[5]: TTL in ms to set on success ("0" none);
---   with the timer keys, ARGV[6..8]: timer id, due ms, payload, added on success;
---   then more field, value pairs to set on success.
+--   ARGV[6]: "1" if a timer follows (timer id, due ms, payload), else "0"; then the number of
+--   set changes and, per change, member and "+" (add) or "-" (remove); then more field, value
+--   pairs to set on success.
 -- Returns {1 if set else 0, 1 if the hash exists else 0, current value or false}.
 --
 -- Why a script: exactly-once resolution of awaits and timers is decided by who wins this
--- compare-and-set; the check and the write must not interleave with another instance's. The
--- timer is part of the same step so that a status which waits for a timer never exists
--- without it (an instance dying between the two would strand the job).
+-- compare-and-set; the check and the write must not interleave with another instance's. What
+-- depends on the outcome is part of the same step, so that no state exists without it: a job
+-- waiting for a retry without its timer, or a job owned by an instance without being in that
+-- instance's owned set (which is how another instance finds it when the owner dies).
 local key, field = KEYS[1], ARGV[1]
 local exists = redis.call('EXISTS', key)
 local current = redis.call('HGET', key, field)
@@ -23,14 +27,24 @@ end
 if not ok then
   return {0, exists, current}
 end
-local first = 6
-if #KEYS == 3 then
-  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[6])
-  redis.call('HSET', KEYS[3], ARGV[6], ARGV[8])
-  first = 9
+local k, a = 2, 7
+if ARGV[6] == '1' then
+  redis.call('ZADD', KEYS[k], ARGV[a + 1], ARGV[a])
+  redis.call('HSET', KEYS[k + 1], ARGV[a], ARGV[a + 2])
+  k, a = k + 2, a + 3
+end
+local changes = tonumber(ARGV[a])
+a = a + 1
+for _ = 1, changes do
+  if ARGV[a + 1] == '+' then
+    redis.call('SADD', KEYS[k], ARGV[a])
+  else
+    redis.call('SREM', KEYS[k], ARGV[a])
+  end
+  k, a = k + 1, a + 2
 end
 local args = {key, field, ARGV[4]}
-for i = first, #ARGV do args[#args + 1] = ARGV[i] end
+for i = a, #ARGV do args[#args + 1] = ARGV[i] end
 redis.call('HSET', unpack(args))
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then

@@ -61,6 +61,21 @@ impl State {
         self.hashes.get_mut(key)
     }
 
+    /// Add a member to a set, or remove it (an empty set is no set).
+    fn change_set(&mut self, key: &str, member: &str, add: bool) {
+        if add {
+            self.plain_sets
+                .entry(key.to_owned())
+                .or_default()
+                .insert(member.to_owned());
+        } else if let Some(set) = self.plain_sets.get_mut(key) {
+            set.remove(member);
+            if set.is_empty() {
+                self.plain_sets.remove(key);
+            }
+        }
+    }
+
     /// Add (or move) a timer.
     fn add_timer(&mut self, id: &str, due_ms: u64, payload: &str) {
         if let Some(old) = self.timer_due.insert(id.to_owned(), due_ms) {
@@ -362,6 +377,9 @@ impl MemoryStore {
             if let Some(t) = write.timer {
                 st.add_timer(t.id, t.due_ms, t.payload);
             }
+            for c in write.sets {
+                st.change_set(c.key, c.member, c.add);
+            }
         }
         super::CasResult {
             set: ok,
@@ -383,18 +401,7 @@ impl MemoryStore {
     }
 
     pub(crate) fn set_update(&self, key: &str, member: &str, add: bool) {
-        let mut st = self.lock();
-        if add {
-            st.plain_sets
-                .entry(key.to_owned())
-                .or_default()
-                .insert(member.to_owned());
-        } else if let Some(set) = st.plain_sets.get_mut(key) {
-            set.remove(member);
-            if set.is_empty() {
-                st.plain_sets.remove(key);
-            }
-        }
+        self.lock().change_set(key, member, add);
     }
 
     pub(crate) fn set_members(&self, key: &str) -> Vec<String> {

@@ -134,12 +134,21 @@ pub struct NewTimer<'a> {
     pub payload: &'a str,
 }
 
+/// A set membership to change together with a compare-and-set.
+#[derive(Debug, Clone, Copy)]
+pub struct SetChange<'a> {
+    pub key: &'a str,
+    pub member: &'a str,
+    pub add: bool,
+}
+
 /// What a compare-and-set writes when the field matched.
 pub(crate) struct CasWrite<'a> {
     pub new: &'a str,
     pub ttl_ms: u64,
     pub extra: &'a [(&'a str, String)],
     pub timer: Option<NewTimer<'a>>,
+    pub sets: &'a [SetChange<'a>],
 }
 
 /// A claimed timer.
@@ -194,6 +203,7 @@ impl Store {
             ttl_ms,
             extra,
             timer: None,
+            sets: &[],
         };
         match self {
             Store::Redis(s) => s.hash_cas(key, field, expect, write).await,
@@ -201,19 +211,22 @@ impl Store {
         }
     }
 
-    /// Compare-and-set `field`; on success also set `extra` and add `timer`, in the same step.
-    pub async fn hash_cas_with_timer(
+    /// Compare-and-set `field`; on success also set `extra`, add `timer` and apply `sets`, in
+    /// the same step.
+    pub async fn hash_cas_with(
         &self,
         key: &str,
         (field, expect, new): (&str, Expect<'_>, &str),
         extra: &[(&str, String)],
-        timer: NewTimer<'_>,
+        timer: Option<NewTimer<'_>>,
+        sets: &[SetChange<'_>],
     ) -> Result<CasResult> {
         let write = CasWrite {
             new,
             ttl_ms: 0,
             extra,
-            timer: Some(timer),
+            timer,
+            sets,
         };
         match self {
             Store::Redis(s) => s.hash_cas(key, field, expect, write).await,
@@ -333,6 +346,107 @@ impl Store {
                     hub.dispatch(channel, &std::sync::Arc::new(rec));
                 }
                 Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory::MemoryStore;
+    use super::redis::{RedisOptions, RedisStore};
+    use super::*;
+
+    async fn both_stores(prefix: &str) -> Vec<Store> {
+        let url =
+            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let redis = RedisStore::connect(&RedisOptions {
+            url,
+            prefix: prefix.to_owned(),
+            max_len: None,
+            timeout: std::time::Duration::from_secs(5),
+            replicated: None,
+        })
+        .await
+        .expect("Redis for the store tests");
+        vec![
+            Store::Memory(Box::new(MemoryStore::new(prefix, None))),
+            Store::Redis(Box::new(redis)),
+        ]
+    }
+
+    /// What depends on a compare-and-set happens with it or not at all.
+    #[tokio::test]
+    async fn a_compare_and_set_carries_its_timer_and_set_changes_or_nothing() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let p = format!("test-store-cas-{}-{nanos}", std::process::id());
+        for store in both_stores(&p).await {
+            let job = format!("{p}:sched:job:j1");
+            let (a, b) = (format!("{p}:sched:owned:a"), format!("{p}:sched:owned:b"));
+            store.set_update(&a, "j1", true).await.unwrap();
+            let timer = NewTimer {
+                id: "t1",
+                due_ms: 5,
+                payload: "p1",
+            };
+            let moves = [
+                SetChange {
+                    key: &b,
+                    member: "j1",
+                    add: true,
+                },
+                SetChange {
+                    key: &a,
+                    member: "j1",
+                    add: false,
+                },
+            ];
+            let extra = [("f", "1".to_owned())];
+            let lost = store
+                .hash_cas_with(
+                    &job,
+                    ("status", Expect::Value("x"), "running"),
+                    &extra,
+                    Some(timer),
+                    &moves,
+                )
+                .await
+                .unwrap();
+            assert!(!lost.set && !lost.exists);
+            assert!(store.hash_get_all(&job).await.unwrap().is_empty());
+            assert_eq!(store.set_members(&a).await.unwrap(), ["j1"]);
+            assert!(store.set_members(&b).await.unwrap().is_empty());
+            assert_eq!(store.timer_next().await.unwrap(), None);
+
+            let won = store
+                .hash_cas_with(
+                    &job,
+                    ("status", Expect::Absent, "running"),
+                    &extra,
+                    Some(timer),
+                    &moves,
+                )
+                .await
+                .unwrap();
+            assert!(won.set);
+            let fields = store.hash_get_all(&job).await.unwrap();
+            assert_eq!(fields.get("status").map(String::as_str), Some("running"));
+            assert_eq!(fields.get("f").map(String::as_str), Some("1"));
+            assert!(store.set_members(&a).await.unwrap().is_empty());
+            assert_eq!(store.set_members(&b).await.unwrap(), ["j1"]);
+            let claimed = store.timer_claim(10, 10, 1000).await.unwrap();
+            assert_eq!(claimed.len(), 1);
+            assert_eq!(
+                (claimed[0].id.as_str(), claimed[0].payload.as_str()),
+                ("t1", "p1")
+            );
+
+            store.timer_remove("t1").await.unwrap();
+            for key in [&job, &a, &b] {
+                store.delete(key).await.unwrap();
             }
         }
     }

@@ -493,10 +493,21 @@ impl RedisStore {
             super::Expect::Value(v) => inv.arg("0").arg(v),
         };
         inv.arg(write.new).arg(write.ttl_ms);
-        if let Some(t) = write.timer {
-            let (timers, _, data) = self.timer_keys();
-            inv.key(timers).key(data);
-            inv.arg(t.id).arg(t.due_ms).arg(t.payload);
+        match write.timer {
+            Some(t) => {
+                let (timers, _, data) = self.timer_keys();
+                inv.key(timers).key(data);
+                inv.arg("1").arg(t.id).arg(t.due_ms).arg(t.payload);
+            }
+            None => {
+                inv.arg("0");
+            }
+        }
+        inv.arg(write.sets.len());
+        for c in write.sets {
+            inv.key(c.key)
+                .arg(c.member)
+                .arg(if c.add { "+" } else { "-" });
         }
         for (k, v) in write.extra {
             inv.arg(*k).arg(v);
