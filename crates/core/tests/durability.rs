@@ -55,6 +55,18 @@ async fn info(con: &mut redis::aio::MultiplexedConnection, section: &str) -> Str
         .unwrap()
 }
 
+/// Does the stream at `key` hold the entry `id` on this server?
+async fn has_entry(con: &mut redis::aio::MultiplexedConnection, key: &str, id: &str) -> bool {
+    let found: Vec<redis::Value> = redis::cmd("XRANGE")
+        .arg(key)
+        .arg(id)
+        .arg(id)
+        .query_async(con)
+        .await
+        .unwrap();
+    found.len() == 1
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicated_appends_are_on_the_replica_when_acknowledged() {
     let dir = std::env::temp_dir().join(unique_prefix("durability"));
@@ -92,16 +104,8 @@ async fn replicated_appends_are_on_the_replica_when_acknowledged() {
             .emit(&event("step.progress", "d1", n), None)
             .await
             .unwrap();
-        let on_replica: Vec<redis::Value> = redis::cmd("XRANGE")
-            .arg(&key)
-            .arg(rec.id.to_string())
-            .arg(rec.id.to_string())
-            .query_async(&mut replica)
-            .await
-            .unwrap();
-        assert_eq!(
-            on_replica.len(),
-            1,
+        assert!(
+            has_entry(&mut replica, &key, &rec.id.to_string()).await,
             "event {n} ({}) not on the replica",
             rec.id
         );
@@ -112,16 +116,8 @@ async fn replicated_appends_are_on_the_replica_when_acknowledged() {
         .await
         .unwrap();
     let last = batch.last().unwrap().id.to_string();
-    let tail: Vec<redis::Value> = redis::cmd("XRANGE")
-        .arg(&key)
-        .arg(&last)
-        .arg(&last)
-        .query_async(&mut replica)
-        .await
-        .unwrap();
-    assert_eq!(
-        tail.len(),
-        1,
+    assert!(
+        has_entry(&mut replica, &key, &last).await,
         "the batch's last event is not on the replica"
     );
 
@@ -147,14 +143,10 @@ async fn replicated_appends_are_on_the_replica_when_acknowledged() {
     );
     signal("-CONT");
     let rec = held.await.unwrap().unwrap();
-    let on_replica: Vec<redis::Value> = redis::cmd("XRANGE")
-        .arg(&key)
-        .arg(rec.id.to_string())
-        .arg(rec.id.to_string())
-        .query_async(&mut replica)
-        .await
-        .unwrap();
-    assert_eq!(on_replica.len(), 1, "the held event is on the replica");
+    assert!(
+        has_entry(&mut replica, &key, &rec.id.to_string()).await,
+        "the held event is not on the replica"
+    );
 
     // no replica: refused within the bound, with the event still on the master
     replica_proc.kill().await.unwrap();

@@ -726,6 +726,27 @@ async fn closing_an_instance_does_not_fail_its_jobs() {
     }
 }
 
+/// Wait (at most 10 s) until the job hash at `key` has status `want`.
+async fn wait_for_status(con: &mut redis::aio::MultiplexedConnection, key: &str, want: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status: Option<String> = redis::cmd("HGET")
+            .arg(key)
+            .arg("status")
+            .query_async(con)
+            .await
+            .unwrap();
+        if status.as_deref() == Some(want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{key}: status {status:?}, waited for {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// A job left `failing` (its retry timer set in the same step, its step.failed / step.retry
 /// not yet announced, its status not yet `retrying`) still retries, once: when its instance
 /// died (another instance takes over) and when its instance lives on but never finished the
@@ -763,23 +784,7 @@ async fn a_retry_left_failing_still_runs_once() {
         let client = redis::Client::open(redis_url()).unwrap();
         let mut con = client.get_multiplexed_async_connection().await.unwrap();
         let job_key = format!("{}:sched:job:j-failing", b_bus.prefix());
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let status: Option<String> = redis::cmd("HGET")
-                .arg(&job_key)
-                .arg("status")
-                .query_async(&mut con)
-                .await
-                .unwrap();
-            if status.as_deref() == Some("retrying") {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "not retrying: {status:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_for_status(&mut con, &job_key, "retrying").await;
         let mut b = None;
         if owner_dies {
             a_host.abort();
@@ -800,24 +805,7 @@ async fn a_retry_left_failing_still_runs_once() {
             host(&s, fails_once);
             b = Some(s);
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let status: Option<String> = redis::cmd("HGET")
-                .arg(&job_key)
-                .arg("status")
-                .query_async(&mut con)
-                .await
-                .unwrap();
-            if status.as_deref() == Some("completed") {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "owner dies {owner_dies}: the retry did not run: status {status:?}, events {:?}",
-                kinds(&events(&b_bus, "fl-failing").await)
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for_status(&mut con, &job_key, "completed").await;
         assert_eq!(
             kinds(&events(&b_bus, "fl-failing").await),
             [

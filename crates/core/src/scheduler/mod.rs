@@ -634,16 +634,7 @@ impl Scheduler {
                 None,
             )
             .await?;
-            self.store()
-                .hash_cas(
-                    &self.job_key(job),
-                    "status",
-                    Expect::Value("failing"),
-                    "retrying",
-                    0,
-                    &[],
-                )
-                .await?;
+            self.retry_announced(job).await?;
             return self.wake_timers(due).await;
         }
         self.finish_job(
@@ -664,6 +655,21 @@ impl Scheduler {
             let _ = tx.send(Err(err));
         }
         Ok(())
+    }
+
+    /// The last step of recording a retry: `failing` (timer set) → `retrying`.
+    async fn retry_announced(&self, job: &str) -> Result<()> {
+        self.store()
+            .hash_cas(
+                &self.job_key(job),
+                "status",
+                Expect::Value("failing"),
+                "retrying",
+                0,
+                &[],
+            )
+            .await
+            .map(|_| ())
     }
 
     /// Move a running job to a final status (once: a compare-and-set), emit its last event and
@@ -1204,16 +1210,7 @@ impl Scheduler {
         if fields.get("status").map(String::as_str) == Some("failing") {
             // the old owner died between recording the retry and announcing it: its retry timer
             // exists; let it run (the step.failed / step.retry events of that attempt are lost)
-            self.store()
-                .hash_cas(
-                    &self.job_key(job),
-                    "status",
-                    Expect::Value("failing"),
-                    "retrying",
-                    0,
-                    &[],
-                )
-                .await?;
+            self.retry_announced(job).await?;
         }
         if fields.get("status").map(String::as_str) == Some("running") {
             let attempt: u32 = fields
