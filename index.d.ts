@@ -354,7 +354,10 @@ export declare class Scheduler {
   fire(triggerId: string, payload?: unknown): Promise<void>
   /** Cancel a pending trigger; its `wait()` rejects with `TRIGGER_CANCELLED`. */
   cancel(triggerId: string, reason?: string): Promise<void>
-  /** Run one piece of work handed to `dispatch`. */
+  /**
+   * Run one piece of work handed to this instance's `dispatch`. Call it on that same instance:
+   * a job's outcome is recorded only by the instance that owns it.
+   */
   execute(work: StepWork): Promise<void>
   /** Stop this instance; its unfinished jobs are resumed elsewhere once its lease ends. */
   close(): Promise<void>

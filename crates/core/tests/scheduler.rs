@@ -30,15 +30,35 @@ fn host(s: &Scheduler, handler: Handler) -> tokio::task::JoinHandle<()> {
                 tasks.spawn(async move {
                     let job = w["jobId"].as_str().unwrap().to_owned();
                     let attempt = w["attempt"].as_u64().unwrap() as u32;
-                    match h(s2.clone(), w).await {
-                        Ok(v) => s2.complete(&job, attempt, &v.to_string()).await.unwrap(),
-                        Err(e) => s2.fail(&job, attempt, &e.to_string()).await.unwrap(),
-                    }
+                    // an outcome that cannot be recorded is the scheduler's to recover from
+                    let _ = match h(s2.clone(), w).await {
+                        Ok(v) => s2.complete(&job, attempt, &v.to_string()).await,
+                        Err(e) => s2.fail(&job, attempt, &e.to_string()).await,
+                    };
                 });
             }
             while tasks.try_join_next().is_some() {}
         }
     })
+}
+
+/// Wait (at most 10 s) until the async condition `$cond` holds.
+macro_rules! eventually {
+    ($what:expr, $cond:expr) => {{
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !$cond {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {}",
+                $what
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }};
+}
+
+async fn has_kind(bus: &Bus, flow: &str, kind: &str) -> bool {
+    kinds(&events(bus, flow).await).iter().any(|k| k == kind)
 }
 
 fn policy(json: Value) -> RetryPolicy {
@@ -806,6 +826,11 @@ async fn a_retry_left_failing_still_runs_once() {
             b = Some(s);
         }
         wait_for_status(&mut con, &job_key, "completed").await;
+        // the status moves first, then the last event is written
+        eventually!(
+            "step.completed",
+            has_kind(&b_bus, "fl-failing", "step.completed").await
+        );
         assert_eq!(
             kinds(&events(&b_bus, "fl-failing").await),
             [
@@ -826,4 +851,496 @@ async fn a_retry_left_failing_still_runs_once() {
         a_bus.close();
         b_bus.close();
     }
+}
+
+async fn redis_con() -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(redis_url()).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
+async fn hget(
+    con: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    field: &str,
+) -> Option<String> {
+    redis::cmd("HGET")
+        .arg(key)
+        .arg(field)
+        .query_async(con)
+        .await
+        .unwrap()
+}
+
+/// An instance that restarts under the same id (its lease never ran out, so nobody else takes
+/// its jobs over) carries on the jobs it was running, as replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_instance_carries_on_its_running_jobs() {
+    for backend in BACKENDS {
+        let a_bus = connect(backend, "sched-restart").await;
+        let b_bus = match backend {
+            Backend::Redis => {
+                connect_with(backend, "x", |c| c.prefix = a_bus.prefix().to_owned()).await
+            }
+            Backend::Memory => a_bus.clone(),
+        };
+        let opts = || SchedulerOptions {
+            instance_id: Some("node-1".into()),
+            lease_ms: 300,
+        };
+        let a = Scheduler::start(&a_bus, opts(), None).await.unwrap();
+        a.define("slow", RetryPolicy::default()).unwrap();
+        // the process dies while the handler runs
+        let a_host = host(
+            &a,
+            Arc::new(|_, _| Box::pin(std::future::pending::<Outcome>())),
+        );
+        let run = {
+            let a = a.clone();
+            tokio::spawn(async move { a.run("slow", "fr", "{}", Some("j-restart")).await })
+        };
+        eventually!("step.started", has_kind(&a_bus, "fr", "step.started").await);
+        a_host.abort();
+        run.abort();
+        drop(a);
+        if matches!(backend, Backend::Redis) {
+            a_bus.close();
+        }
+
+        let b = Scheduler::start(&b_bus, opts(), None).await.unwrap();
+        b.define("slow", RetryPolicy::default()).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+        host(
+            &b,
+            Arc::new(move |_, w| {
+                let tx = tx.clone();
+                Box::pin(async move {
+                    tx.send(w["replay"].clone()).unwrap();
+                    Ok(json!("done"))
+                })
+            }),
+        );
+        eventually!(
+            "step.completed",
+            has_kind(&b_bus, "fr", "step.completed").await
+        );
+        assert_eq!(rx.recv().await, Some(json!(true)), "{backend:?}: a replay");
+        assert_eq!(
+            kinds(&events(&b_bus, "fr").await),
+            ["step.started", "step.completed"],
+            "{backend:?}"
+        );
+        assert!(rx.try_recv().is_err(), "{backend:?}: run once");
+        b.close().await;
+        b_bus.close();
+    }
+}
+
+/// A job its live owner holds as `running` while no handler runs it (its start failed halfway,
+/// or the note that it was due got lost) is started by the owner's repair pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_nothing_executes_is_started_by_its_owner() {
+    let bus = connect(Backend::Redis, "sched-repair").await;
+    let s = scheduler(&bus).await;
+    s.define("step", RetryPolicy::default()).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    host(
+        &s,
+        Arc::new(move |_, w| {
+            let tx = tx.clone();
+            Box::pin(async move {
+                tx.send(w["replay"].clone()).unwrap();
+                Ok(json!("ok"))
+            })
+        }),
+    );
+    let mut con = redis_con().await;
+    let job_key = format!("{}:sched:job:j-orphan", bus.prefix());
+    // what a run() whose first store calls after creating the job failed leaves behind
+    let _: () = redis::cmd("HSET")
+        .arg(&job_key)
+        .arg(&[
+            ("status", "running"),
+            ("step", "step"),
+            ("flow", "fo"),
+            ("input", "{}"),
+            ("attempt", "1"),
+            ("owner", s.instance_id()),
+            ("createdMs", "1"),
+        ])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SADD")
+        .arg(format!("{}:sched:owned:{}", bus.prefix(), s.instance_id()))
+        .arg("j-orphan")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    eventually!(
+        "step.completed",
+        has_kind(&bus, "fo", "step.completed").await
+    );
+    assert_eq!(
+        hget(&mut con, &job_key, "status").await.as_deref(),
+        Some("completed")
+    );
+    assert_eq!(
+        rx.recv().await,
+        Some(json!(false)),
+        "never started: not a replay"
+    );
+    assert_eq!(
+        kinds(&events(&bus, "fo").await),
+        ["step.started", "step.completed"]
+    );
+    assert!(rx.try_recv().is_err(), "run once");
+    s.close().await;
+    bus.close();
+}
+
+/// A retry timer of an attempt that has run already (claimed again after its claimer died
+/// before removing it) does not run that attempt again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_retry_timer_runs_nothing() {
+    let bus = connect(Backend::Redis, "sched-stale").await;
+    let s = scheduler(&bus).await;
+    s.define("flaky", policy(json!({"attempts": 3}))).unwrap();
+    host(
+        &s,
+        Arc::new(|_, w| {
+            Box::pin(async move {
+                match w["attempt"].as_u64() {
+                    Some(1) => Err(json!({"message": "one", "retryAfter": 0})),
+                    Some(2) => Err(json!({"message": "two", "retryAfter": 1500})),
+                    _ => Ok(json!("three")),
+                }
+            })
+        }),
+    );
+    let run = {
+        let s = s.clone();
+        tokio::spawn(async move { s.run("flaky", "fs", "{}", Some("j-stale")).await })
+    };
+    let mut con = redis_con().await;
+    let job_key = format!("{}:sched:job:j-stale", bus.prefix());
+    eventually!(
+        "attempt 2 to fail",
+        hget(&mut con, &job_key, "attempt").await.as_deref() == Some("2")
+            && hget(&mut con, &job_key, "status").await.as_deref() == Some("retrying")
+    );
+    // the retry timer of attempt 2, back in the set: due now, found with the one of attempt 3
+    let (timers, data) = (
+        format!("{}:sched:timers", bus.prefix()),
+        format!("{}:sched:timer-data", bus.prefix()),
+    );
+    let _: () = redis::cmd("ZADD")
+        .arg(&timers)
+        .arg(1)
+        .arg("retry:j-stale:2")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&data)
+        .arg("retry:j-stale:2")
+        .arg(json!({"type": "retry", "job": "j-stale", "attempt": 2}).to_string())
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the run ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(result, r#""three""#);
+    let started: Vec<u64> = events(&bus, "fs")
+        .await
+        .iter()
+        .filter(|e| e["kind"] == "step.started")
+        .map(|e| e["meta"]["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(started, [1, 2, 3]);
+    s.close().await;
+    bus.close();
+}
+
+/// An event await whose instance died after creating it but before registering its match and
+/// timeout is registered again when another instance replays the step: the event still
+/// resolves it, and its timeout still counts from its creation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_await_left_unregistered_is_registered_by_the_replay() {
+    let a_bus = connect(Backend::Redis, "sched-unreg").await;
+    let b_bus = connect_with(Backend::Redis, "x", |c| {
+        c.prefix = a_bus.prefix().to_owned()
+    })
+    .await;
+    let prefix = a_bus.prefix().to_owned();
+    let waits: Handler = Arc::new(|s, w| {
+        Box::pin(async move {
+            let job = w["jobId"].as_str().unwrap().to_owned();
+            let a = w["attempt"].as_u64().unwrap() as u32;
+            let ev = s
+                .await_event(&job, a, 0, "order.paid", r#"{"data.id":"7"}"#, Some(60_000))
+                .await
+                .map_err(|e| json!({"message": e.message}))?;
+            Ok(serde_json::from_str(&ev).unwrap())
+        })
+    });
+    let opts = || SchedulerOptions {
+        lease_ms: 300,
+        ..Default::default()
+    };
+    let a = Scheduler::start(&a_bus, opts(), None).await.unwrap();
+    a.define("wait", RetryPolicy::default()).unwrap();
+    let a_host = host(&a, waits.clone());
+    let run = {
+        let a = a.clone();
+        tokio::spawn(async move { a.run("wait", "fu", "{}", Some("j-unreg")).await })
+    };
+    eventually!(
+        "the await",
+        has_kind(&a_bus, "fu", "step.await.event").await
+    );
+    a_host.abort();
+    run.abort();
+    drop(a);
+    a_bus.close();
+    // undo what the dead instance did after creating the await
+    let mut con = redis_con().await;
+    let (await_id, timer) = ("j-unreg:1:0", "timeout:j-unreg:1:0");
+    let _: () = redis::cmd("HDEL")
+        .arg(format!("{prefix}:await:kind:order.paid"))
+        .arg(await_id)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("ZREM")
+        .arg(format!("{prefix}:sched:timers"))
+        .arg(timer)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+
+    let b = Scheduler::start(&b_bus, opts(), None).await.unwrap();
+    b.define("wait", RetryPolicy::default()).unwrap();
+    host(&b, waits);
+    let registered = |con: &mut redis::aio::MultiplexedConnection| {
+        let mut con = con.clone();
+        let key = format!("{prefix}:await:kind:order.paid");
+        async move {
+            redis::cmd("HEXISTS")
+                .arg(key)
+                .arg(await_id)
+                .query_async::<bool>(&mut con)
+                .await
+                .unwrap()
+        }
+    };
+    eventually!("the match registered again", registered(&mut con).await);
+    let created: u64 = hget(&mut con, &format!("{prefix}:await:{await_id}"), "createdMs")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    let due: Option<u64> = redis::cmd("ZSCORE")
+        .arg(format!("{prefix}:sched:timers"))
+        .arg(timer)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        due,
+        Some(created + 60_000),
+        "the timeout counts from creation"
+    );
+    b_bus
+        .emit(
+            &json!({"kind": "order.paid", "subject": "o7", "data": {"id": "7"}}).to_string(),
+            None,
+        )
+        .await
+        .unwrap();
+    eventually!(
+        "the step to complete",
+        has_kind(&b_bus, "fu", "step.completed").await
+    );
+    assert_eq!(
+        kinds(&events(&b_bus, "fu").await),
+        [
+            "step.started",
+            "step.await.event",
+            "step.resumed",
+            "step.completed"
+        ]
+    );
+    b.close().await;
+    b_bus.close();
+}
+
+/// When the last event of a step cannot be written after the step's outcome is recorded, the
+/// run still resolves, and the event is written by the owner's repair pass once the store
+/// takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_event_not_written_is_written_later() {
+    let bus = connect(Backend::Redis, "sched-final").await;
+    let s = scheduler(&bus).await;
+    s.define("step", RetryPolicy::default()).unwrap();
+    let stream = format!("{}:flow:ff", bus.prefix());
+    let sabotage = stream.clone();
+    host(
+        &s,
+        Arc::new(move |_, _| {
+            let stream = sabotage.clone();
+            Box::pin(async move {
+                // the flow's key stops taking appends
+                let mut con = redis_con().await;
+                let _: () = redis::cmd("SET")
+                    .arg(&stream)
+                    .arg("not a stream")
+                    .query_async(&mut con)
+                    .await
+                    .unwrap();
+                Ok(json!("r"))
+            })
+        }),
+    );
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        s.run("step", "ff", "{}", Some("j-final")),
+    )
+    .await
+    .expect("run() resolves");
+    assert_eq!(result.unwrap(), r#""r""#);
+    let mut con = redis_con().await;
+    let job_key = format!("{}:sched:job:j-final", bus.prefix());
+    assert_eq!(
+        hget(&mut con, &job_key, "status").await.as_deref(),
+        Some("completed")
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    eventually!(
+        "step.completed",
+        has_kind(&bus, "ff", "step.completed").await
+    );
+    let owned = format!("{}:sched:owned:{}", bus.prefix(), s.instance_id());
+    eventually!(
+        "the job to leave the owned set",
+        !redis::cmd("SISMEMBER")
+            .arg(&owned)
+            .arg("j-final")
+            .query_async::<bool>(&mut con)
+            .await
+            .unwrap()
+    );
+    assert_eq!(kinds(&events(&bus, "ff").await), ["step.completed"]);
+    s.close().await;
+    bus.close();
+}
+
+/// An instance that lost a job (another took it over while this one was cut off) cannot end it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_lost_a_job_cannot_end_it() {
+    let bus = connect(Backend::Redis, "sched-zombie").await;
+    let s = scheduler(&bus).await;
+    s.define("step", RetryPolicy::default()).unwrap();
+    let run = {
+        let s = s.clone();
+        tokio::spawn(async move { s.run("step", "fz2", "{}", Some("j-zombie")).await })
+    };
+    let work: Value = serde_json::from_str(&s.next_work().await[0]).unwrap();
+    assert_eq!(work["jobId"], "j-zombie");
+    let mut con = redis_con().await;
+    let job_key = format!("{}:sched:job:j-zombie", bus.prefix());
+    let _: () = redis::cmd("HSET")
+        .arg(&job_key)
+        .arg("owner")
+        .arg("elsewhere")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    s.complete("j-zombie", 1, r#""late""#).await.unwrap();
+    s.fail("j-zombie", 1, r#"{"message":"late"}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        hget(&mut con, &job_key, "status").await.as_deref(),
+        Some("running")
+    );
+    assert_eq!(kinds(&events(&bus, "fz2").await), ["step.started"]);
+    run.abort();
+    s.close().await;
+    bus.close();
+}
+
+/// A `run` call settles wherever its job ends: here an instance takes the job over while the
+/// one that made it is still alive (say its lease lapsed under load), and ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_settles_when_another_instance_ends_its_job() {
+    let a_bus = connect(Backend::Redis, "sched-elsewhere").await;
+    let b_bus = connect_with(Backend::Redis, "x", |c| {
+        c.prefix = a_bus.prefix().to_owned()
+    })
+    .await;
+    let prefix = a_bus.prefix().to_owned();
+    let a = scheduler(&a_bus).await;
+    let b = scheduler(&b_bus).await;
+    let gate = Arc::new(tokio::sync::Notify::new());
+    for (s, who) in [(&a, "a"), (&b, "b")] {
+        s.define("step", RetryPolicy::default()).unwrap();
+        let gate = gate.clone();
+        host(
+            s,
+            Arc::new(move |_, _| {
+                let gate = gate.clone();
+                Box::pin(async move {
+                    if who == "a" {
+                        gate.notified().await;
+                    }
+                    Ok(json!(who))
+                })
+            }),
+        );
+    }
+    let run = {
+        let a = a.clone();
+        tokio::spawn(async move { a.run("step", "fe", "{}", Some("j-else")).await })
+    };
+    eventually!("step.started", has_kind(&a_bus, "fe", "step.started").await);
+    // b takes the job over (what its reaper does when a's lease has lapsed)
+    let mut con = redis_con().await;
+    let job_key = format!("{prefix}:sched:job:j-else");
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("HSET")
+        .arg(&job_key)
+        .arg("owner")
+        .arg(b.instance_id())
+        .cmd("SREM")
+        .arg(format!("{prefix}:sched:owned:{}", a.instance_id()))
+        .arg("j-else")
+        .cmd("SADD")
+        .arg(format!("{prefix}:sched:owned:{}", b.instance_id()))
+        .arg("j-else")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the run settles")
+        .unwrap()
+        .unwrap();
+    assert_eq!(result, r#""b""#);
+    gate.notify_one(); // a's handler ends late: its outcome is refused
+    assert_eq!(
+        kinds(&events(&a_bus, "fe").await),
+        ["step.started", "step.completed"]
+    );
+    a.close().await;
+    b.close().await;
+    a_bus.close();
+    b_bus.close();
 }

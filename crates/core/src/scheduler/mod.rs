@@ -8,13 +8,15 @@
 //! - `nq:sched:job:<jobId>` (hash): step, flow, input, attempt, startedAttempt, status
 //!   (running | failing | retrying | completed | failed; `failing`: the retry timer is set, its
 //!   step.failed / step.retry not yet written, since `failingMs`), owner, result/error,
-//!   `t:<attempt>:<seq>` → trigger id of an `await.trigger` call. Expires 7 days after the job
-//!   ends.
+//!   `finalEvent` (the last event, until it is written; then empty) and `endedMs`, `runner`
+//!   (the instance whose `run` call waits), `errorDetail`, `t:<attempt>:<seq>` → trigger id
+//!   of an `await.trigger` call. Expires 7 days after the job ends.
 //! - `nq:await:<awaitId>` (hash): type (time | event | trigger), job, flow, step, attempt, seq,
-//!   owner, status (pending | resolved | timeout | cancelled), createdMs, result, and per type
-//!   resumeAt / kind + match / triggerType. `awaitId` is `<jobId>:<attempt>:<seq>`, or for a
-//!   trigger its id: 32 random hex characters (128 bits), a capability. Expires 7 days after
-//!   it resolves; `fire` on an expired trigger is `TRIGGER_NOT_FOUND`.
+//!   owner, status (pending | resolved | timeout | cancelled), createdMs, result, `announced`
+//!   (its `step.await.*` event is written), and per type resumeAt / kind + match /
+//!   triggerType. `awaitId` is `<jobId>:<attempt>:<seq>`, or for a trigger its id: 32 random
+//!   hex characters (128 bits), a capability. Expires 7 days after it resolves; `fire` on an
+//!   expired trigger is `TRIGGER_NOT_FOUND`.
 //! - `nq:await:kind:<kind>` (hash): awaitId → match, the pending event awaits, matched by the
 //!   append script in the same step as the append.
 //! - `nq:sched:timers` (zset id → due ms), `nq:sched:inflight` (zset id → claim lease end),
@@ -34,8 +36,14 @@
 //! resolves in place). When the owner is gone, an instance that defines the step takes the
 //! job over (compare-and-set of `owner`) and runs the handler again; awaits already resolved
 //! in that attempt return their recorded result at once (replay by call order).
+//!
+//! Between two store calls anything can fail, so each compare-and-set carries what must not
+//! exist without it (a retry's timer, owned-set membership), and what follows it is redone by
+//! a later pass until done: the owner's repair pass (`repair`) starts its `running` jobs that
+//! nothing executes and writes unwritten last events; a take-over (`adopt`) does the same for
+//! a dead owner's jobs; a replayed await registers its match and timers again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -180,6 +188,18 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The error a `run` rejects with when its step failed for good.
+fn step_failed(step: &str, attempt: u32, message: &str, detail: &str) -> Error {
+    let mut err = Error::new(
+        ErrorCode::StepFailed,
+        format!("step '{step}' failed after {attempt} attempt(s): {message}"),
+    );
+    if !detail.is_empty() {
+        err.detail = Some(detail.to_owned());
+    }
+    err
+}
+
 fn is_trigger_id(id: &str) -> bool {
     id.len() == 32
         && id
@@ -220,11 +240,65 @@ struct Inner {
     work_ready: Notify,
     runs: Mutex<HashMap<String, oneshot::Sender<Result<String>>>>,
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<AwaitOutcome>>>>,
-    /// Jobs this instance is executing: job → (attempt, start).
-    running: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Attempts this instance has handed to its host and not yet recorded an outcome of.
+    running: Mutex<HashMap<String, Active>>,
+    /// Attempts that ended here since the last repair pass began: none of them is started
+    /// again until the next pass (the store may not show the end yet to a reader that looked
+    /// before it).
+    ended: Mutex<HashSet<(String, u32)>>,
     signals: Arc<Signals>,
     closed: AtomicBool,
     subs: Mutex<Vec<Arc<Subscription>>>,
+}
+
+/// An attempt handed to the host.
+#[derive(Clone)]
+struct Active {
+    attempt: u32,
+    since: Instant,
+    step: String,
+    flow: String,
+    /// The instance whose `run` call waits for the job.
+    runner: String,
+}
+
+/// What recording a thrown error came to.
+enum Failure {
+    /// A retry is due at `due` (ms).
+    Retry { due: u64 },
+    /// The job failed: its last event is to be announced, and `run` (on `runner`) rejects
+    /// with `err`.
+    Final {
+        event: String,
+        err: Error,
+        runner: String,
+    },
+    /// The job was not running this attempt here (any more): nothing was recorded.
+    Lost { runner: String },
+}
+
+/// An await opened by `open_await`.
+struct Opened {
+    /// Its events are still to be written (a new await, or a replay of one whose first run
+    /// did not get that far).
+    announce: bool,
+    /// It is pending: its registration (timer, event match) is made, or made again.
+    pending: bool,
+    rx: oneshot::Receiver<AwaitOutcome>,
+    /// The job's fields.
+    job: HashMap<String, String>,
+    /// When the await was first created (ms): timeouts count from there, also on a replay.
+    created_ms: u64,
+}
+
+/// Who asks `start_attempt` to start an attempt.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// What made the job running (its creation, a due retry, a take-over, a note from there).
+    Moved,
+    /// A repair pass that found the job running here with nothing executing it: it yields to
+    /// any attempt of the job this instance executes.
+    Repair,
 }
 
 /// Wake-ups of the background loops, held apart from `Inner` so a sleeping loop does not
@@ -233,6 +307,8 @@ struct Inner {
 struct Signals {
     timer_wake: Notify,
     stop: Notify,
+    /// A step was defined: look for owned jobs of it that nothing runs.
+    repair: Notify,
 }
 
 /// A scheduler instance on a bus. Cheap to clone.
@@ -277,6 +353,7 @@ impl Scheduler {
             runs: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
+            ended: Mutex::new(HashSet::new()),
             signals: Arc::new(Signals::default()),
             closed: AtomicBool::new(false),
             subs: Mutex::new(Vec::new()),
@@ -363,6 +440,7 @@ impl Scheduler {
         self.check_open()?;
         event::validate_id("step", step).map_err(|e| Error::argument(e.message))?;
         lock(&self.inner.defs).insert(step.to_owned(), policy);
+        self.inner.signals.repair.notify_one();
         Ok(())
     }
 
@@ -444,14 +522,19 @@ impl Scheduler {
             .hash_cas_with(
                 &self.job_key(&job),
                 ("status", Expect::Absent, "running"),
-                &[
-                    ("step", step.to_owned()),
-                    ("flow", flow.to_owned()),
-                    ("input", input_value.to_string()),
-                    ("attempt", "1".into()),
-                    ("owner", self.inner.id.clone()),
-                    ("createdMs", now_ms().to_string()),
-                ],
+                &[],
+                (
+                    &[
+                        ("step", step.to_owned()),
+                        ("flow", flow.to_owned()),
+                        ("input", input_value.to_string()),
+                        ("attempt", "1".into()),
+                        ("owner", self.inner.id.clone()),
+                        ("runner", self.inner.id.clone()),
+                        ("createdMs", now_ms().to_string()),
+                    ],
+                    0,
+                ),
                 None,
                 &[SetChange {
                     key: &owned,
@@ -474,50 +557,169 @@ impl Scheduler {
                 return Err(e);
             }
         }
-        let fields = self.store().hash_get_all(&self.job_key(&job)).await?;
-        self.start_attempt(&job, &fields, 1, true, None).await?;
+        // From here the job exists and runs: when starting it fails (the store is away), the
+        // repair pass starts it later, and this call waits for its outcome all the same.
+        if let Ok(fields) = self.store().hash_get_all(&self.job_key(&job)).await {
+            let _ = self
+                .start_attempt(&job, &fields, 1, Start::Moved, None)
+                .await;
+        }
         rx.await.unwrap_or_else(|_| Err(Error::closed()))
     }
 
+    /// Hand attempt `attempt` of `job` to the host, announcing it with `step.started` unless
+    /// an earlier start of this attempt did (then the handler runs as a replay). Does nothing
+    /// when this instance is executing the job already. On an error nothing is left behind
+    /// here: the job stays `running` in the store for the repair pass.
     async fn start_attempt(
         &self,
         job: &str,
         fields: &HashMap<String, String>,
         attempt: u32,
-        fresh: bool,
+        by: Start,
         late_ms: Option<u64>,
     ) -> Result<()> {
-        {
-            let mut running = lock(&self.inner.running);
-            if running.get(job).is_some_and(|(a, _)| *a == attempt) {
-                return Ok(());
-            }
-            running.insert(job.to_owned(), (attempt, Instant::now()));
-        }
         let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
         let (step, flow) = (get("step"), get("flow"));
+        {
+            let mut running = lock(&self.inner.running);
+            let busy = match running.get(job) {
+                Some(a) => by == Start::Repair || a.attempt == attempt,
+                None => false,
+            } || lock(&self.inner.ended).contains(&(job.to_owned(), attempt));
+            if busy {
+                return Ok(());
+            }
+            running.insert(
+                job.to_owned(),
+                Active {
+                    attempt,
+                    since: Instant::now(),
+                    step: step.clone(),
+                    flow: flow.clone(),
+                    runner: get("runner"),
+                },
+            );
+        }
+        let started: u32 = get("startedAttempt").parse().unwrap_or(0);
+        let fresh = started < attempt;
         let input: Value = serde_json::from_str(&get("input")).unwrap_or(Value::Null);
         if fresh {
             let mut meta = json!({ "attempt": attempt, "jobId": job });
             if let Some(l) = late_ms {
                 meta["lateMs"] = l.into();
             }
-            self.emit(
-                json!({ "kind": "step.started", "subject": flow, "step": step, "data": { "input": input }, "meta": meta }),
-                None,
-            )
-            .await?;
-            self.store()
-                .hash_set(
-                    &self.job_key(job),
-                    &[("startedAttempt", attempt.to_string())],
+            let announced = async {
+                self.emit(
+                    json!({ "kind": "step.started", "subject": flow, "step": step, "data": { "input": input }, "meta": meta }),
+                    None,
                 )
                 .await?;
+                self.store()
+                    .hash_set(
+                        &self.job_key(job),
+                        &[("startedAttempt", attempt.to_string())],
+                    )
+                    .await
+            }
+            .await;
+            if let Err(e) = announced {
+                self.forget_attempt(job, attempt);
+                return Err(e);
+            }
         }
         self.push_work(
             json!({ "jobId": job, "step": step, "flow": flow, "input": input, "attempt": attempt, "replay": !fresh })
                 .to_string(),
         );
+        Ok(())
+    }
+
+    /// The attempt `attempt` of `job` is no longer executed here.
+    fn forget_attempt(&self, job: &str, attempt: u32) {
+        lock(&self.inner.ended).insert((job.to_owned(), attempt));
+        let mut running = lock(&self.inner.running);
+        if running.get(job).is_some_and(|a| a.attempt == attempt) {
+            running.remove(job);
+        }
+    }
+
+    /// `job` as this instance runs `attempt` of it (read from the store if it does not).
+    async fn attempt_info(&self, job: &str, attempt: u32) -> Result<Active> {
+        let active = lock(&self.inner.running)
+            .get(job)
+            .filter(|a| a.attempt == attempt)
+            .cloned();
+        if let Some(a) = active {
+            return Ok(a);
+        }
+        let fields = self.store().hash_get_all(&self.job_key(job)).await?;
+        let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+        Ok(Active {
+            attempt,
+            since: Instant::now(),
+            step: get("step"),
+            flow: get("flow"),
+            runner: get("runner"),
+        })
+    }
+
+    /// A job ended: settle its `run` call, here or (with a note) on the instance that made it.
+    /// `outcome` is the run's result when this instance ended the job; `None` when it does not
+    /// know it (then it is read from the store, where the job has ended or not).
+    async fn end_run(
+        &self,
+        job: &str,
+        runner: &str,
+        outcome: Option<Result<String>>,
+    ) -> Result<()> {
+        match outcome {
+            Some(outcome) => {
+                if let Some(tx) = lock(&self.inner.runs).remove(job) {
+                    let _ = tx.send(outcome);
+                    return Ok(());
+                }
+            }
+            None => self.settle_run(job).await?,
+        }
+        if runner.is_empty() || runner == self.inner.id {
+            return Ok(());
+        }
+        let data = json!({ "job": job }).to_string();
+        self.notify(
+            &format!("sched:inst:{runner}"),
+            runner,
+            "sched.ended",
+            &data,
+        )
+        .await
+    }
+
+    /// Settle the `run` call waiting here for `job` if the job has ended (wherever it ended)
+    /// and its last event is written.
+    async fn settle_run(&self, job: &str) -> Result<()> {
+        if !lock(&self.inner.runs).contains_key(job) {
+            return Ok(());
+        }
+        let fields = self.store().hash_get_all(&self.job_key(job)).await?;
+        let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+        if !get("finalEvent").is_empty() {
+            // ended, its last event not yet written: whoever writes it says so
+            return Ok(());
+        }
+        let outcome = match get("status") {
+            "completed" => Ok(get("result").to_owned()),
+            "failed" => Err(step_failed(
+                get("step"),
+                get("attempt").parse().unwrap_or(0),
+                get("error"),
+                get("errorDetail"),
+            )),
+            _ => return Ok(()),
+        };
+        if let Some(tx) = lock(&self.inner.runs).remove(job) {
+            let _ = tx.send(outcome);
+        }
         Ok(())
     }
 
@@ -527,23 +729,40 @@ impl Scheduler {
         self.check_open()?;
         let result: Value = serde_json::from_str(result)
             .map_err(|e| Error::argument(format!("result is not JSON: {e}")))?;
-        let started = lock(&self.inner.running).remove(job);
-        let fields = self.store().hash_get_all(&self.job_key(job)).await?;
-        let duration = started
-            .map(|(_, t)| t.elapsed().as_millis() as u64)
-            .unwrap_or(0);
-        self.finish_job(
-            job,
-            "completed",
-            ("result", result.to_string()),
-            json!({ "kind": "step.completed", "subject": fields.get("flow"), "step": fields.get("step"),
+        let finished = async {
+            let a = self.attempt_info(job, attempt).await?;
+            let duration = a.since.elapsed().as_millis() as u64;
+            let event = self
+                .finish_job(
+                    job,
+                    attempt,
+                    "completed",
+                    &[("result", result.to_string())],
+                    json!({ "kind": "step.completed", "subject": a.flow, "step": a.step,
                         "data": { "result": result }, "meta": { "attempt": attempt, "duration": duration, "jobId": job } }),
-        )
-        .await?;
-        if let Some(tx) = lock(&self.inner.runs).remove(job) {
-            let _ = tx.send(Ok(result.to_string()));
+                )
+                .await?;
+            Ok((event, a.runner))
         }
-        Ok(())
+        .await;
+        let announced = match finished {
+            Ok((Some(event), runner)) => {
+                // the run resolves after its last event is written, or could not be
+                let announced = self.announce_final(job, &event).await;
+                let ended = self
+                    .end_run(job, &runner, Some(Ok(result.to_string())))
+                    .await;
+                announced.and(ended)
+            }
+            // not this instance's to end: maybe another one ended it
+            Ok((None, runner)) => self.end_run(job, &runner, None).await,
+            Err(e) => Err(e),
+        };
+        // Only now is the attempt no longer handled here (the repair pass leaves it alone until
+        // then). When its outcome could not be recorded the job is still `running`, and the
+        // repair pass runs the attempt again; an unwritten last event it writes.
+        self.forget_attempt(job, attempt);
+        announced
     }
 
     /// The handler of `job`'s attempt threw `error` (JSON `{message, name?, code?,
@@ -551,6 +770,26 @@ impl Scheduler {
     pub async fn fail(&self, job: &str, attempt: u32, error: &str) -> Result<()> {
         // An await interrupted by close() is not a failure of the step.
         self.check_open()?;
+        let outcome = match self.record_failure(job, attempt, error).await {
+            Ok(Failure::Final { event, err, runner }) => {
+                // as in `complete`
+                let announced = self.announce_final(job, &event).await;
+                let ended = self.end_run(job, &runner, Some(Err(err))).await;
+                announced.and(ended)
+            }
+            Ok(Failure::Lost { runner }) => self.end_run(job, &runner, None).await,
+            Ok(Failure::Retry { due }) => {
+                self.forget_attempt(job, attempt);
+                return self.wake_timers(due).await;
+            }
+            other => other.map(|_| ()),
+        };
+        self.forget_attempt(job, attempt);
+        outcome
+    }
+
+    /// Record that an attempt threw: the retry (with its events), or the end of the job.
+    async fn record_failure(&self, job: &str, attempt: u32, error: &str) -> Result<Failure> {
         #[derive(Deserialize, Default)]
         #[serde(rename_all = "camelCase")]
         struct Thrown {
@@ -570,10 +809,9 @@ impl Scheduler {
             .message
             .clone()
             .unwrap_or_else(|| "step failed".into());
-        lock(&self.inner.running).remove(job);
-        let fields = self.store().hash_get_all(&self.job_key(job)).await?;
-        let step = fields.get("step").cloned().unwrap_or_default();
-        let flow = fields.get("flow").cloned().unwrap_or_default();
+        let Active {
+            step, flow, runner, ..
+        } = self.attempt_info(job, attempt).await?;
         let policy = lock(&self.inner.defs)
             .get(&step)
             .cloned()
@@ -607,18 +845,20 @@ impl Scheduler {
             // retry cannot be lost), the events, then `retrying`. A timer that finds the job
             // still `failing` waits for the events (see `on_timer`); `adopt` finishes the move
             // for an instance that died between the steps.
+            let attempt_s = attempt.to_string();
             let moved = self
                 .store()
                 .hash_cas_with(
                     &self.job_key(job),
                     ("status", Expect::Value("running"), "failing"),
-                    &[("failingMs", now_ms().to_string())],
+                    &[("owner", &self.inner.id), ("attempt", &attempt_s)],
+                    (&[("failingMs", now_ms().to_string())], 0),
                     Some(timer),
                     &[],
                 )
                 .await?;
             if !moved.set {
-                return Ok(());
+                return Ok(Failure::Lost { runner });
             }
             self.emit(
                 json!({ "kind": "step.failed", "subject": flow, "step": step,
@@ -635,26 +875,27 @@ impl Scheduler {
             )
             .await?;
             self.retry_announced(job).await?;
-            return self.wake_timers(due).await;
+            return Ok(Failure::Retry { due });
         }
-        self.finish_job(
-            job,
-            "failed",
-            ("error", message.clone()),
-            json!({ "kind": "step.failed", "subject": flow, "step": step,
+        let finished = self
+            .finish_job(
+                job,
+                attempt,
+                "failed",
+                &[
+                    ("error", message.clone()),
+                    ("errorDetail", error.to_owned()),
+                ],
+                json!({ "kind": "step.failed", "subject": flow, "step": step,
                         "data": { "error": message, "willRetry": false },
                         "meta": { "attempt": attempt, "maxAttempts": max, "jobId": job } }),
-        )
-        .await?;
-        if let Some(tx) = lock(&self.inner.runs).remove(job) {
-            let mut err = Error::new(
-                ErrorCode::StepFailed,
-                format!("step '{step}' failed after {attempt} attempt(s): {message}"),
-            );
-            err.detail = Some(error.to_owned());
-            let _ = tx.send(Err(err));
-        }
-        Ok(())
+            )
+            .await?;
+        let Some(event) = finished else {
+            return Ok(Failure::Lost { runner });
+        };
+        let err = step_failed(&step, attempt, &message, error);
+        Ok(Failure::Final { event, err, runner })
     }
 
     /// The last step of recording a retry: `failing` (timer set) → `retrying`.
@@ -672,33 +913,65 @@ impl Scheduler {
             .map(|_| ())
     }
 
-    /// Move a running job to a final status (once: a compare-and-set), emit its last event and
-    /// drop it from this instance's owned set.
+    /// Move a job this instance runs at `attempt` to a final status (once: a compare-and-set
+    /// that also checks owner and attempt, so an instance that lost the job cannot end it).
+    /// The last event is kept in the job (`finalEvent`) until `announce_final` has written it.
+    /// Returns that event when this call ended the job.
     async fn finish_job(
         &self,
         job: &str,
+        attempt: u32,
         status: &str,
-        field: (&str, String),
+        fields: &[(&str, String)],
         event: Value,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
+        let event = event.to_string();
+        let attempt_s = attempt.to_string();
         let done = self
             .store()
-            .hash_cas(
+            .hash_cas_with(
                 &self.job_key(job),
-                "status",
-                Expect::Value("running"),
-                status,
-                RESOLVED_TTL_MS,
-                &[field],
+                ("status", Expect::Value("running"), status),
+                &[("owner", &self.inner.id), ("attempt", &attempt_s)],
+                (
+                    &[
+                        fields,
+                        &[
+                            ("finalEvent", event.clone()),
+                            ("endedMs", now_ms().to_string()),
+                        ],
+                    ]
+                    .concat(),
+                    RESOLVED_TTL_MS,
+                ),
+                None,
+                &[],
             )
             .await?;
-        if done.set {
-            self.emit(event, None).await?;
-            self.store()
-                .set_update(&self.owned_key(&self.inner.id), job, false)
-                .await?;
-        }
-        Ok(())
+        Ok(done.set.then_some(event))
+    }
+
+    /// Write the last event of an ended job, then (one step) mark it written and drop the job
+    /// from this instance's owned set. Dying in between writes the event twice, never zero
+    /// times: the repair pass announces what is still marked.
+    async fn announce_final(&self, job: &str, event: &str) -> Result<()> {
+        self.inner.bus.emit(event, None).await?;
+        let owned = self.owned_key(&self.inner.id);
+        self.store()
+            .hash_cas_with(
+                &self.job_key(job),
+                ("finalEvent", Expect::Value(event), ""),
+                &[],
+                (&[], 0),
+                None,
+                &[SetChange {
+                    key: &owned,
+                    member: job,
+                    add: false,
+                }],
+            )
+            .await
+            .map(|_| ())
     }
 
     async fn add_timer(&self, id: &str, due: u64, payload: Value) -> Result<()> {
@@ -730,7 +1003,7 @@ impl Scheduler {
     }
 
     /// Create the await hash (or find the one a previous run of this attempt made) and
-    /// register a waiter. Returns (fresh, receiver).
+    /// register a waiter.
     async fn open_await(
         &self,
         await_id: &str,
@@ -738,20 +1011,44 @@ impl Scheduler {
         attempt: u32,
         seq: u32,
         extra: Vec<(&str, String)>,
-    ) -> Result<(
-        bool,
-        oneshot::Receiver<AwaitOutcome>,
-        HashMap<String, String>,
-    )> {
-        let fields = self.store().hash_get_all(&self.job_key(job)).await?;
-        if fields.is_empty() {
-            return Err(Error::argument(format!("job '{job}' does not exist")));
-        }
+    ) -> Result<Opened> {
         let (tx, rx) = oneshot::channel();
         lock(&self.inner.waiters)
             .entry(await_id.to_owned())
             .or_default()
             .push(tx);
+        let opened = self
+            .open_await_state(await_id, job, attempt, seq, extra)
+            .await;
+        match opened {
+            Ok((announce, pending, job_fields, created_ms)) => Ok(Opened {
+                announce,
+                pending,
+                rx,
+                job: job_fields,
+                created_ms,
+            }),
+            Err(e) => {
+                lock(&self.inner.waiters).remove(await_id);
+                Err(e)
+            }
+        }
+    }
+
+    /// The store side of `open_await`: (announce, pending, job fields, await createdMs).
+    async fn open_await_state(
+        &self,
+        await_id: &str,
+        job: &str,
+        attempt: u32,
+        seq: u32,
+        extra: Vec<(&str, String)>,
+    ) -> Result<(bool, bool, HashMap<String, String>, u64)> {
+        let fields = self.store().hash_get_all(&self.job_key(job)).await?;
+        if fields.is_empty() {
+            return Err(Error::argument(format!("job '{job}' does not exist")));
+        }
+        let now = now_ms();
         let mut all = vec![
             ("job", job.to_owned()),
             ("flow", fields.get("flow").cloned().unwrap_or_default()),
@@ -759,33 +1056,46 @@ impl Scheduler {
             ("attempt", attempt.to_string()),
             ("seq", seq.to_string()),
             ("owner", self.inner.id.clone()),
-            ("createdMs", now_ms().to_string()),
+            ("createdMs", now.to_string()),
         ];
         all.extend(extra);
+        let key = self.await_key(await_id);
         let created = self
             .store()
-            .hash_cas(
-                &self.await_key(await_id),
-                "status",
-                Expect::Absent,
-                "pending",
-                0,
-                &all,
-            )
+            .hash_cas(&key, "status", Expect::Absent, "pending", 0, &all)
             .await?;
-        if !created.set {
-            // A replay: this instance now owns the await; settle at once if already resolved.
-            self.store()
-                .hash_set(
-                    &self.await_key(await_id),
-                    &[("owner", self.inner.id.clone())],
-                )
-                .await?;
-            if created.current.as_deref() != Some("pending") {
-                self.settle(await_id).await?;
-            }
+        if created.set {
+            return Ok((true, true, fields, now));
         }
-        Ok((created.set, rx, fields))
+        // A replay: this instance now owns the await; settle at once if already resolved.
+        self.store()
+            .hash_set(&key, &[("owner", self.inner.id.clone())])
+            .await?;
+        if created.current.as_deref() != Some("pending") {
+            self.settle(await_id).await?;
+            return Ok((false, false, fields, now));
+        }
+        let state = self.store().hash_get_all(&key).await?;
+        let created_ms = state
+            .get("createdMs")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(now);
+        Ok((!state.contains_key("announced"), true, fields, created_ms))
+    }
+
+    /// The events of an await are written: a replay does not write them again.
+    async fn await_announced(&self, await_id: &str, job: &str) -> Result<()> {
+        self.store()
+            .hash_cas_with(
+                &self.await_key(await_id),
+                ("announced", Expect::Absent, "1"),
+                &[("job", job)],
+                (&[], 0),
+                None,
+                &[],
+            )
+            .await
+            .map(|_| ())
     }
 
     async fn wait(rx: oneshot::Receiver<AwaitOutcome>) -> Result<String> {
@@ -802,7 +1112,7 @@ impl Scheduler {
     ) -> Result<String> {
         self.check_open()?;
         let id = Self::await_id(job, attempt, seq);
-        let (fresh, rx, fields) = self
+        let o = self
             .open_await(
                 &id,
                 job,
@@ -814,13 +1124,18 @@ impl Scheduler {
                 ],
             )
             .await?;
-        if fresh {
-            self.emit(
-                json!({ "kind": "step.await.time", "subject": fields.get("flow"), "step": fields.get("step"),
-                        "data": { "resumeAt": iso_from_ms(resume_at_ms) }, "meta": { "jobId": job } }),
-                None,
-            )
-            .await?;
+        // Each step below is repeated by a replay while the await is pending, so an instance
+        // dying between them leaves nothing undone (registering twice is harmless).
+        if o.pending {
+            if o.announce {
+                self.emit(
+                    json!({ "kind": "step.await.time", "subject": o.job.get("flow"), "step": o.job.get("step"),
+                            "data": { "resumeAt": iso_from_ms(resume_at_ms) }, "meta": { "jobId": job } }),
+                    None,
+                )
+                .await?;
+                self.await_announced(&id, job).await?;
+            }
             self.add_timer(
                 &format!("time:{id}"),
                 resume_at_ms,
@@ -828,7 +1143,7 @@ impl Scheduler {
             )
             .await?;
         }
-        Self::wait(rx).await
+        Self::wait(o.rx).await
     }
 
     /// `ctx.await.event`: resolves to the first event of `kind` matching `condition` (JSON)
@@ -860,8 +1175,9 @@ impl Scheduler {
         if let Some(t) = timeout_ms {
             extra.push(("timeoutMs", t.to_string()));
         }
-        let (fresh, rx, fields) = self.open_await(&id, job, attempt, seq, extra).await?;
-        if fresh {
+        let o = self.open_await(&id, job, attempt, seq, extra).await?;
+        // as in `await_time`; the match is registered before the event announcing the await
+        if o.pending {
             self.store()
                 .hash_set(
                     &format!("{}:await:kind:{kind}", self.inner.prefix),
@@ -873,19 +1189,22 @@ impl Scheduler {
                 data["timeout"] = t.into();
                 self.add_timer(
                     &format!("timeout:{id}"),
-                    now_ms() + t,
+                    o.created_ms.saturating_add(t),
                     json!({ "type": "timeout", "await": id }),
                 )
                 .await?;
             }
-            self.emit(
-                json!({ "kind": "step.await.event", "subject": fields.get("flow"), "step": fields.get("step"),
-                        "data": data, "meta": { "jobId": job } }),
-                None,
-            )
-            .await?;
+            if o.announce {
+                self.emit(
+                    json!({ "kind": "step.await.event", "subject": o.job.get("flow"), "step": o.job.get("step"),
+                            "data": data, "meta": { "jobId": job } }),
+                    None,
+                )
+                .await?;
+                self.await_announced(&id, job).await?;
+            }
         }
-        Self::wait(rx).await
+        Self::wait(o.rx).await
     }
 
     /// `ctx.await.trigger`: registers a trigger (a fresh 128-bit id, or on replay the id this
@@ -935,11 +1254,11 @@ impl Scheduler {
         if let Some(t) = timeout_ms {
             extra.push(("timeoutMs", t.to_string()));
         }
-        let (fresh, rx, fields) = self.open_await(&id, job, attempt, seq, extra).await?;
-        drop(rx);
+        let o = self.open_await(&id, job, attempt, seq, extra).await?;
         lock(&self.inner.waiters).remove(&id);
-        if fresh {
-            let flow = fields.get("flow").cloned().unwrap_or_default();
+        // as in `await_time`
+        if o.pending {
+            let flow = o.job.get("flow").cloned().unwrap_or_default();
             let mut reg = json!({ "type": trigger_type });
             let mut data = json!({ "triggerId": id, "triggerType": trigger_type });
             if let Some(p) = &payload {
@@ -950,22 +1269,25 @@ impl Scheduler {
                 data["timeout"] = t.into();
                 self.add_timer(
                     &format!("timeout:{id}"),
-                    now_ms() + t,
+                    o.created_ms.saturating_add(t),
                     json!({ "type": "timeout", "await": id }),
                 )
                 .await?;
             }
-            self.emit(
-                json!({ "kind": "trigger.registered", "subject": id, "correlationId": flow, "data": reg }),
-                None,
-            )
-            .await?;
-            self.emit(
-                json!({ "kind": "step.await.trigger", "subject": flow, "step": fields.get("step"),
-                        "data": data, "meta": { "jobId": job } }),
-                None,
-            )
-            .await?;
+            if o.announce {
+                self.emit(
+                    json!({ "kind": "trigger.registered", "subject": id, "correlationId": flow, "data": reg }),
+                    None,
+                )
+                .await?;
+                self.emit(
+                    json!({ "kind": "step.await.trigger", "subject": flow, "step": o.job.get("step"),
+                            "data": data, "meta": { "jobId": job } }),
+                    None,
+                )
+                .await?;
+                self.await_announced(&id, job).await?;
+            }
         }
         Ok(id)
     }
@@ -1175,11 +1497,16 @@ impl Scheduler {
         self.adopt(&job, &owner).await
     }
 
-    /// Take over a job whose owner is gone, if this instance defines its step, and run it.
+    /// Take over a job whose owner is gone and carry it on: run it (if this instance defines
+    /// its step), finish recording its retry, or write its unwritten last event.
     async fn adopt(&self, job: &str, old_owner: &str) -> Result<()> {
         let fields = self.store().hash_get_all(&self.job_key(job)).await?;
-        let step = fields.get("step").cloned().unwrap_or_default();
-        if !self.defines(&step) {
+        let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+        let final_event = match get("status") {
+            "completed" | "failed" if !get("finalEvent").is_empty() => Some(get("finalEvent")),
+            _ => None,
+        };
+        if final_event.is_none() && !self.defines(get("step")) {
             return Ok(());
         }
         let (mine, theirs) = (self.owned_key(&self.inner.id), self.owned_key(old_owner));
@@ -1189,6 +1516,7 @@ impl Scheduler {
                 &self.job_key(job),
                 ("owner", Expect::Value(old_owner), &self.inner.id),
                 &[],
+                (&[], 0),
                 None,
                 &[
                     SetChange {
@@ -1207,24 +1535,105 @@ impl Scheduler {
         if !taken.set {
             return Ok(());
         }
-        if fields.get("status").map(String::as_str) == Some("failing") {
+        if let Some(event) = final_event {
+            self.announce_final(job, event).await?;
+            return self.end_run(job, get("runner"), None).await;
+        }
+        match get("status") {
             // the old owner died between recording the retry and announcing it: its retry timer
             // exists; let it run (the step.failed / step.retry events of that attempt are lost)
-            self.retry_announced(job).await?;
+            "failing" => self.retry_announced(job).await,
+            "running" => {
+                let attempt = get("attempt").parse().unwrap_or(1);
+                self.start_attempt(job, &fields, attempt, Start::Moved, None)
+                    .await
+            }
+            _ => Ok(()),
         }
-        if fields.get("status").map(String::as_str) == Some("running") {
-            let attempt: u32 = fields
-                .get("attempt")
-                .and_then(|a| a.parse().ok())
-                .unwrap_or(1);
-            let started: u32 = fields
-                .get("startedAttempt")
-                .and_then(|a| a.parse().ok())
-                .unwrap_or(0);
-            self.start_attempt(job, &fields, attempt, started < attempt, None)
+    }
+
+    /// A due retry of `job` at `attempt`: the job moves from `retrying` (or a `failing` left
+    /// behind) at `attempt - 1` to `running` at `attempt` (one compare-and-set), and runs on
+    /// its owner, or here if the owner is gone.
+    async fn on_retry(&self, job: &str, attempt: u32, late: u64) -> Result<()> {
+        let mut fields = self.store().hash_get_all(&self.job_key(job)).await?;
+        for _ in 0..2 {
+            let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+            let current: u32 = get("attempt").parse().unwrap_or(0);
+            if current == attempt && get("status") == "running" {
+                // moved by an earlier run of this timer that did not get to the end
+                break;
+            }
+            if current.checked_add(1) != Some(attempt) {
+                // a timer of an attempt that has run already: claimed again after its claimer
+                // died before removing it
+                return Ok(());
+            }
+            let status = get("status").to_owned();
+            match status.as_str() {
+                "retrying" => {}
+                "failing" => {
+                    // Due before the owner wrote step.failed / step.retry. While the owner lives
+                    // and has been at it for less than a claim lease, keep the timer (it is
+                    // claimed again after its lease); after that, retry without those events.
+                    let owner = get("owner").to_owned();
+                    let since: u64 = get("failingMs").parse().unwrap_or(0);
+                    let owner_alive = owner == self.inner.id
+                        || self.store().exists(&self.lease_key(&owner)).await?;
+                    if owner_alive && now_ms().saturating_sub(since) < self.claim_lease_ms() {
+                        return Err(Error::new(
+                            ErrorCode::Internal,
+                            "retry due before its events were written",
+                        ));
+                    }
+                }
+                _ => return Ok(()),
+            }
+            let (from, to) = (current.to_string(), attempt.to_string());
+            let moved = self
+                .store()
+                .hash_cas_with(
+                    &self.job_key(job),
+                    ("attempt", Expect::Value(&from), &to),
+                    &[("status", &status)],
+                    (&[("status", "running".to_owned())], 0),
+                    None,
+                    &[],
+                )
                 .await?;
+            fields = self.store().hash_get_all(&self.job_key(job)).await?;
+            if moved.set {
+                break;
+            }
+            // the owner moved `failing` on to `retrying` meanwhile: look again, once
         }
-        Ok(())
+        let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+        let current: u32 = get("attempt").parse().unwrap_or(0);
+        if current != attempt || get("status") != "running" {
+            if current.checked_add(1) == Some(attempt)
+                && matches!(get("status"), "retrying" | "failing")
+            {
+                // still due, but the job kept changing under this call: keep the timer
+                return Err(Error::new(
+                    ErrorCode::Internal,
+                    "the job changed while its retry started",
+                ));
+            }
+            return Ok(());
+        }
+        let owner = get("owner").to_owned();
+        if owner == self.inner.id {
+            return self
+                .start_attempt(job, &fields, attempt, Start::Moved, Some(late))
+                .await;
+        }
+        if self.store().exists(&self.lease_key(&owner)).await? {
+            let data = json!({ "job": job, "lateMs": late }).to_string();
+            return self
+                .notify(&format!("sched:inst:{owner}"), &owner, "sched.run", &data)
+                .await;
+        }
+        self.adopt(job, &owner).await
     }
 
     /// A due timer: a retry, an `await.time`, or an await timeout.
@@ -1233,58 +1642,9 @@ impl Scheduler {
         let late = now_ms().saturating_sub(due_ms);
         match v.get("type").and_then(Value::as_str) {
             Some("retry") => {
-                let job = v["job"].as_str().unwrap_or_default().to_owned();
+                let job = v["job"].as_str().unwrap_or_default();
                 let attempt = v["attempt"].as_u64().unwrap_or(1) as u32;
-                let job_key = self.job_key(&job);
-                let extra = [("attempt", attempt.to_string())];
-                let start = |from: &'static str| {
-                    self.store().hash_cas(
-                        &job_key,
-                        "status",
-                        Expect::Value(from),
-                        "running",
-                        0,
-                        &extra,
-                    )
-                };
-                let mut moved = start("retrying").await?;
-                if !moved.set && moved.current.as_deref() == Some("failing") {
-                    // Due before the owner wrote step.failed / step.retry. While the owner lives
-                    // and has been at it for less than a claim lease, keep the timer (it is
-                    // claimed again after its lease); after that, retry without those events.
-                    let fields = self.store().hash_get_all(&self.job_key(&job)).await?;
-                    let owner = fields.get("owner").cloned().unwrap_or_default();
-                    let owner_alive = owner == self.inner.id
-                        || self.store().exists(&self.lease_key(&owner)).await?;
-                    let since: u64 = fields
-                        .get("failingMs")
-                        .and_then(|t| t.parse().ok())
-                        .unwrap_or(0);
-                    if owner_alive && now_ms().saturating_sub(since) < self.claim_lease_ms() {
-                        return Err(Error::new(
-                            ErrorCode::Internal,
-                            "retry due before its events were written",
-                        ));
-                    }
-                    moved = start("failing").await?;
-                }
-                if !moved.set {
-                    return Ok(());
-                }
-                let fields = self.store().hash_get_all(&self.job_key(&job)).await?;
-                let owner = fields.get("owner").cloned().unwrap_or_default();
-                if owner == self.inner.id {
-                    return self
-                        .start_attempt(&job, &fields, attempt, true, Some(late))
-                        .await;
-                }
-                if self.store().exists(&self.lease_key(&owner)).await? {
-                    let data = json!({ "job": job, "lateMs": late }).to_string();
-                    return self
-                        .notify(&format!("sched:inst:{owner}"), &owner, "sched.run", &data)
-                        .await;
-                }
-                self.adopt(&job, &owner).await
+                self.on_retry(job, attempt, late).await
             }
             Some("time") => {
                 let id = v["await"].as_str().unwrap_or_default().to_owned();
@@ -1376,7 +1736,7 @@ impl Scheduler {
         }
     }
 
-    /// Heartbeat, and take over the jobs of instances whose lease has run out.
+    /// Take over the jobs of instances whose lease has run out.
     async fn reap(&self) -> Result<()> {
         let me = self.inner.id.clone();
         for inst in self
@@ -1391,10 +1751,24 @@ impl Scheduler {
             let mut left = 0;
             for job in jobs {
                 let fields = self.store().hash_get_all(&self.job_key(&job)).await?;
-                match fields.get("status").map(String::as_str) {
+                let status = fields.get("status").map(String::as_str);
+                let unannounced = fields.get("finalEvent").is_some_and(|e| !e.is_empty());
+                let ended: u64 = fields
+                    .get("endedMs")
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0);
+                match status {
                     Some("running") | Some("failing") | Some("retrying") => {
                         left += 1;
                         self.adopt(&job, &inst).await?;
+                    }
+                    Some("completed") | Some("failed") if unannounced => {
+                        left += 1;
+                        // an instance taken for dead may still be writing it: give it a claim
+                        // lease, as a `failing` job gets
+                        if now_ms().saturating_sub(ended) >= self.claim_lease_ms() {
+                            self.adopt(&job, &inst).await?;
+                        }
                     }
                     _ => {
                         self.store()
@@ -1412,11 +1786,52 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Carry on what this instance owns but is not doing: a `running` job of a defined step
+    /// that no handler here executes (its start failed, a note about it was lost, or this
+    /// instance id was restarted) is started again; an ended job's unwritten last event is
+    /// written; jobs gone or ended are dropped from the owned set.
+    async fn repair(&self) -> Result<()> {
+        lock(&self.inner.ended).clear();
+        let owned = self.owned_key(&self.inner.id);
+        for job in self.store().set_members(&owned).await? {
+            if lock(&self.inner.running).contains_key(&job) {
+                continue;
+            }
+            let Ok(fields) = self.store().hash_get_all(&self.job_key(&job)).await else {
+                continue;
+            };
+            let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+            let _ = match get("status") {
+                _ if get("owner") != self.inner.id => {
+                    self.store().set_update(&owned, &job, false).await
+                }
+                "running" if self.defines(get("step")) => {
+                    let attempt = get("attempt").parse().unwrap_or(1);
+                    self.start_attempt(&job, &fields, attempt, Start::Repair, None)
+                        .await
+                }
+                "completed" | "failed" if !get("finalEvent").is_empty() => {
+                    match self.announce_final(&job, get("finalEvent")).await {
+                        Ok(()) => self.end_run(&job, get("runner"), None).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                "completed" | "failed" => self.store().set_update(&owned, &job, false).await,
+                _ => Ok(()),
+            };
+        }
+        Ok(())
+    }
+
     /// Re-check the awaits this instance waits on (covers a lost notification).
     async fn recheck(&self) {
         let ids: Vec<String> = lock(&self.inner.waiters).keys().cloned().collect();
         for id in ids {
             let _ = self.settle(&id).await;
+        }
+        let jobs: Vec<String> = lock(&self.inner.runs).keys().cloned().collect();
+        for job in jobs {
+            let _ = self.settle_run(&job).await;
         }
     }
 
@@ -1455,6 +1870,11 @@ async fn inbox_loop(inner: Weak<Inner>, sub: Arc<Subscription>) {
                         let _ = s.settle(id).await;
                     }
                 }
+                Some("sched.ended") => {
+                    if let Some(job) = v["data"]["job"].as_str() {
+                        let _ = s.settle_run(job).await;
+                    }
+                }
                 Some("sched.run") => {
                     let job = v["data"]["job"].as_str().unwrap_or_default().to_owned();
                     let late = v["data"]["lateMs"].as_u64();
@@ -1463,7 +1883,11 @@ async fn inbox_loop(inner: Weak<Inner>, sub: Arc<Subscription>) {
                             .get("attempt")
                             .and_then(|a| a.parse().ok())
                             .unwrap_or(1);
-                        let _ = s.start_attempt(&job, &fields, attempt, true, late).await;
+                        if fields.get("status").map(String::as_str) == Some("running") {
+                            let _ = s
+                                .start_attempt(&job, &fields, attempt, Start::Moved, late)
+                                .await;
+                        }
                     }
                 }
                 _ => {}
@@ -1543,6 +1967,7 @@ const RECHECK_EVERY_TICKS: u64 = 36;
 async fn lease_loop(inner: Weak<Inner>) {
     let mut tick: u64 = 0;
     let mut reconnects_seen = 0;
+    let mut next = tokio::time::Instant::now();
     loop {
         let (period, signals) = {
             let Some(i) = inner.upgrade() else { return };
@@ -1551,16 +1976,24 @@ async fn lease_loop(inner: Weak<Inner>) {
                 i.signals.clone(),
             )
         };
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = signals.stop.notified() => return,
+        if next <= tokio::time::Instant::now() {
+            next = tokio::time::Instant::now() + period;
         }
+        let repair_only = tokio::select! {
+            _ = tokio::time::sleep_until(next) => false,
+            _ = signals.repair.notified() => true,
+            _ = signals.stop.notified() => return,
+        };
         let Some(strong) = inner.upgrade() else {
             return;
         };
         let s = Scheduler { inner: strong };
         if s.inner.closed.load(Ordering::Acquire) {
             return;
+        }
+        if repair_only {
+            let _ = s.repair().await;
+            continue;
         }
         let _ = s
             .store()
@@ -1569,6 +2002,7 @@ async fn lease_loop(inner: Weak<Inner>) {
         tick += 1;
         if tick.is_multiple_of(3) {
             let _ = s.reap().await;
+            let _ = s.repair().await;
         }
         let reconnects = s.inner.core.hub.reconnects();
         if reconnects != reconnects_seen || tick.is_multiple_of(RECHECK_EVERY_TICKS) {

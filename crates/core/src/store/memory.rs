@@ -360,11 +360,18 @@ impl MemoryStore {
         let mut st = self.lock();
         let existing = st.hash(key);
         let exists = existing.is_some();
+        let guarded = write.guards.iter().all(|(f, v)| {
+            existing
+                .as_ref()
+                .and_then(|h| h.fields.get(*f))
+                .is_some_and(|x| x == v)
+        });
         let current = existing.and_then(|h| h.fields.get(field).cloned());
-        let ok = match expect {
-            super::Expect::Absent => current.is_none(),
-            super::Expect::Value(v) => current.as_deref() == Some(v),
-        };
+        let ok = guarded
+            && match expect {
+                super::Expect::Absent => current.is_none(),
+                super::Expect::Value(v) => current.as_deref() == Some(v),
+            };
         if ok {
             let h = st.hashes.entry(key.to_owned()).or_default();
             h.fields.insert(field.to_owned(), write.new.to_owned());

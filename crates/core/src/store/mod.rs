@@ -149,6 +149,7 @@ pub(crate) struct CasWrite<'a> {
     pub extra: &'a [(&'a str, String)],
     pub timer: Option<NewTimer<'a>>,
     pub sets: &'a [SetChange<'a>],
+    pub guards: &'a [(&'a str, &'a str)],
 }
 
 /// A claimed timer.
@@ -204,6 +205,7 @@ impl Store {
             extra,
             timer: None,
             sets: &[],
+            guards: &[],
         };
         match self {
             Store::Redis(s) => s.hash_cas(key, field, expect, write).await,
@@ -211,22 +213,25 @@ impl Store {
         }
     }
 
-    /// Compare-and-set `field`; on success also set `extra`, add `timer` and apply `sets`, in
-    /// the same step.
+    /// Compare-and-set `field`, when the `guards` fields hold their values too; on success
+    /// also set `extra`, add `timer` and apply `sets`, in the same step. `ttl_ms > 0` expires
+    /// the hash after `ttl_ms`.
     pub async fn hash_cas_with(
         &self,
         key: &str,
         (field, expect, new): (&str, Expect<'_>, &str),
-        extra: &[(&str, String)],
+        guards: &[(&str, &str)],
+        (extra, ttl_ms): (&[(&str, String)], u64),
         timer: Option<NewTimer<'_>>,
         sets: &[SetChange<'_>],
     ) -> Result<CasResult> {
         let write = CasWrite {
             new,
-            ttl_ms: 0,
+            ttl_ms,
             extra,
             timer,
             sets,
+            guards,
         };
         match self {
             Store::Redis(s) => s.hash_cas(key, field, expect, write).await,
@@ -409,7 +414,8 @@ mod tests {
                 .hash_cas_with(
                     &job,
                     ("status", Expect::Value("x"), "running"),
-                    &extra,
+                    &[],
+                    (&extra, 0),
                     Some(timer),
                     &moves,
                 )
@@ -425,7 +431,8 @@ mod tests {
                 .hash_cas_with(
                     &job,
                     ("status", Expect::Absent, "running"),
-                    &extra,
+                    &[],
+                    (&extra, 0),
                     Some(timer),
                     &moves,
                 )
@@ -445,6 +452,41 @@ mod tests {
             );
 
             store.timer_remove("t1").await.unwrap();
+
+            // a guard that does not hold stops the whole write; one that holds lets it through
+            let timer2 = NewTimer {
+                id: "t2",
+                due_ms: 5,
+                payload: "p2",
+            };
+            let back = [SetChange {
+                key: &a,
+                member: "j1",
+                add: true,
+            }];
+            for (guard, wins) in [("2", false), ("1", true)] {
+                let r = store
+                    .hash_cas_with(
+                        &job,
+                        ("status", Expect::Value("running"), "done"),
+                        &[("f", guard)],
+                        (&[("g", guard.to_owned())], 0),
+                        Some(timer2),
+                        &back,
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(r.set, wins, "guard f={guard}");
+                assert_eq!(r.current.as_deref(), Some("running"));
+                let fields = store.hash_get_all(&job).await.unwrap();
+                let status = if wins { "done" } else { "running" };
+                assert_eq!(fields.get("status").map(String::as_str), Some(status));
+                assert_eq!(fields.get("g").is_some(), wins);
+                assert_eq!(store.set_members(&a).await.unwrap().len(), wins as usize);
+                assert_eq!(store.timer_next().await.unwrap().is_some(), wins);
+            }
+
+            store.timer_remove("t2").await.unwrap();
             for key in [&job, &a, &b] {
                 store.delete(key).await.unwrap();
             }

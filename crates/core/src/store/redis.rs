@@ -509,6 +509,10 @@ impl RedisStore {
                 .arg(c.member)
                 .arg(if c.add { "+" } else { "-" });
         }
+        inv.arg(write.guards.len());
+        for (f, v) in write.guards {
+            inv.arg(*f).arg(*v);
+        }
         for (k, v) in write.extra {
             inv.arg(*k).arg(v);
         }
