@@ -1017,9 +1017,46 @@ impl Scheduler {
             .entry(await_id.to_owned())
             .or_default()
             .push(tx);
-        let opened = self
-            .open_await_state(await_id, job, attempt, seq, extra)
-            .await;
+        let opened: Result<(bool, bool, HashMap<String, String>, u64)> = async {
+            let fields = self.store().hash_get_all(&self.job_key(job)).await?;
+            if fields.is_empty() {
+                return Err(Error::argument(format!("job '{job}' does not exist")));
+            }
+            let now = now_ms();
+            let mut all = vec![
+                ("job", job.to_owned()),
+                ("flow", fields.get("flow").cloned().unwrap_or_default()),
+                ("step", fields.get("step").cloned().unwrap_or_default()),
+                ("attempt", attempt.to_string()),
+                ("seq", seq.to_string()),
+                ("owner", self.inner.id.clone()),
+                ("createdMs", now.to_string()),
+            ];
+            all.extend(extra);
+            let key = self.await_key(await_id);
+            let created = self
+                .store()
+                .hash_cas(&key, "status", Expect::Absent, "pending", 0, &all)
+                .await?;
+            if created.set {
+                return Ok((true, true, fields, now));
+            }
+            // A replay: this instance now owns the await; settle at once if already resolved.
+            self.store()
+                .hash_set(&key, &[("owner", self.inner.id.clone())])
+                .await?;
+            if created.current.as_deref() != Some("pending") {
+                self.settle(await_id).await?;
+                return Ok((false, false, fields, now));
+            }
+            let state = self.store().hash_get_all(&key).await?;
+            let created_ms = state
+                .get("createdMs")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(now);
+            Ok((!state.contains_key("announced"), true, fields, created_ms))
+        }
+        .await;
         match opened {
             Ok((announce, pending, job_fields, created_ms)) => Ok(Opened {
                 announce,
@@ -1033,54 +1070,6 @@ impl Scheduler {
                 Err(e)
             }
         }
-    }
-
-    /// The store side of `open_await`: (announce, pending, job fields, await createdMs).
-    async fn open_await_state(
-        &self,
-        await_id: &str,
-        job: &str,
-        attempt: u32,
-        seq: u32,
-        extra: Vec<(&str, String)>,
-    ) -> Result<(bool, bool, HashMap<String, String>, u64)> {
-        let fields = self.store().hash_get_all(&self.job_key(job)).await?;
-        if fields.is_empty() {
-            return Err(Error::argument(format!("job '{job}' does not exist")));
-        }
-        let now = now_ms();
-        let mut all = vec![
-            ("job", job.to_owned()),
-            ("flow", fields.get("flow").cloned().unwrap_or_default()),
-            ("step", fields.get("step").cloned().unwrap_or_default()),
-            ("attempt", attempt.to_string()),
-            ("seq", seq.to_string()),
-            ("owner", self.inner.id.clone()),
-            ("createdMs", now.to_string()),
-        ];
-        all.extend(extra);
-        let key = self.await_key(await_id);
-        let created = self
-            .store()
-            .hash_cas(&key, "status", Expect::Absent, "pending", 0, &all)
-            .await?;
-        if created.set {
-            return Ok((true, true, fields, now));
-        }
-        // A replay: this instance now owns the await; settle at once if already resolved.
-        self.store()
-            .hash_set(&key, &[("owner", self.inner.id.clone())])
-            .await?;
-        if created.current.as_deref() != Some("pending") {
-            self.settle(await_id).await?;
-            return Ok((false, false, fields, now));
-        }
-        let state = self.store().hash_get_all(&key).await?;
-        let created_ms = state
-            .get("createdMs")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(now);
-        Ok((!state.contains_key("announced"), true, fields, created_ms))
     }
 
     /// The events of an await are written: a replay does not write them again.
