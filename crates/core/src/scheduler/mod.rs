@@ -242,12 +242,14 @@ struct Inner {
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<AwaitOutcome>>>>,
     /// Attempts this instance has handed to its host and not yet recorded an outcome of.
     running: Mutex<HashMap<String, Active>>,
-    /// Attempts that ended here since the last repair pass began: none of them is started
-    /// again until the next pass (the store may not show the end yet to a reader that looked
-    /// before it).
+    /// Attempts that ended here lately (since the last repair pass began, or the last reap):
+    /// none of them is started again meanwhile (the store may not show the end yet to a
+    /// reader that looked before it).
     ended: Mutex<HashSet<(String, u32)>>,
     signals: Arc<Signals>,
     closed: AtomicBool,
+    /// A store call of this instance failed since its last repair pass.
+    dirty: AtomicBool,
     subs: Mutex<Vec<Arc<Subscription>>>,
 }
 
@@ -356,6 +358,7 @@ impl Scheduler {
             ended: Mutex::new(HashSet::new()),
             signals: Arc::new(Signals::default()),
             closed: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
             subs: Mutex::new(Vec::new()),
         });
         let s = Scheduler { inner };
@@ -559,10 +562,13 @@ impl Scheduler {
         }
         // From here the job exists and runs: when starting it fails (the store is away), the
         // repair pass starts it later, and this call waits for its outcome all the same.
-        if let Ok(fields) = self.store().hash_get_all(&self.job_key(&job)).await {
-            let _ = self
-                .start_attempt(&job, &fields, 1, Start::Moved, None)
-                .await;
+        match self.store().hash_get_all(&self.job_key(&job)).await {
+            Ok(fields) => {
+                let _ = self
+                    .start_attempt(&job, &fields, 1, Start::Moved, None)
+                    .await;
+            }
+            Err(_) => self.inner.dirty.store(true, Ordering::Release),
         }
         rx.await.unwrap_or_else(|_| Err(Error::closed()))
     }
@@ -625,7 +631,7 @@ impl Scheduler {
             .await;
             if let Err(e) = announced {
                 self.forget_attempt(job, attempt);
-                return Err(e);
+                return self.noted(Err(e));
             }
         }
         self.push_work(
@@ -762,7 +768,15 @@ impl Scheduler {
         // then). When its outcome could not be recorded the job is still `running`, and the
         // repair pass runs the attempt again; an unwritten last event it writes.
         self.forget_attempt(job, attempt);
-        announced
+        self.noted(announced)
+    }
+
+    /// Pass `r` on; an error makes the next repair pass come sooner (at the next reap).
+    fn noted<T>(&self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            self.inner.dirty.store(true, Ordering::Release);
+        }
+        r
     }
 
     /// The handler of `job`'s attempt threw `error` (JSON `{message, name?, code?,
@@ -785,7 +799,7 @@ impl Scheduler {
             other => other.map(|_| ()),
         };
         self.forget_attempt(job, attempt);
-        outcome
+        self.noted(outcome)
     }
 
     /// Record that an attempt threw: the retry (with its events), or the end of the job.
@@ -955,7 +969,7 @@ impl Scheduler {
     /// from this instance's owned set. Dying in between writes the event twice, never zero
     /// times: the repair pass announces what is still marked.
     async fn announce_final(&self, job: &str, event: &str) -> Result<()> {
-        self.inner.bus.emit(event, None).await?;
+        self.noted(self.inner.bus.emit(event, None).await)?;
         let owned = self.owned_key(&self.inner.id);
         self.store()
             .hash_cas_with(
@@ -1072,19 +1086,25 @@ impl Scheduler {
         }
     }
 
-    /// The events of an await are written: a replay does not write them again.
-    async fn await_announced(&self, await_id: &str, job: &str) -> Result<()> {
+    /// The events of an await are written: a replay does not write them again. `timer` is
+    /// added in the same step; returns whether it was.
+    async fn await_announced(
+        &self,
+        await_id: &str,
+        job: &str,
+        timer: Option<NewTimer<'_>>,
+    ) -> Result<bool> {
         self.store()
             .hash_cas_with(
                 &self.await_key(await_id),
                 ("announced", Expect::Absent, "1"),
                 &[("job", job)],
                 (&[], 0),
-                None,
+                timer,
                 &[],
             )
             .await
-            .map(|_| ())
+            .map(|r| r.set)
     }
 
     async fn wait(rx: oneshot::Receiver<AwaitOutcome>) -> Result<String> {
@@ -1116,6 +1136,16 @@ impl Scheduler {
         // Each step below is repeated by a replay while the await is pending, so an instance
         // dying between them leaves nothing undone (registering twice is harmless).
         if o.pending {
+            let (timer_id, payload) = (
+                format!("time:{id}"),
+                json!({ "type": "time", "await": id }).to_string(),
+            );
+            let timer = NewTimer {
+                id: &timer_id,
+                due_ms: resume_at_ms,
+                payload: &payload,
+            };
+            let mut added = false;
             if o.announce {
                 self.emit(
                     json!({ "kind": "step.await.time", "subject": o.job.get("flow"), "step": o.job.get("step"),
@@ -1123,14 +1153,14 @@ impl Scheduler {
                     None,
                 )
                 .await?;
-                self.await_announced(&id, job).await?;
+                added = self.await_announced(&id, job, Some(timer)).await?;
             }
-            self.add_timer(
-                &format!("time:{id}"),
-                resume_at_ms,
-                json!({ "type": "time", "await": id }),
-            )
-            .await?;
+            if !added {
+                self.store()
+                    .timer_add(timer.id, timer.due_ms, timer.payload)
+                    .await?;
+            }
+            self.wake_timers(resume_at_ms).await?;
         }
         Self::wait(o.rx).await
     }
@@ -1190,7 +1220,7 @@ impl Scheduler {
                     None,
                 )
                 .await?;
-                self.await_announced(&id, job).await?;
+                self.await_announced(&id, job, None).await?;
             }
         }
         Self::wait(o.rx).await
@@ -1275,7 +1305,7 @@ impl Scheduler {
                     None,
                 )
                 .await?;
-                self.await_announced(&id, job).await?;
+                self.await_announced(&id, job, None).await?;
             }
         }
         Ok(id)
@@ -1953,6 +1983,9 @@ async fn timer_loop(inner: Weak<Inner>) {
 /// which can only be lost across a Pub/Sub reconnect — and a reconnect triggers one at once).
 const RECHECK_EVERY_TICKS: u64 = 36;
 
+/// Lease ticks between two repair passes when nothing failed (4 × `leaseMs`).
+const REPAIR_EVERY_TICKS: u64 = 12;
+
 async fn lease_loop(inner: Weak<Inner>) {
     let mut tick: u64 = 0;
     let mut reconnects_seen = 0;
@@ -1989,12 +2022,22 @@ async fn lease_loop(inner: Weak<Inner>) {
             .lease_renew(&s.lease_key(&s.inner.id), s.inner.lease_ms)
             .await;
         tick += 1;
-        if tick.is_multiple_of(3) {
-            let _ = s.reap().await;
-            let _ = s.repair().await;
-        }
         let reconnects = s.inner.core.hub.reconnects();
-        if reconnects != reconnects_seen || tick.is_multiple_of(RECHECK_EVERY_TICKS) {
+        let reconnected = reconnects != reconnects_seen;
+        if tick.is_multiple_of(3) {
+            // what it guards against needs no more than this period: keep it small
+            lock(&s.inner.ended).clear();
+            let _ = s.reap().await;
+            // after a failed store call or a Pub/Sub reconnect (a note may be lost), and now and
+            // then in any case
+            if s.inner.dirty.swap(false, Ordering::AcqRel)
+                || reconnected
+                || tick.is_multiple_of(REPAIR_EVERY_TICKS)
+            {
+                let _ = s.repair().await;
+            }
+        }
+        if reconnected || tick.is_multiple_of(RECHECK_EVERY_TICKS) {
             reconnects_seen = reconnects;
             s.recheck().await;
         }
