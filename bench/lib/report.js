@@ -23,6 +23,13 @@ function failed(result) {
   return result && result.error ? `**Failed:** \`${result.error}\`\n` : null
 }
 
+/** `.`, or where a scenario was run on its own (`BENCH_ONLY`) after the rest: when. */
+function separately(scenario, key, results) {
+  const at = scenario.startedAt
+  if (!at || at.slice(0, 13) === results.startedAt.slice(0, 13)) return '.'
+  return ` (measured ${at}, by \`BENCH_ONLY=${key}\`, after the rest of this report).`
+}
+
 function section(title, result, body) {
   return `## ${title}\n\n${failed(result) ?? (result ? body() : '_not run_\n')}`
 }
@@ -134,7 +141,8 @@ realistic (~220-270 bytes, \`bench/run-events.js\`) spread over 100 flows.
     const rows = t.reps.map((r, i) =>
       `| ${i + 1} | ${r.setupMs} ms${r.allPendingBeforeFirstDue ? '' : ' (not all pending!)'} | ${r.fired}/${r.measured} | ${r.firedLateMs.p50} / ${r.firedLateMs.p99} / ${r.firedLateMs.max} ms | ${r.resumedLateMs.p50} / ${r.resumedLateMs.p99} / ${r.resumedLateMs.max} ms | ${r.idleCpuPct.toFixed(2)} % |`)
     return `${t.config.pending} scheduler jobs wait on \`ctx.await.time\` at once (addon only: the JS baseline has no durable timers). ${t.config.measured} of them are due in a ${t.config.windowMs / 1000} s window that starts after all are registered; the rest are due an hour later, so ${t.config.pending} timers are pending while the measured ones fire. ` +
-      '"Fired late" is `meta.lateMs` of each `step.resumed` (claim time − due time, whole ms); "handler resumed late" is `Date.now() − due` inside the handler after the await returned (it adds the notification of the owner and the hop back to JavaScript). Idle CPU: process CPU over up to 1.5 s, starting 1 s after the last registration was seen (so the registrations have settled), while every timer is pending and nothing else happens.\n\n' +
+      '"Fired late" is `meta.lateMs` of each `step.resumed` (claim time − due time, whole ms); "handler resumed late" is `Date.now() − due` inside the handler after the await returned (it adds the notification of the owner and the hop back to JavaScript). Idle CPU: process CPU over up to 1.5 s, starting 1 s after the last registration was seen (so the registrations have settled), while every timer is pending and nothing else happens' +
+      separately(t, 'timers', results) + '\n\n' +
       '| rep | registration of all jobs | fired | fired late p50 / p99 / max | handler resumed late p50 / p99 / max | idle CPU (% of a core) |\n|---|---:|---:|---:|---:|---:|\n' +
       rows.join('\n') + '\n'
   }))
@@ -181,7 +189,7 @@ realistic (~220-270 bytes, \`bench/run-events.js\`) spread over 100 flows.
     const row = (what, key, show) => `| ${what} | ${show(d.local.median[key])} | ${show(d.replicated.median[key])} | ${f.ratio(d.replicated.median[key], d.local.median[key])} |`
     return "The addon alone, on its own master with one replica (both redis-servers on loopback, on this machine's cores), `durability: 'local'` against `'replicated'`: " +
       `${s.durability.config.sequential} sequential emits and ${s.durability.config.inFlight256} with 256 in flight per repetition, the order of the modes alternating` +
-      (s.durability.startedAt && s.durability.startedAt.slice(0, 13) !== results.startedAt.slice(0, 13) ? ` (measured ${s.durability.startedAt}, by \`BENCH_ONLY=durability\`, after the rest of this report).\n\n` : '.\n\n') +
+      separately(s.durability, 'durability', results) + '\n\n' +
       "| | local | replicated | replicated ÷ local |\n|---|---:|---:|---:|\n" +
       [row('sequential p50', 'seqP50', f.ms), row('sequential p99', 'seqP99', f.ms), row('256 in flight, events/s', 'inFlight256PerSec', f.rate)].join('\n') + '\n'
   }))

@@ -98,6 +98,7 @@ async function timers(h) {
   }
   return {
     measured: true,
+    startedAt: new Date().toISOString(),
     config: { pending: PENDING, measured: MEASURED, windowMs: WINDOW_MS },
     reps,
     median: {
