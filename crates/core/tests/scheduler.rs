@@ -1344,3 +1344,62 @@ async fn a_run_settles_when_another_instance_ends_its_job() {
     a_bus.close();
     b_bus.close();
 }
+
+/// What the bus would refuse to write never leaves a job halfway: an input too large for
+/// `step.started` is refused before the job exists; a result too large for `step.completed`
+/// fails the step; an error message too long for `step.failed` is shortened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_the_bus_refuses_do_not_strand_a_job() {
+    for backend in BACKENDS {
+        let bus = connect_with(backend, "sched-size", |c| c.max_event_bytes = 4096).await;
+        let s = scheduler(&bus).await;
+        s.define("echo", RetryPolicy::default()).unwrap();
+        host(
+            &s,
+            Arc::new(|_, w| {
+                Box::pin(async move {
+                    match w["input"]["make"].as_str() {
+                        Some("big-result") => Ok(json!("r".repeat(5000))),
+                        _ => Err(json!({ "message": "e".repeat(20_000) })),
+                    }
+                })
+            }),
+        );
+        let big_input = json!({ "pad": "i".repeat(5000) }).to_string();
+        let refused = s.run("echo", "fsz1", &big_input, Some("j-in")).await;
+        assert_eq!(
+            refused.unwrap_err().code,
+            ErrorCode::PayloadTooLarge,
+            "{backend:?}"
+        );
+        assert!(events(&bus, "fsz1").await.is_empty());
+
+        let run = s.run("echo", "fsz2", r#"{"make":"big-result"}"#, Some("j-out"));
+        let err = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("run() settles")
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::StepFailed, "{backend:?}");
+        assert!(
+            err.message.contains("cannot be recorded"),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            kinds(&events(&bus, "fsz2").await),
+            ["step.started", "step.failed"]
+        );
+
+        let run = s.run("echo", "fsz3", r#"{"make":"long-error"}"#, Some("j-err"));
+        let err = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("run() settles")
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::StepFailed, "{backend:?}");
+        let evs = events(&bus, "fsz3").await;
+        assert_eq!(kinds(&evs), ["step.started", "step.failed"]);
+        assert!(evs[1]["data"]["error"].as_str().unwrap().ends_with('…'));
+        s.close().await;
+        bus.close();
+    }
+}

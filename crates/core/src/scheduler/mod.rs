@@ -63,6 +63,9 @@ use crate::store::{Expect, NewTimer, SetChange, Store};
 pub const RESOLVED_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Timers claimed per store call.
 const CLAIM_BATCH: usize = 256;
+/// Longest error message carried by `step.failed` / `step.retry` (bytes; less when half of
+/// `maxEventBytes` is less).
+const MAX_ERROR_MESSAGE: usize = 8192;
 /// Longest sleep of the timer loop without a wake-up (a safety re-check).
 const TIMER_RECHECK: Duration = Duration::from_secs(30);
 
@@ -515,6 +518,12 @@ impl Scheduler {
             }
             None => random_id()?,
         };
+        // every start writes this event: one the bus would refuse is refused here, before the
+        // job exists
+        self.fits(
+            &json!({ "kind": "step.started", "subject": flow, "step": step,
+            "data": { "input": input_value }, "meta": { "attempt": 1, "jobId": job } }),
+        )?;
         let (tx, rx) = oneshot::channel();
         lock(&self.inner.runs).insert(job.clone(), tx);
         // created and entered in this instance's owned set in one step: a job nobody can find
@@ -735,22 +744,32 @@ impl Scheduler {
         self.check_open()?;
         let result: Value = serde_json::from_str(result)
             .map_err(|e| Error::argument(format!("result is not JSON: {e}")))?;
-        let finished = async {
+        let finished: Result<(Option<String>, String)> = async {
             let a = self.attempt_info(job, attempt).await?;
             let duration = a.since.elapsed().as_millis() as u64;
+            let event = json!({ "kind": "step.completed", "subject": a.flow, "step": a.step,
+                "data": { "result": result }, "meta": { "attempt": attempt, "duration": duration, "jobId": job } });
+            self.fits(&event)?;
             let event = self
                 .finish_job(
                     job,
                     attempt,
                     "completed",
                     &[("result", result.to_string())],
-                    json!({ "kind": "step.completed", "subject": a.flow, "step": a.step,
-                        "data": { "result": result }, "meta": { "attempt": attempt, "duration": duration, "jobId": job } }),
+                    event,
                 )
                 .await?;
             Ok((event, a.runner))
         }
         .await;
+        if let Err(e) = &finished {
+            if matches!(e.code, ErrorCode::PayloadTooLarge | ErrorCode::EventInvalid) {
+                // a result its event cannot carry fails the step, for good
+                let thrown = json!({ "message": format!("the step's result cannot be recorded: {}", e.message),
+                    "code": e.code.as_str(), "retriable": false });
+                return self.fail(job, attempt, &thrown.to_string()).await;
+            }
+        }
         let announced = match finished {
             Ok((Some(event), runner)) => {
                 // the run resolves after its last event is written, or could not be
@@ -819,10 +838,21 @@ impl Scheduler {
             retry_after: Option<f64>,
         }
         let thrown: Thrown = serde_json::from_str(error).unwrap_or_default();
-        let message = thrown
+        let mut message = thrown
             .message
             .clone()
             .unwrap_or_else(|| "step failed".into());
+        // the events carrying it must fit in maxEventBytes; the whole error stays in the job
+        let limit = (self.inner.core.max_event_bytes().saturating_sub(1024) / 2)
+            .clamp(64, MAX_ERROR_MESSAGE);
+        if message.len() > limit {
+            let mut end = limit;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
         let Active {
             step, flow, runner, ..
         } = self.attempt_info(job, attempt).await?;
@@ -969,7 +999,13 @@ impl Scheduler {
     /// from this instance's owned set. Dying in between writes the event twice, never zero
     /// times: the repair pass announces what is still marked.
     async fn announce_final(&self, job: &str, event: &str) -> Result<()> {
-        self.noted(self.inner.bus.emit(event, None).await)?;
+        let emitted = self.inner.bus.emit(event, None).await.map(|_| ());
+        if let Err(e) = &emitted {
+            if !matches!(e.code, ErrorCode::PayloadTooLarge | ErrorCode::EventInvalid) {
+                return self.noted(emitted);
+            }
+            // refused for good (checked before the job ended, so not expected): not retried
+        }
         let owned = self.owned_key(&self.inner.id);
         self.store()
             .hash_cas_with(
@@ -984,8 +1020,16 @@ impl Scheduler {
                     add: false,
                 }],
             )
-            .await
-            .map(|_| ())
+            .await?;
+        emitted
+    }
+
+    /// Refuse an event the bus would refuse (with a margin for fields added later).
+    fn fits(&self, event: &Value) -> Result<()> {
+        let limits = event::Limits {
+            max_event_bytes: self.inner.core.max_event_bytes().saturating_sub(64),
+        };
+        event::prepare(&event.to_string(), None, limits).map(|_| ())
     }
 
     async fn add_timer(&self, id: &str, due: u64, payload: Value) -> Result<()> {
@@ -1821,9 +1865,9 @@ impl Scheduler {
             };
             let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
             let _ = match get("status") {
-                _ if get("owner") != self.inner.id => {
-                    self.store().set_update(&owned, &job, false).await
-                }
+                // in the owned set but owned elsewhere: not this pass's to change (a take-over
+                // moves both in one step)
+                _ if get("owner") != self.inner.id => Ok(()),
                 "running" if self.defines(get("step")) => {
                     let attempt = get("attempt").parse().unwrap_or(1);
                     self.start_attempt(&job, &fields, attempt, Start::Repair, None)
@@ -2022,6 +2066,14 @@ async fn lease_loop(inner: Weak<Inner>) {
             .lease_renew(&s.lease_key(&s.inner.id), s.inner.lease_ms)
             .await;
         tick += 1;
+        if tick.is_multiple_of(3) {
+            // taken for dead once (and dropped from the list by a reaper), an instance that
+            // lives on must be listed again, or its later jobs would not be found when it dies
+            let _ = s
+                .store()
+                .set_update(&s.key("sched:instances"), &s.inner.id, true)
+                .await;
+        }
         let reconnects = s.inner.core.hub.reconnects();
         let reconnected = reconnects != reconnects_seen;
         if tick.is_multiple_of(3) {
