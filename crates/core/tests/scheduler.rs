@@ -1097,17 +1097,20 @@ async fn an_await_left_unregistered_is_registered_by_the_replay() {
         let a = a.clone();
         tokio::spawn(async move { a.run("wait", "fu", "{}", Some("j-unreg")).await })
     };
+    // the await fully made (its event written and marked so)
+    let mut con = redis_con().await;
+    let (await_id, timer) = ("j-unreg:1:0", "timeout:j-unreg:1:0");
     eventually!(
         "the await",
-        has_kind(&a_bus, "fu", "step.await.event").await
+        hget(&mut con, &format!("{prefix}:await:{await_id}"), "announced")
+            .await
+            .is_some()
     );
     a_host.abort();
     run.abort();
     drop(a);
     a_bus.close();
     // undo what the dead instance did after creating the await
-    let mut con = redis_con().await;
-    let (await_id, timer) = ("j-unreg:1:0", "timeout:j-unreg:1:0");
     let _: () = redis::cmd("HDEL")
         .arg(format!("{prefix}:await:kind:order.paid"))
         .arg(await_id)

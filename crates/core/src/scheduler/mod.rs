@@ -403,6 +403,11 @@ impl Scheduler {
         &self.inner.core.store
     }
 
+    /// How long after a job ended another instance may write its last event for the owner.
+    fn final_event_grace_ms(&self) -> u64 {
+        self.claim_lease_ms().max(10_000)
+    }
+
     /// How long a claimed timer stays with its claimer before any instance may claim it again.
     fn claim_lease_ms(&self) -> u64 {
         self.inner.lease_ms.max(1000)
@@ -1572,6 +1577,11 @@ impl Scheduler {
         if final_event.is_none() && !self.defines(get("step")) {
             return Ok(());
         }
+        let ended: u64 = get("endedMs").parse().unwrap_or(0);
+        if final_event.is_some() && now_ms().saturating_sub(ended) < self.final_event_grace_ms() {
+            // an instance taken for dead (under load, say) may still be writing it
+            return Ok(());
+        }
         let (mine, theirs) = (self.owned_key(&self.inner.id), self.owned_key(old_owner));
         let taken = self
             .store()
@@ -1816,10 +1826,6 @@ impl Scheduler {
                 let fields = self.store().hash_get_all(&self.job_key(&job)).await?;
                 let status = fields.get("status").map(String::as_str);
                 let unannounced = fields.get("finalEvent").is_some_and(|e| !e.is_empty());
-                let ended: u64 = fields
-                    .get("endedMs")
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or(0);
                 match status {
                     Some("running") | Some("failing") | Some("retrying") => {
                         left += 1;
@@ -1827,11 +1833,7 @@ impl Scheduler {
                     }
                     Some("completed") | Some("failed") if unannounced => {
                         left += 1;
-                        // an instance taken for dead may still be writing it: give it a claim
-                        // lease, as a `failing` job gets
-                        if now_ms().saturating_sub(ended) >= self.claim_lease_ms() {
-                            self.adopt(&job, &inst).await?;
-                        }
+                        self.adopt(&job, &inst).await?;
                     }
                     _ => {
                         self.store()
