@@ -527,31 +527,30 @@ impl Scheduler {
         // job exists
         self.fits(
             &json!({ "kind": "step.started", "subject": flow, "step": step,
-            "data": { "input": input_value }, "meta": { "attempt": 1, "jobId": job } }),
+            "data": { "input": input_value }, "meta": { "attempt": 1, "jobId": job } })
+            .to_string(),
         )?;
         let (tx, rx) = oneshot::channel();
         lock(&self.inner.runs).insert(job.clone(), tx);
         // created and entered in this instance's owned set in one step: a job nobody can find
         // when its owner dies would never run
         let owned = self.owned_key(&self.inner.id);
+        let fields = [
+            ("step", step.to_owned()),
+            ("flow", flow.to_owned()),
+            ("input", input_value.to_string()),
+            ("attempt", "1".into()),
+            ("owner", self.inner.id.clone()),
+            ("runner", self.inner.id.clone()),
+            ("createdMs", now_ms().to_string()),
+        ];
         let created = self
             .store()
             .hash_cas_with(
                 &self.job_key(&job),
                 ("status", Expect::Absent, "running"),
                 &[],
-                (
-                    &[
-                        ("step", step.to_owned()),
-                        ("flow", flow.to_owned()),
-                        ("input", input_value.to_string()),
-                        ("attempt", "1".into()),
-                        ("owner", self.inner.id.clone()),
-                        ("runner", self.inner.id.clone()),
-                        ("createdMs", now_ms().to_string()),
-                    ],
-                    0,
-                ),
+                (&fields, 0),
                 None,
                 &[SetChange {
                     key: &owned,
@@ -576,14 +575,11 @@ impl Scheduler {
         }
         // From here the job exists and runs: when starting it fails (the store is away), the
         // repair pass starts it later, and this call waits for its outcome all the same.
-        match self.store().hash_get_all(&self.job_key(&job)).await {
-            Ok(fields) => {
-                let _ = self
-                    .start_attempt(&job, &fields, 1, Start::Moved, None)
-                    .await;
-            }
-            Err(_) => self.inner.dirty.store(true, Ordering::Release),
-        }
+        let fields: HashMap<String, String> =
+            fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let _ = self
+            .start_attempt(&job, &fields, 1, Start::Moved, None)
+            .await;
         rx.await.unwrap_or_else(|_| Err(Error::closed()))
     }
 
@@ -753,7 +749,8 @@ impl Scheduler {
             let a = self.attempt_info(job, attempt).await?;
             let duration = a.since.elapsed().as_millis() as u64;
             let event = json!({ "kind": "step.completed", "subject": a.flow, "step": a.step,
-                "data": { "result": result }, "meta": { "attempt": attempt, "duration": duration, "jobId": job } });
+                "data": { "result": result }, "meta": { "attempt": attempt, "duration": duration, "jobId": job } })
+                .to_string();
             self.fits(&event)?;
             let event = self
                 .finish_job(
@@ -937,7 +934,8 @@ impl Scheduler {
                 ],
                 json!({ "kind": "step.failed", "subject": flow, "step": step,
                         "data": { "error": message, "willRetry": false },
-                        "meta": { "attempt": attempt, "maxAttempts": max, "jobId": job } }),
+                        "meta": { "attempt": attempt, "maxAttempts": max, "jobId": job } })
+                .to_string(),
             )
             .await?;
         let Some(event) = finished else {
@@ -972,9 +970,8 @@ impl Scheduler {
         attempt: u32,
         status: &str,
         fields: &[(&str, String)],
-        event: Value,
+        event: String,
     ) -> Result<Option<String>> {
-        let event = event.to_string();
         let attempt_s = attempt.to_string();
         let done = self
             .store()
@@ -1029,12 +1026,20 @@ impl Scheduler {
         emitted
     }
 
-    /// Refuse an event the bus would refuse (with a margin for fields added later).
-    fn fits(&self, event: &Value) -> Result<()> {
-        let limits = event::Limits {
-            max_event_bytes: self.inner.core.max_event_bytes().saturating_sub(64),
-        };
-        event::prepare(&event.to_string(), None, limits).map(|_| ())
+    /// Refuse an event of this scheduler's that the bus would refuse: only its size can be
+    /// wrong (its names are checked when given), with a margin for fields added later.
+    fn fits(&self, event: &str) -> Result<()> {
+        let max = self.inner.core.max_event_bytes().saturating_sub(64);
+        if event.len() > max {
+            return Err(Error::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "the event is {} bytes serialized; the limit is {max} (maxEventBytes, less 64 bytes for fields added later)",
+                    event.len()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     async fn add_timer(&self, id: &str, due: u64, payload: Value) -> Result<()> {
@@ -1674,11 +1679,14 @@ impl Scheduler {
                     &[],
                 )
                 .await?;
-            fields = self.store().hash_get_all(&self.job_key(job)).await?;
             if moved.set {
+                // what the compare-and-set wrote: no need to read it back
+                fields.insert("attempt".into(), to);
+                fields.insert("status".into(), "running".into());
                 break;
             }
             // the owner moved `failing` on to `retrying` meanwhile: look again, once
+            fields = self.store().hash_get_all(&self.job_key(job)).await?;
         }
         let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
         let current: u32 = get("attempt").parse().unwrap_or(0);
