@@ -101,8 +101,10 @@ export declare class NativeSubscription {
 
 /** Options of `NativeBus.connect`. */
 export interface ConnectOptions {
-  /** `redis://` or `rediss://` URL; absent: the embedded store. */
+  /** `redis://` or `rediss://` URL; absent (and no `cluster`): the embedded store. */
   url?: string
+  /** Redis Cluster: urls of some of its nodes. */
+  cluster?: Array<string>
   /** Key prefix, default `nq`. */
   prefix?: string
   /** Approximate cap on entries per stream. */

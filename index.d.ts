@@ -88,8 +88,14 @@ export declare class LeanEventsError extends Error {
 
 /** Options of `EventBus.connect`. */
 export interface ConnectOptions {
-  /** `redis://host:port` or `rediss://…`; absent: the embedded in-memory store. */
+  /** `redis://host:port` or `rediss://…`; absent (and no `cluster`): the embedded in-memory store. */
   url?: string
+  /**
+   * A Redis Cluster instead of one Redis: urls of some of its nodes (`['redis://10.0.0.1:7000', …]`);
+   * the rest of the topology, MOVED/ASK and failovers are followed. Streams are keyed
+   * `<prefix>:<type>:{<id>}`, everything else `{<prefix>}:…`. See README "Scaling out".
+   */
+  cluster?: string[]
   /** Key prefix, default `nq`. */
   prefix?: string
   /** Approximate cap on entries per stream (Redis `MAXLEN ~`; exact on the embedded store). */
@@ -231,7 +237,7 @@ export declare class Subscription implements AsyncIterableIterator<EventRecord> 
 
 /** The event bus: append, read, subscribe, list runs — on Redis or in memory. */
 export declare class EventBus {
-  /** Connect to Redis (`url`) or, with no url, open the embedded in-memory store. */
+  /** Connect to Redis (`url`), a Redis Cluster (`cluster`) or, with neither, the embedded in-memory store. */
   static connect(options?: ConnectOptions): Promise<EventBus>
   /** True when running on the embedded in-memory store. */
   readonly embedded: boolean

@@ -60,6 +60,10 @@ function checkOptions(options, name, spec) {
       if (!Number.isSafeInteger(value)) throw argError(`${name}.${key} must be an integer (got ${typeof value} ${String(value)})`)
     } else if (type === 'function') {
       if (typeof value !== 'function') throw argError(`${name}.${key} must be a function`)
+    } else if (type === 'strings') {
+      if (!Array.isArray(value) || value.length === 0 || !value.every((v) => typeof v === 'string')) {
+        throw argError(`${name}.${key} must be a non-empty array of strings`)
+      }
     } else if (type === 'object') {
       if (!isPlainObject(value)) throw argError(`${name}.${key} must be an object`)
     } else if (typeof value !== type) {
@@ -284,11 +288,13 @@ class EventBus {
   }
 
   /**
-   * Connect to Redis (`url`) or, with no url, open the embedded in-memory store.
+   * Connect to Redis (`url`), to a Redis Cluster (`cluster`) or, with neither, open the
+   * embedded in-memory store.
    */
   static async connect(options) {
     const o = checkOptions(options, 'options', {
       url: 'string',
+      cluster: 'strings',
       prefix: 'string',
       maxLen: 'int',
       maxEventBytes: 'int',
@@ -303,6 +309,7 @@ class EventBus {
       NativeBus.connect(
         {
           url: o.url,
+          cluster: o.cluster,
           prefix: o.prefix,
           maxLen: o.maxLen,
           maxEventBytes: o.maxEventBytes,

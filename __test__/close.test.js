@@ -2,7 +2,7 @@
 // close(): idempotent, ends every subscription, later calls reject with BUS_CLOSED.
 
 const assert = require('node:assert/strict')
-const { bothBackends, uniqueId, waitFor, expectCode, redisCli, cmpId } = require('./helpers')
+const { bothBackends, uniqueId, waitFor, expectCode, liveSubscribers, cmpId } = require('./helpers')
 
 bothBackends('close: ends subscriptions, is idempotent, later calls reject with BUS_CLOSED', async (ctx) => {
   const bus = await ctx.connect()
@@ -47,10 +47,7 @@ bothBackends('close: ends subscriptions, is idempotent, later calls reject with 
   const read = await other.read(stream)
   assert.deepEqual(read, ctx.redis ? [rec, fresh] : [fresh])
   if (ctx.redis) {
-    await waitFor(async () => {
-      const out = (await redisCli(['PUBSUB', 'NUMSUB', `${ctx.prefix}:flow:${id}:live`], ctx.url)).trim().split('\n')
-      return Number(out[1]) === 0
-    }, 5000, 'the closed bus released its server-side channel')
+    await waitFor(async () => (await liveSubscribers(ctx.prefix, 'flow', id)) === 0, 5000, 'the closed bus released its server-side channel')
   }
 })
 

@@ -9,6 +9,9 @@ const path = require('node:path')
 const { EventBus } = require('..')
 
 const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379'
+/** The Redis tests run on a Redis Cluster when REDIS_URL is `redis+cluster://host:port,…`. */
+const CLUSTER = REDIS_URL.startsWith('redis+cluster://')
+const CLUSTER_NODES = CLUSTER ? REDIS_URL.slice('redis+cluster://'.length).split(',').filter(Boolean) : []
 const FIXTURES = path.join(__dirname, 'fixtures')
 
 let counter = 0
@@ -30,16 +33,44 @@ const BACKENDS = [
   { name: 'embedded', url: undefined },
 ]
 
-/** Best effort: delete the keys a test wrote to the shared Redis (never FLUSH anything). */
+/** redis-cli against `url`; on a cluster url, against its first node, following redirects. */
 function redisCli(args, url = REDIS_URL) {
+  let target = ['-u', url]
+  if (url.startsWith('redis+cluster://')) {
+    const [host, port] = url.slice('redis+cluster://'.length).split(',')[0].split(':')
+    target = ['-c', '-h', host, '-p', port]
+  }
   return new Promise((resolve, reject) => {
-    execFile('redis-cli', ['-u', url, ...args], { maxBuffer: 64 * 1024 * 1024 }, (err, stdout) =>
+    execFile('redis-cli', [...target, ...args], { maxBuffer: 64 * 1024 * 1024 }, (err, stdout) =>
       err ? reject(err) : resolve(stdout),
     )
   })
 }
 
+/** The key of a stream: on a cluster its id is a hash tag. */
+function streamKey(prefix, type, id) {
+  return CLUSTER ? `${prefix}:${type}:{${id}}` : `${prefix}:${type}:${id}`
+}
+
+/** How many connections subscribe to a stream's live channel (sharded Pub/Sub on a cluster). */
+async function liveSubscribers(prefix, type, id) {
+  const channel = `${streamKey(prefix, type, id)}:live`
+  if (!CLUSTER) {
+    const out = (await redisCli(['PUBSUB', 'NUMSUB', channel])).trim().split('\n')
+    return Number(out[1])
+  }
+  let total = 0
+  for (const node of CLUSTER_NODES) {
+    const out = (await redisCli(['PUBSUB', 'SHARDNUMSUB', channel], `redis://${node}`)).trim().split('\n')
+    total += Number(out[1] || 0)
+  }
+  return total
+}
+
+/** Best effort: delete the keys a test wrote to the shared Redis (never FLUSH anything). */
 async function deleteRedisPrefix(prefix) {
+  // a test cluster (scripts/cluster.sh) is torn down after the run, with everything in it
+  if (CLUSTER) return
   try {
     const out = await redisCli(['--scan', '--pattern', `${prefix}:*`])
     const keys = out.split('\n').filter(Boolean)
@@ -247,6 +278,9 @@ function rng(seed) {
 module.exports = {
   EventBus,
   REDIS_URL,
+  CLUSTER,
+  streamKey,
+  liveSubscribers,
   FIXTURES,
   BACKENDS,
   uniquePrefix,

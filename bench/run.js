@@ -30,6 +30,7 @@ const { cpuPerEvent } = require('./scenarios/cpu.js')
 const { loadtest } = require('./scenarios/loadtest.js')
 const { timers } = require('./scenarios/timers.js')
 const { durability } = require('./scenarios/durability.js')
+const { cluster } = require('./scenarios/cluster.js')
 
 const REPS = Number(process.env.BENCH_REPS || 3)
 
@@ -107,6 +108,15 @@ const SCENARIOS = [
     line: (r) =>
       ['local', 'replicated']
         .map((m) => `${m} seq p50 ${fmt.ms(r.modes[m].median.seqP50)} 256 in flight ${fmt.rate(r.modes[m].median.inFlight256PerSec)}/s`)
+        .join(' | '),
+  },
+  {
+    key: 'cluster',
+    title: 'Redis Cluster (3 masters) against one Redis',
+    run: cluster,
+    line: (r) =>
+      Object.entries(r.setups)
+        .map(([k, v]) => `${k} 256 in flight ${fmt.rate(v.median.inFlight256PerSec)}/s delivery p99 ${fmt.ms(v.median.deliveryP99)}`)
         .join(' | '),
   },
 ]

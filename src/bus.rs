@@ -79,8 +79,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Options of `NativeBus.connect`.
 #[napi(object)]
 pub struct ConnectOptions {
-    /// `redis://` or `rediss://` URL; absent: the embedded store.
+    /// `redis://` or `rediss://` URL; absent (and no `cluster`): the embedded store.
     pub url: Option<String>,
+    /// Redis Cluster: urls of some of its nodes.
+    pub cluster: Option<Vec<String>>,
     /// Key prefix, default `nq`.
     pub prefix: Option<String>,
     /// Approximate cap on entries per stream.
@@ -181,6 +183,8 @@ impl NativeBus {
             let defaults = Config::default();
             let config = Config {
                 url: options.url,
+                cluster: options.cluster,
+                repair_interval: defaults.repair_interval,
                 prefix: options.prefix.unwrap_or(defaults.prefix),
                 max_len: positive("maxLen", options.max_len)?,
                 max_event_bytes: positive("maxEventBytes", options.max_event_bytes)?

@@ -194,6 +194,25 @@ realistic (~220-270 bytes, \`bench/run-events.js\`) spread over 100 flows.
       [row('sequential p50', 'seqP50', f.ms), row('sequential p99', 'seqP99', f.ms), row('256 in flight, events/s', 'inFlight256PerSec', f.rate)].join('\n') + '\n'
   }))
 
+  out.push(section('11. Redis Cluster (3 masters, 3 replicas) against one Redis', s.cluster, () => {
+    const c = s.cluster.setups
+    const row = (what, key, show) =>
+      `| ${what} | ${show(c.single.median[key])} | ${show(c.cluster.median[key])} | ${f.ratio(c.cluster.median[key], c.single.median[key])} | ${show(c.clusterReplicated.median[key])} |`
+    return 'The addon alone: one own redis-server against an own cluster of 3 masters and 3 replicas (`scripts/cluster.sh`), ' +
+      "all on loopback on this machine's cores, so the cluster's extra masters compete for the same CPU as the benchmark. " +
+      `Per repetition ${s.cluster.config.sequential} sequential emits, ${s.cluster.config.inFlight256} with 256 in flight, and ` +
+      `${s.cluster.config.delivery} emits (256 in flight) to 100 flows each with a subscriber on a second bus, emit to handler; the order of the setups rotating` +
+      separately(s.cluster, 'cluster', results) + '\n\n' +
+      "| | one Redis | cluster | cluster ÷ one | cluster, durability 'replicated' |\n|---|---:|---:|---:|---:|\n" +
+      [
+        row('256 in flight, events/s', 'inFlight256PerSec', f.rate),
+        row('sequential p50', 'seqP50', f.ms),
+        row('sequential p99', 'seqP99', f.ms),
+        row('delivery p50', 'deliveryP50', f.ms),
+        row('delivery p99', 'deliveryP99', f.ms),
+      ].join('\n') + '\n'
+  }))
+
   out.push('## Targets\n\nMedians from the tables above.\n\n| target | goal | measured | status |\n|---|---|---|---|\n' +
     results.targets.map((t) => `| ${t.target} | ${t.goal} | ${t.measured} | ${t.status} |`).join('\n') + '\n')
   out.push('What was tried for the missed targets, and why they are missed: [README.md](README.md#where-the-targets-stand-and-why).\n')

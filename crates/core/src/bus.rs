@@ -15,7 +15,7 @@ use crate::id::StreamId;
 use crate::live::{self, Hub, SubscribeOptions, Subscription, Waker};
 use crate::reduce;
 use crate::store::memory::MemoryStore;
-use crate::store::redis::{RedisOptions, RedisStore};
+use crate::store::redis::{LiveSource, RedisOptions, RedisStore};
 use crate::store::{ReadOptions, Run, Store, MAX_READ_LIMIT};
 
 /// Most events in one `emitMany`.
@@ -26,8 +26,13 @@ const GROUP_COMMIT_EVENTS: usize = 512;
 /// How to connect.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `redis://…` or `rediss://…`; `None` selects the embedded in-memory store.
+    /// `redis://…` or `rediss://…`; `None` (and no `cluster`) selects the embedded store.
     pub url: Option<String>,
+    /// Redis Cluster: urls of some of its nodes (instead of `url`).
+    pub cluster: Option<Vec<String>>,
+    /// Redis Cluster: how often the outbox repair pass looks for appends whose second step
+    /// (index entry, event awaits) did not happen, and how old such an entry must be.
+    pub repair_interval: Duration,
     /// Key prefix (default `nq`).
     pub prefix: String,
     /// Approximate cap on entries per stream.
@@ -49,6 +54,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             url: None,
+            cluster: None,
+            repair_interval: Duration::from_secs(10),
             prefix: "nq".into(),
             max_len: None,
             max_event_bytes: event::DEFAULT_MAX_EVENT_BYTES,
@@ -131,6 +138,14 @@ impl Core {
         }
     }
 
+    /// The live channel of a stream: `<stream key>:live`.
+    pub(crate) fn live_channel(&self, stream: &StreamRef) -> String {
+        match &self.store {
+            Store::Redis(s) => format!("{}:live", s.stream_key(stream)),
+            Store::Memory(_) => stream.channel(&self.prefix),
+        }
+    }
+
     pub(crate) fn max_event_bytes(&self) -> usize {
         self.limits.max_event_bytes
     }
@@ -149,7 +164,20 @@ pub struct Bus {
 
 impl Bus {
     /// Connect to Redis (`config.url`) or open the embedded store (no url).
-    pub async fn connect(config: Config) -> Result<Bus> {
+    pub async fn connect(mut config: Config) -> Result<Bus> {
+        if let Some(nodes) = config
+            .url
+            .as_deref()
+            .and_then(crate::store::cluster::nodes_of_url)
+        {
+            if config.cluster.is_some() {
+                return Err(Error::argument(
+                    "give url (one Redis) or cluster (a Redis Cluster), not both",
+                ));
+            }
+            config.cluster = Some(nodes?);
+            config.url = None;
+        }
         if config.prefix.is_empty()
             || config.prefix.len() > 64
             || config
@@ -173,8 +201,16 @@ impl Bus {
         if config.timeout.is_zero() {
             return Err(Error::argument("timeoutMs must be at least 1"));
         }
+        if config.url.is_some() && config.cluster.is_some() {
+            return Err(Error::argument(
+                "give url (one Redis) or cluster (a Redis Cluster), not both",
+            ));
+        }
+        if config.repair_interval.is_zero() {
+            return Err(Error::argument("repairIntervalMs must be at least 1"));
+        }
         if let Some(wait) = config.replicated {
-            if config.url.is_none() {
+            if config.url.is_none() && config.cluster.is_none() {
                 return Err(Error::argument(
                     "durability 'replicated' needs Redis (a url): the embedded store has no replicas",
                 ));
@@ -189,8 +225,8 @@ impl Bus {
         let limits = Limits {
             max_event_bytes: config.max_event_bytes,
         };
-        let core = match &config.url {
-            None => Arc::new(Core {
+        let core = match (&config.url, &config.cluster) {
+            (None, None) => Arc::new(Core {
                 store: Store::Memory(Box::new(MemoryStore::new(&config.prefix, config.max_len))),
                 hub: Hub::new(None),
                 timeout: config.timeout,
@@ -201,16 +237,18 @@ impl Bus {
                 appender: None,
                 states: StateCache::new(config.state_cache_size),
             }),
-            Some(url) => {
+            (url, cluster) => {
                 let store = RedisStore::connect(&RedisOptions {
-                    url: url.clone(),
+                    url: url.clone().unwrap_or_default(),
+                    cluster: cluster.clone(),
                     prefix: config.prefix.clone(),
                     max_len: config.max_len,
                     timeout: config.timeout,
                     replicated: config.replicated,
                 })
                 .await?;
-                let client = store.client().clone();
+                let live_source = store.live_source().clone();
+                let cluster = store.cluster;
                 let (live_tx, live_rx) = mpsc::unbounded_channel();
                 let (append_tx, append_rx) = mpsc::unbounded_channel();
                 let core = Arc::new(Core {
@@ -224,12 +262,26 @@ impl Bus {
                     appender: Some(append_tx),
                     states: StateCache::new(config.state_cache_size),
                 });
-                tokio::spawn(live::run_redis_live(
-                    client,
-                    Arc::downgrade(&core),
-                    live_rx,
-                    config.timeout,
-                ));
+                match live_source {
+                    LiveSource::Single(client) => tokio::spawn(live::run_redis_live(
+                        *client,
+                        Arc::downgrade(&core),
+                        live_rx,
+                        config.timeout,
+                    )),
+                    LiveSource::Cluster(nodes) => tokio::spawn(live::run_cluster_live(
+                        nodes,
+                        Arc::downgrade(&core),
+                        live_rx,
+                        config.timeout,
+                    )),
+                };
+                if cluster {
+                    tokio::spawn(outbox_repair_loop(
+                        Arc::downgrade(&core),
+                        config.repair_interval,
+                    ));
+                }
                 tokio::spawn(group_commit(Arc::downgrade(&core), append_rx));
                 core
             }
@@ -250,6 +302,38 @@ impl Bus {
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         &self.core.prefix
+    }
+
+    /// The prefix of every key that is not a stream: the key prefix, or on a Redis Cluster
+    /// `{<prefix>}` (one hash slot for all of them).
+    pub fn coord_prefix(&self) -> String {
+        match &self.core.store {
+            Store::Redis(s) => s.coord.clone(),
+            Store::Memory(_) => self.core.prefix.clone(),
+        }
+    }
+
+    /// The key a stream is stored under (`<prefix>:<type>:<id>`; on a Redis Cluster the id is
+    /// a hash tag: `<prefix>:<type>:{<id>}`).
+    pub fn stream_key(&self, stream: &StreamRef) -> String {
+        match &self.core.store {
+            Store::Redis(s) => s.stream_key(stream),
+            Store::Memory(_) => stream.key(&self.core.prefix),
+        }
+    }
+
+    /// True on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(&self.core.store, Store::Redis(s) if s.cluster)
+    }
+
+    /// Redis Cluster: do the second step of appends whose outbox entries are older than
+    /// `grace` now (the repair pass does this every `repairInterval`). Returns how many.
+    pub async fn repair_outbox(&self, grace: Duration) -> Result<usize> {
+        match &self.core.store {
+            Store::Redis(s) if s.cluster => s.repair_outbox(grace).await,
+            _ => Ok(0),
+        }
     }
 
     /// Validate and append one event given as JSON; returns its record.
@@ -390,7 +474,7 @@ impl Bus {
         }
         live::subscribe(
             &self.core,
-            stream.channel(&self.core.prefix),
+            self.core.live_channel(stream),
             Some(stream.clone()),
             opts,
             waker,
@@ -554,6 +638,32 @@ async fn group_commit(core: std::sync::Weak<Core>, mut rx: mpsc::UnboundedReceiv
                     req.reply.send(Err(e.clone()));
                 }
             }
+        }
+    }
+}
+
+/// Redis Cluster: the outbox repair pass, every `interval` (sooner after a failed second step).
+/// One process at a time runs the periodic pass (a lease in the coordination slot).
+async fn outbox_repair_loop(core: std::sync::Weak<Core>, interval: Duration) {
+    let tick = interval.min(Duration::from_secs(1));
+    let mut since = Duration::ZERO;
+    loop {
+        tokio::time::sleep(tick).await;
+        since += tick;
+        let Some(c) = core.upgrade() else { return };
+        if c.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let Store::Redis(s) = &c.store else { return };
+        let due = s.take_repair_due();
+        if !due && since < interval {
+            continue;
+        }
+        since = Duration::ZERO;
+        let lease = format!("{}:outbox-repair", s.coord);
+        let mine = due || s.lease_take(&lease, interval).await.unwrap_or(false);
+        if mine && s.repair_outbox(interval).await.is_err() {
+            s.repair_due.store(true, Ordering::Release);
         }
     }
 }

@@ -150,7 +150,7 @@ impl From<redis::RedisError> for Error {
         }
         if matches!(
             e.code(),
-            Some("LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN")
+            Some("LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN")
         ) {
             return Error::new(
                 ErrorCode::StoreUnavailable,

@@ -331,10 +331,21 @@ impl Hub {
 
     fn on_reconnected(&self) {
         self.reconnects.fetch_add(1, Ordering::AcqRel);
+        self.catch_up_all(self.all_subs());
+    }
+
+    /// Whether the subscriptions of `channel` follow a stream (its channel is a stream's).
+    fn is_stream_channel(&self, channel: &str) -> bool {
+        self.lock()
+            .get(channel)
+            .is_some_and(|subs| subs.iter().any(|s| s.stream.is_some()))
+    }
+
+    fn catch_up_all(&self, subs: Vec<Arc<SubShared>>) {
         let Some(core) = self.core.get().cloned() else {
             return;
         };
-        for sub in self.all_subs() {
+        for sub in subs {
             if sub.stream.is_none() {
                 continue;
             }
@@ -784,6 +795,200 @@ async fn subscribe_one(
         Err(_) => Err(Error::new(
             ErrorCode::Timeout,
             "Redis did not confirm SUBSCRIBE in time",
+        )),
+    }
+}
+
+/// The live task on a Redis Cluster: a RESP3 cluster connection whose messages arrive as
+/// pushes. Stream channels use sharded Pub/Sub (`SSUBSCRIBE`, on the shard that owns the
+/// stream's slot); other channels plain Pub/Sub. When a node's connection drops (a master
+/// failing over, say), the task opens a fresh connection (so the topology is read again), until
+/// every channel is subscribed on it; then every stream subscription catches up from its last
+/// delivered id, as after a reconnect on one node.
+pub(crate) async fn run_cluster_live(
+    nodes: Vec<String>,
+    core: Weak<Core>,
+    mut commands: mpsc::UnboundedReceiver<LiveCommand>,
+    timeout: Duration,
+) {
+    let mut backoff = Duration::from_millis(50);
+    let mut connected_before = false;
+    let mut waiting: Vec<(String, oneshot::Sender<Result<()>>)> = Vec::new();
+    loop {
+        let (push_tx, mut pushes) = mpsc::unbounded_channel::<redis::PushInfo>();
+        let Ok(client) = crate::store::cluster::client(&nodes, timeout, Some(push_tx)) else {
+            return;
+        };
+        let conn = match tokio::time::timeout(timeout, client.get_async_connection()).await {
+            Ok(Ok(c)) => Some(c),
+            _ => None,
+        };
+        let mut subscribed = Subscribed::default();
+        let ready = match conn {
+            Some(c) => {
+                let Some(hub_core) = core.upgrade() else {
+                    return;
+                };
+                let names: Vec<(String, bool)> = hub_core
+                    .hub
+                    .channel_names()
+                    .into_iter()
+                    .map(|n| {
+                        let stream = hub_core.hub.is_stream_channel(&n);
+                        (n, stream)
+                    })
+                    .collect();
+                drop(hub_core);
+                let ok = futures_util::stream::iter(names)
+                    .map(|(ch, stream)| {
+                        let mut c = c.clone();
+                        async move {
+                            let r = cluster_subscribe_one(&mut c, &ch, stream, timeout).await;
+                            (ch, stream, r.is_ok())
+                        }
+                    })
+                    .buffer_unordered(64)
+                    .collect::<Vec<_>>()
+                    .await;
+                let all = ok.iter().all(|(_, _, ok)| *ok);
+                for (ch, stream, _) in ok {
+                    subscribed.insert(ch, stream);
+                }
+                all.then_some(c)
+            }
+            None => None,
+        };
+        let Some(mut conn) = ready else {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                cmd = commands.recv() => match cmd {
+                    None | Some(LiveCommand::Shutdown) => return,
+                    Some(LiveCommand::Subscribe(ch, ack)) => waiting.push((ch, ack)),
+                    Some(LiveCommand::Unsubscribe(_)) => {}
+                },
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
+        };
+        backoff = Duration::from_millis(50);
+        if connected_before {
+            if let Some(c) = core.upgrade() {
+                c.hub.on_reconnected();
+            }
+        }
+        connected_before = true;
+        for (ch, ack) in waiting.drain(..) {
+            let _ = ack.send(subscribed.add(&core, &mut conn, &ch, timeout).await);
+        }
+        loop {
+            tokio::select! {
+                push = pushes.recv() => {
+                    let Some(push) = push else { break };
+                    let Some(c) = core.upgrade() else { return };
+                    match push.kind {
+                        redis::PushKind::Message | redis::PushKind::SMessage => {
+                            let (Some(ch), Some(payload)) = (push.data.first(), push.data.get(1)) else {
+                                continue;
+                            };
+                            let (ch, payload) = (crate::store::redis::text(ch), bytes(payload));
+                            if let Some(rec) = std::str::from_utf8(payload).ok().and_then(record_from_live) {
+                                c.hub.dispatch(&ch, &Arc::new(rec));
+                            }
+                        }
+                        redis::PushKind::Disconnection => break,
+                        _ => {}
+                    }
+                }
+                cmd = commands.recv() => match cmd {
+                    None | Some(LiveCommand::Shutdown) => return,
+                    Some(LiveCommand::Subscribe(ch, ack)) => {
+                        let r = subscribed.add(&core, &mut conn, &ch, timeout).await;
+                        let failed = r.is_err();
+                        let _ = ack.send(r);
+                        if failed {
+                            break;
+                        }
+                    }
+                    Some(LiveCommand::Unsubscribe(ch)) => {
+                        if subscribed.sharded.remove(&ch) {
+                            let _ = tokio::time::timeout(timeout, conn.sunsubscribe(&ch)).await;
+                        } else if subscribed.plain.remove(&ch) {
+                            let _ = tokio::time::timeout(timeout, conn.unsubscribe(&ch)).await;
+                        }
+                    }
+                },
+            }
+        }
+        if let Some(c) = core.upgrade() {
+            c.hub.on_disconnect();
+        }
+    }
+}
+
+/// The channels one cluster connection is subscribed to.
+#[derive(Default)]
+struct Subscribed {
+    sharded: HashSet<String>,
+    plain: HashSet<String>,
+}
+
+impl Subscribed {
+    fn insert(&mut self, channel: String, stream: bool) {
+        if stream {
+            self.sharded.insert(channel);
+        } else {
+            self.plain.insert(channel);
+        }
+    }
+
+    /// Subscribe `channel` unless it already is.
+    async fn add(
+        &mut self,
+        core: &Weak<Core>,
+        conn: &mut redis::cluster_async::ClusterConnection,
+        channel: &str,
+        timeout: Duration,
+    ) -> Result<()> {
+        if self.sharded.contains(channel) || self.plain.contains(channel) {
+            return Ok(());
+        }
+        let Some(c) = core.upgrade() else {
+            return Err(Error::closed());
+        };
+        let stream = c.hub.is_stream_channel(channel);
+        drop(c);
+        cluster_subscribe_one(conn, channel, stream, timeout).await?;
+        self.insert(channel.to_owned(), stream);
+        Ok(())
+    }
+}
+
+fn bytes(v: &redis::Value) -> &[u8] {
+    match v {
+        redis::Value::BulkString(b) => b,
+        redis::Value::SimpleString(s) => s.as_bytes(),
+        _ => &[],
+    }
+}
+
+/// `SSUBSCRIBE` a stream's channel, `SUBSCRIBE` any other.
+async fn cluster_subscribe_one(
+    conn: &mut redis::cluster_async::ClusterConnection,
+    channel: &str,
+    stream: bool,
+    timeout: Duration,
+) -> Result<()> {
+    let r = if stream {
+        tokio::time::timeout(timeout, conn.ssubscribe(channel)).await
+    } else {
+        tokio::time::timeout(timeout, conn.subscribe(channel)).await
+    };
+    match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(Error::new(
+            ErrorCode::Timeout,
+            "Redis did not confirm the subscription in time",
         )),
     }
 }

@@ -168,17 +168,16 @@ async fn each_emit_is_one_script_call() {
     let bus = connect(Backend::Redis, "atomic").await;
     // warm the script cache so the count is not disturbed by a SCRIPT LOAD
     bus.emit(&event("warm.up", "w", 0), None).await.unwrap();
+    if bus.is_cluster() {
+        return each_emit_on_a_cluster_is_two_script_calls(bus).await;
+    }
     let prefix = bus.prefix().to_owned();
     let url = redis_url();
     let addr = url
         .trim_start_matches("redis://")
         .trim_end_matches('/')
         .to_owned();
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (rd, mut wr) = stream.into_split();
-    wr.write_all(b"MONITOR\r\n").await.unwrap();
-    let mut lines = BufReader::new(rd).lines();
-    assert_eq!(lines.next_line().await.unwrap().unwrap(), "+OK");
+    let (mut lines, _keep) = monitor(&addr).await;
 
     bus.emit(
         r#"{"kind":"flow.started","subject":"m1","data":{"name":"mon"}}"#,
@@ -228,12 +227,122 @@ async fn each_emit_is_one_script_call() {
     bus.close();
 }
 
+type MonitorLines = tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>;
+
+/// MONITOR on `addr`: its lines, and the half of the connection that keeps it open.
+async fn monitor(addr: &str) -> (MonitorLines, tokio::net::tcp::OwnedWriteHalf) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (rd, mut wr) = stream.into_split();
+    wr.write_all(b"MONITOR\r\n").await.unwrap();
+    let mut lines = BufReader::new(rd).lines();
+    assert_eq!(lines.next_line().await.unwrap().unwrap(), "+OK");
+    (lines, wr)
+}
+
+/// On a cluster: per emit, one script on the stream's shard (XADD, SPUBLISH, PUBLISH of the
+/// kind, the outbox entry), one in the coordination slot (the index entry, awaits), and the
+/// outbox entry's removal; nothing else is written.
+async fn each_emit_on_a_cluster_is_two_script_calls(bus: lean_events_core::Bus) {
+    let prefix = bus.prefix().to_owned();
+    let first = cluster_nodes().unwrap()[0].clone();
+    let mut con = redis::Client::open(first)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    // the warm-up emit's outbox entry is removed in the background: wait for that first
+    let outbox = lean_events_core::store::cluster::outbox_key(
+        &prefix,
+        &bus.stream_key(&StreamRef::new("flow", "w").unwrap()),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut raw = raw_connection().await;
+        let left: i64 = redis::cmd("ZCARD")
+            .arg(&outbox)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "outbox not cleared");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut keep = Vec::new();
+    for line in nodes.lines().filter(|l| l.contains("master")) {
+        let addr = line.split(' ').nth(1).unwrap().split('@').next().unwrap();
+        let (mut lines, wr) = monitor(addr).await;
+        keep.push(wr);
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = lines.next_line().await {
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    bus.emit(
+        r#"{"kind":"flow.started","subject":"m1","data":{"name":"mon"}}"#,
+        None,
+    )
+    .await
+    .unwrap();
+    for i in 0..4 {
+        bus.emit(&event("step.started", "m1", i), None)
+            .await
+            .unwrap();
+    }
+    let (mut calls, mut inner) = (Vec::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let seen = |l: &[String], cmd: &str| l.iter().filter(|l| l.contains(cmd)).count();
+    while seen(&inner, "\"XADD\"") < 5
+        || seen(&inner, "\"PUBLISH\"") < 5
+        || seen(&inner, "\"SPUBLISH\"") < 5
+        || seen(&inner, "\"ZADD\"") < 6
+        || seen(&calls, "\"ZREM\"") < 5
+    {
+        let line = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("monitor lines; so far {calls:#?} {inner:#?}"))
+            .unwrap();
+        if !line.contains(&prefix) {
+            continue;
+        }
+        if line.contains("lua]") {
+            inner.push(line);
+        } else {
+            calls.push(line);
+        }
+    }
+    let scripts = calls
+        .iter()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("\"evalsha\"") || l.contains("\"eval\"")
+        })
+        .count();
+    assert_eq!(scripts, 10, "two script calls per emit: {calls:#?}");
+    assert_eq!(calls.len(), 15, "and one ZREM: {calls:#?}");
+    assert_eq!(seen(&inner, "\"XADD\""), 5);
+    assert_eq!(seen(&inner, "\"SPUBLISH\""), 5);
+    assert_eq!(seen(&inner, "\"PUBLISH\""), 5);
+    assert_eq!(seen(&inner, "\"ZADD\""), 6);
+    bus.close();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_type_key_refuses_only_that_emit() {
     let bus = connect(Backend::Redis, "wrongtype").await;
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let key = format!("{}:flow:bad", bus.prefix());
+    let mut con = raw_connection().await;
+    let key = bus.stream_key(&flow("bad"));
     let _: () = redis::cmd("SET")
         .arg(&key)
         .arg("x")
@@ -243,13 +352,21 @@ async fn wrong_type_key_refuses_only_that_emit() {
     let batch = format!("[{},{}]", event("a", "ok2", 0), event("a", "bad", 1));
     let single = event("a", "ok", 0);
     let (bad, good) = tokio::join!(bus.emit_many(&batch, None), bus.emit(&single, None));
-    assert_eq!(bad.unwrap_err().code, ErrorCode::WrongType);
+    let bad = bad.unwrap_err();
+    assert_eq!(bad.code, ErrorCode::WrongType);
     good.unwrap();
-    assert!(bus
+    let ok2 = bus
         .read(&flow("ok2"), ReadOptions::default())
         .await
-        .unwrap()
-        .is_empty());
+        .unwrap();
+    let slot = |id: &str| redis::cluster_routing::Slot::for_key(bus.stream_key(&flow(id)));
+    if bus.is_cluster() && slot("ok2") != slot("bad") {
+        // on a cluster a batch is atomic per hash slot, and the error says what was stored
+        assert_eq!(ok2.len(), 1);
+        assert!(bad.message.contains("1 of 2 events"), "{bad}");
+    } else {
+        assert!(ok2.is_empty());
+    }
 
     // a single emit, queued together with emits that are stored, is refused by its own XADD;
     // nothing of it is published
@@ -295,8 +412,10 @@ async fn wrong_type_key_refuses_only_that_emit() {
         "only stored events are published"
     );
 
-    // an index key of the wrong type refuses the flow.started that would write it
-    let index = format!("{}:flows:badindex", bus.prefix());
+    // an index key of the wrong type refuses the flow.started that would write it; on a
+    // cluster the index is written after the event is stored (another slot), so the event is
+    // stored and only the index entry is skipped
+    let index = format!("{}:flows:badindex", bus.coord_prefix());
     let _: () = redis::cmd("SET")
         .arg(&index)
         .arg("x")
@@ -304,13 +423,33 @@ async fn wrong_type_key_refuses_only_that_emit() {
         .await
         .unwrap();
     let started = r#"{"kind":"flow.started","subject":"run-bi","data":{"name":"badindex"}}"#;
-    let err = bus.emit(started, None).await.unwrap_err();
-    assert_eq!(err.code, ErrorCode::WrongType);
-    assert!(bus
+    let stored = bus
         .read(&flow("run-bi"), ReadOptions::default())
         .await
-        .unwrap()
-        .is_empty());
+        .unwrap();
+    if bus.is_cluster() {
+        bus.emit(started, None).await.unwrap();
+        let stored = bus
+            .read(&flow("run-bi"), ReadOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 1);
+        let t: String = redis::cmd("TYPE")
+            .arg(&index)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(t, "string");
+    } else {
+        let err = bus.emit(started, None).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::WrongType);
+        assert!(stored.is_empty());
+        assert!(bus
+            .read(&flow("run-bi"), ReadOptions::default())
+            .await
+            .unwrap()
+            .is_empty());
+    }
     let _: () = redis::cmd("DEL")
         .arg(&index)
         .query_async(&mut con)

@@ -747,7 +747,7 @@ async fn closing_an_instance_does_not_fail_its_jobs() {
 }
 
 /// Wait (at most 10 s) until the job hash at `key` has status `want`.
-async fn wait_for_status(con: &mut redis::aio::MultiplexedConnection, key: &str, want: &str) {
+async fn wait_for_status(con: &mut lean_events_core::RawConnection, key: &str, want: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let status: Option<String> = redis::cmd("HGET")
@@ -801,9 +801,8 @@ async fn a_retry_left_failing_still_runs_once() {
             let a = a.clone();
             tokio::spawn(async move { a.run("later", "fl-failing", "{}", Some("j-failing")).await })
         };
-        let client = redis::Client::open(redis_url()).unwrap();
-        let mut con = client.get_multiplexed_async_connection().await.unwrap();
-        let job_key = format!("{}:sched:job:j-failing", b_bus.prefix());
+        let mut con = redis_con().await;
+        let job_key = format!("{}:sched:job:j-failing", b_bus.coord_prefix());
         wait_for_status(&mut con, &job_key, "retrying").await;
         let mut b = None;
         if owner_dies {
@@ -853,16 +852,11 @@ async fn a_retry_left_failing_still_runs_once() {
     }
 }
 
-async fn redis_con() -> redis::aio::MultiplexedConnection {
-    let client = redis::Client::open(redis_url()).unwrap();
-    client.get_multiplexed_async_connection().await.unwrap()
+async fn redis_con() -> lean_events_core::RawConnection {
+    raw_connection().await
 }
 
-async fn hget(
-    con: &mut redis::aio::MultiplexedConnection,
-    key: &str,
-    field: &str,
-) -> Option<String> {
+async fn hget(con: &mut lean_events_core::RawConnection, key: &str, field: &str) -> Option<String> {
     redis::cmd("HGET")
         .arg(key)
         .arg(field)
@@ -954,7 +948,7 @@ async fn a_running_job_nothing_executes_is_started_by_its_owner() {
         }),
     );
     let mut con = redis_con().await;
-    let job_key = format!("{}:sched:job:j-orphan", bus.prefix());
+    let job_key = format!("{}:sched:job:j-orphan", bus.coord_prefix());
     // what a run() whose first store calls after creating the job failed leaves behind
     let _: () = redis::cmd("HSET")
         .arg(&job_key)
@@ -971,7 +965,11 @@ async fn a_running_job_nothing_executes_is_started_by_its_owner() {
         .await
         .unwrap();
     let _: () = redis::cmd("SADD")
-        .arg(format!("{}:sched:owned:{}", bus.prefix(), s.instance_id()))
+        .arg(format!(
+            "{}:sched:owned:{}",
+            bus.coord_prefix(),
+            s.instance_id()
+        ))
         .arg("j-orphan")
         .query_async(&mut con)
         .await
@@ -1022,7 +1020,7 @@ async fn a_stale_retry_timer_runs_nothing() {
         tokio::spawn(async move { s.run("flaky", "fs", "{}", Some("j-stale")).await })
     };
     let mut con = redis_con().await;
-    let job_key = format!("{}:sched:job:j-stale", bus.prefix());
+    let job_key = format!("{}:sched:job:j-stale", bus.coord_prefix());
     eventually!(
         "attempt 2 to fail",
         hget(&mut con, &job_key, "attempt").await.as_deref() == Some("2")
@@ -1030,8 +1028,8 @@ async fn a_stale_retry_timer_runs_nothing() {
     );
     // the retry timer of attempt 2, back in the set: due now, found with the one of attempt 3
     let (timers, data) = (
-        format!("{}:sched:timers", bus.prefix()),
-        format!("{}:sched:timer-data", bus.prefix()),
+        format!("{}:sched:timers", bus.coord_prefix()),
+        format!("{}:sched:timer-data", bus.coord_prefix()),
     );
     let _: () = redis::cmd("ZADD")
         .arg(&timers)
@@ -1074,7 +1072,7 @@ async fn an_await_left_unregistered_is_registered_by_the_replay() {
         c.prefix = a_bus.prefix().to_owned()
     })
     .await;
-    let prefix = a_bus.prefix().to_owned();
+    let prefix = a_bus.coord_prefix();
     let waits: Handler = Arc::new(|s, w| {
         Box::pin(async move {
             let job = w["jobId"].as_str().unwrap().to_owned();
@@ -1127,7 +1125,7 @@ async fn an_await_left_unregistered_is_registered_by_the_replay() {
     let b = Scheduler::start(&b_bus, opts(), None).await.unwrap();
     b.define("wait", RetryPolicy::default()).unwrap();
     host(&b, waits);
-    let registered = |con: &mut redis::aio::MultiplexedConnection| {
+    let registered = |con: &mut lean_events_core::RawConnection| {
         let mut con = con.clone();
         let key = format!("{prefix}:await:kind:order.paid");
         async move {
@@ -1188,7 +1186,7 @@ async fn a_final_event_not_written_is_written_later() {
     let bus = connect(Backend::Redis, "sched-final").await;
     let s = scheduler(&bus).await;
     s.define("step", RetryPolicy::default()).unwrap();
-    let stream = format!("{}:flow:ff", bus.prefix());
+    let stream = bus.stream_key(&StreamRef::new("flow", "ff").unwrap());
     let sabotage = stream.clone();
     host(
         &s,
@@ -1215,7 +1213,7 @@ async fn a_final_event_not_written_is_written_later() {
     .expect("run() resolves");
     assert_eq!(result.unwrap(), r#""r""#);
     let mut con = redis_con().await;
-    let job_key = format!("{}:sched:job:j-final", bus.prefix());
+    let job_key = format!("{}:sched:job:j-final", bus.coord_prefix());
     assert_eq!(
         hget(&mut con, &job_key, "status").await.as_deref(),
         Some("completed")
@@ -1229,7 +1227,7 @@ async fn a_final_event_not_written_is_written_later() {
         "step.completed",
         has_kind(&bus, "ff", "step.completed").await
     );
-    let owned = format!("{}:sched:owned:{}", bus.prefix(), s.instance_id());
+    let owned = format!("{}:sched:owned:{}", bus.coord_prefix(), s.instance_id());
     eventually!(
         "the job to leave the owned set",
         !redis::cmd("SISMEMBER")
@@ -1257,7 +1255,7 @@ async fn an_instance_that_lost_a_job_cannot_end_it() {
     let work: Value = serde_json::from_str(&s.next_work().await[0]).unwrap();
     assert_eq!(work["jobId"], "j-zombie");
     let mut con = redis_con().await;
-    let job_key = format!("{}:sched:job:j-zombie", bus.prefix());
+    let job_key = format!("{}:sched:job:j-zombie", bus.coord_prefix());
     let _: () = redis::cmd("HSET")
         .arg(&job_key)
         .arg("owner")
@@ -1288,7 +1286,7 @@ async fn a_run_settles_when_another_instance_ends_its_job() {
         c.prefix = a_bus.prefix().to_owned()
     })
     .await;
-    let prefix = a_bus.prefix().to_owned();
+    let prefix = a_bus.coord_prefix();
     let a = scheduler(&a_bus).await;
     let b = scheduler(&b_bus).await;
     let gate = Arc::new(tokio::sync::Notify::new());

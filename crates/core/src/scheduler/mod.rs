@@ -347,7 +347,7 @@ impl Scheduler {
         let core = bus.core().clone();
         let inner = Arc::new(Inner {
             bus: bus.clone(),
-            prefix: bus.prefix().to_owned(),
+            prefix: bus.coord_prefix(),
             core,
             id,
             lease_ms: opts.lease_ms,
@@ -1504,6 +1504,7 @@ impl Scheduler {
         let fields = self.store().hash_get_all(&self.await_key(await_id)).await?;
         let outcome: Option<AwaitOutcome> = match fields.get("status").map(String::as_str) {
             Some("resolved") => {
+                self.write_resumed(await_id, &fields).await?;
                 let result = fields
                     .get("result")
                     .cloned()
@@ -1542,6 +1543,38 @@ impl Scheduler {
             }
         }
         Ok(())
+    }
+
+    /// An event await resolved on a Redis Cluster has no `step.resumed` yet (the flow's stream
+    /// is on another shard than the await): the instance handing the outcome to the step writes
+    /// it first, once (marked `resumed` before it is written, like the other resume events).
+    async fn write_resumed(&self, await_id: &str, fields: &HashMap<String, String>) -> Result<()> {
+        if fields.get("type").map(String::as_str) != Some("event") || fields.contains_key("resumed")
+        {
+            return Ok(());
+        }
+        let marked = self
+            .store()
+            .hash_cas(
+                &self.await_key(await_id),
+                "resumed",
+                Expect::Absent,
+                "1",
+                0,
+                &[],
+            )
+            .await?;
+        if !marked.set {
+            return Ok(());
+        }
+        let ms = |k: &str| -> u64 { fields.get(k).and_then(|v| v.parse().ok()).unwrap_or(0) };
+        self.emit(
+            json!({ "kind": "step.resumed", "subject": fields.get("flow"), "step": fields.get("step"),
+                    "data": { "reason": "event", "awaitDuration": ms("resolvedMs").saturating_sub(ms("createdMs")) },
+                    "meta": { "awaitType": "event", "jobId": fields.get("job") } }),
+            None,
+        )
+        .await
     }
 
     /// After a resolution: the owner continues in place, or the job is taken over.

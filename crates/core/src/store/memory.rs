@@ -213,6 +213,7 @@ impl MemoryStore {
             h.fields.insert("status".into(), "resolved".into());
             h.fields.insert("result".into(), payload);
             h.fields.insert("resolvedMs".into(), now.to_string());
+            h.fields.insert("resumed".into(), "1".into());
             h.expires =
                 Some(Instant::now() + Duration::from_millis(crate::scheduler::RESOLVED_TTL_MS));
             let get = |k: &str| h.fields.get(k).cloned();

@@ -1,5 +1,6 @@
 //! Where events live: Redis, or the embedded in-memory store with the same behaviour.
 
+pub mod cluster;
 pub mod memory;
 pub mod redis;
 
@@ -365,8 +366,10 @@ mod tests {
     async fn both_stores(prefix: &str) -> Vec<Store> {
         let url =
             std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let cluster = cluster::nodes_of_url(&url).map(|n| n.expect("a cluster url"));
         let redis = RedisStore::connect(&RedisOptions {
             url,
+            cluster,
             prefix: prefix.to_owned(),
             max_len: None,
             timeout: std::time::Duration::from_secs(5),
@@ -388,7 +391,13 @@ mod tests {
             .unwrap()
             .as_nanos();
         let p = format!("test-store-cas-{}-{nanos}", std::process::id());
-        for store in both_stores(&p).await {
+        let stores = both_stores(&p).await;
+        // the keys a compare-and-set touches share the coordination slot on a cluster
+        let p = match &stores[1] {
+            Store::Redis(r) => r.coord.clone(),
+            Store::Memory(_) => p,
+        };
+        for store in stores {
             let job = format!("{p}:sched:job:j1");
             let (a, b) = (format!("{p}:sched:owned:a"), format!("{p}:sched:owned:b"));
             store.set_update(&a, "j1", true).await.unwrap();

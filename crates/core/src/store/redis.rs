@@ -1,24 +1,28 @@
-//! The Redis store: one multiplexed connection for commands, Lua scripts for every write.
+//! The Redis store: one multiplexed connection for commands, Lua scripts for every write; on a
+//! Redis Cluster, a cluster connection that follows the topology (see `cluster.rs`).
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, Value};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::{CatchUpPage, ReadOptions, Run, DEFAULT_READ_LIMIT};
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::{record_from_fields, IndexEntry, PreparedEvent, Record, StreamRef};
 use crate::id::StreamId;
 
-static APPEND_LUA: &str = include_str!("append.lua");
+static APPEND_LUA: &str = concat!(include_str!("match.lua"), include_str!("append.lua"));
 static CATCHUP_LUA: &str = include_str!("catchup.lua");
 
 /// Connection settings for Redis.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// `redis://` or `rediss://` URL.
+    /// `redis://` or `rediss://` URL (single node).
     pub url: String,
+    /// Redis Cluster: the urls of some of its nodes (`url` is then ignored).
+    pub cluster: Option<Vec<String>>,
     /// Key prefix.
     pub prefix: String,
     /// Approximate cap on entries per stream.
@@ -29,24 +33,103 @@ pub struct RedisOptions {
     pub replicated: Option<Duration>,
 }
 
-/// Events in Redis streams, published and indexed by `append.lua`.
+/// A command connection: one node, or a whole cluster.
+#[derive(Clone)]
+pub enum Conn {
+    /// One Redis.
+    Single(ConnectionManager),
+    /// A Redis Cluster (follows MOVED/ASK and failovers).
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// A connection to `url`, or with `cluster` to the cluster those nodes belong to (for
+    /// tools and tests that inspect what the store wrote).
+    /// `url` may be a cluster url (`redis+cluster://host:port,…`).
+    pub async fn open(url: &str, cluster: Option<&[String]>) -> Result<Conn> {
+        let from_url = super::cluster::nodes_of_url(url).transpose()?;
+        match cluster.map(<[String]>::to_vec).or(from_url).as_deref() {
+            Some(nodes) => Ok(Conn::Cluster(
+                super::cluster::client(nodes, Duration::from_secs(5), None)?
+                    .get_async_connection()
+                    .await?,
+            )),
+            None => {
+                let client = redis::Client::open(url)
+                    .map_err(|e| Error::argument(format!("url '{url}': {e}")))?;
+                Ok(Conn::Single(ConnectionManager::new(client).await?))
+            }
+        }
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Where the live task connects.
+#[derive(Clone)]
+pub enum LiveSource {
+    /// One node: a Pub/Sub connection.
+    Single(Box<redis::Client>),
+    /// A cluster: sharded Pub/Sub for stream channels, plain Pub/Sub for the rest.
+    Cluster(Vec<String>),
+}
+
+/// Events in Redis streams, published and indexed by `append.lua` (or, on a cluster, by
+/// `append_cluster.lua` and `index_awaits.lua`).
 pub struct RedisStore {
-    client: redis::Client,
-    conn: Mutex<Option<ConnectionManager>>,
-    /// With `replicated`: the appends' own connection, so that `WAIT` counts exactly their
-    /// writes and blocks nothing else while it waits.
-    append_conn: Mutex<Option<ConnectionManager>>,
-    replicated: Option<Duration>,
-    prefix: String,
-    max_len: Option<u64>,
+    live: LiveSource,
+    conn: Mutex<Option<Conn>>,
+    /// With `replicated` on one node: the appends' own connection, so that `WAIT` counts
+    /// exactly their writes and blocks nothing else while it waits.
+    append_conn: Mutex<Option<Conn>>,
+    pub(crate) replicated: Option<Duration>,
+    pub(crate) prefix: String,
+    /// `{<prefix>}` on a cluster (every key that is not a stream shares its slot), else the prefix.
+    pub(crate) coord: String,
+    pub(crate) cluster: bool,
+    pub(crate) max_len: Option<u64>,
     timeout: Duration,
     append_script: Script,
     catchup_script: Script,
+    pub(crate) cluster_scripts: Option<super::cluster::Scripts>,
+    /// When the cluster connection was last replaced.
+    renewed: Mutex<Option<Instant>>,
+    /// A second step failed: the outbox repair pass should run soon.
+    pub(crate) repair_due: std::sync::atomic::AtomicBool,
 }
 
 impl RedisStore {
     /// Connect; fails with `STORE_UNAVAILABLE` or `TIMEOUT` when Redis does not answer in time.
     pub async fn connect(opts: &RedisOptions) -> Result<Self> {
+        if let Some(nodes) = &opts.cluster {
+            return Self::connect_cluster(opts, nodes).await;
+        }
         let client = redis::Client::open(opts.url.as_str()).map_err(|e| {
             Error::argument(format!(
                 "url '{}' is not a Redis URL ({e}); use redis://host:port or rediss://host:port",
@@ -62,6 +145,7 @@ impl RedisStore {
             with_timeout(opts.timeout, async {
                 ConnectionManager::new_with_config(client.clone(), config.clone())
                     .await
+                    .map(Conn::Single)
                     .map_err(Error::from)
             })
         };
@@ -70,22 +154,68 @@ impl RedisStore {
             Some(_) => Some(connect().await?),
             None => None,
         };
-        Ok(RedisStore {
-            client: client.clone(),
+        Ok(Self::new(
+            opts,
+            LiveSource::Single(Box::new(client.clone())),
+            conn,
+            append_conn,
+        ))
+    }
+
+    async fn connect_cluster(opts: &RedisOptions, nodes: &[String]) -> Result<Self> {
+        let client = super::cluster::client(nodes, opts.timeout, None)?;
+        let conn = with_timeout(opts.timeout, async {
+            client
+                .get_async_connection()
+                .await
+                .map(Conn::Cluster)
+                .map_err(Error::from)
+        })
+        .await?;
+        Ok(Self::new(
+            opts,
+            LiveSource::Cluster(nodes.to_vec()),
+            conn,
+            None,
+        ))
+    }
+
+    fn new(opts: &RedisOptions, live: LiveSource, conn: Conn, append_conn: Option<Conn>) -> Self {
+        let cluster = opts.cluster.is_some();
+        RedisStore {
+            live,
             conn: Mutex::new(Some(conn)),
             append_conn: Mutex::new(append_conn),
             replicated: opts.replicated,
             prefix: opts.prefix.clone(),
+            coord: if cluster {
+                format!("{{{}}}", opts.prefix)
+            } else {
+                opts.prefix.clone()
+            },
+            cluster,
             max_len: opts.max_len,
             timeout: opts.timeout,
             append_script: Script::new(APPEND_LUA),
             catchup_script: Script::new(CATCHUP_LUA),
-        })
+            cluster_scripts: cluster.then(super::cluster::Scripts::new),
+            repair_due: std::sync::atomic::AtomicBool::new(false),
+            renewed: Mutex::new(None),
+        }
     }
 
-    /// The client, for the Pub/Sub connection.
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// Where the live task connects.
+    pub fn live_source(&self) -> &LiveSource {
+        &self.live
+    }
+
+    /// The key of a stream: `<prefix>:<type>:<id>`, on a cluster `<prefix>:<type>:{<id>}`.
+    pub fn stream_key(&self, stream: &StreamRef) -> String {
+        if self.cluster {
+            format!("{}:{}:{{{}}}", self.prefix, stream.stream_type, stream.id)
+        } else {
+            stream.key(&self.prefix)
+        }
     }
 
     /// The bound on every call.
@@ -93,7 +223,7 @@ impl RedisStore {
         self.timeout
     }
 
-    fn conn(&self) -> Result<ConnectionManager> {
+    pub(crate) fn conn(&self) -> Result<Conn> {
         self.conn
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -104,24 +234,70 @@ impl RedisStore {
     /// One request, bounded by `timeout`. A refused connection (the manager's reconnect failed
     /// while Redis was down; nothing was sent) is tried once more on the connection the manager
     /// opens next, so the first call after Redis is back does not fail for the outage before.
-    async fn send<T, F, Fut>(&self, conn: &ConnectionManager, request: F) -> Result<T>
+    /// On a cluster, a call that failed for the topology's sake (a node unreachable, the cluster
+    /// down, no answer) replaces the connection with a fresh one, which reads the topology
+    /// again: the cluster client alone can keep a topology from the middle of a failover.
+    pub(crate) async fn send<T, F, Fut>(&self, conn: &Conn, request: F) -> Result<T>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        with_timeout(self.timeout, async {
-            match request(conn.clone()).await {
-                Err(e) if e.is_connection_refusal() => {
-                    request(conn.clone()).await.map_err(Error::from)
+        let fault = std::sync::atomic::AtomicBool::new(false);
+        let r = with_timeout(self.timeout, async {
+            let r = match request(conn.clone()).await {
+                Err(e) if e.is_connection_refusal() => request(conn.clone()).await,
+                r => r,
+            };
+            if let Err(e) = &r {
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_timeout()
+                    || e.code() == Some("CLUSTERDOWN")
+                {
+                    fault.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
-                r => r.map_err(Error::from),
             }
+            r.map_err(Error::from)
         })
-        .await
+        .await;
+        if self.cluster
+            && r.as_ref()
+                .is_err_and(|e| e.code == ErrorCode::Timeout || fault.into_inner())
+        {
+            self.renew_cluster_connection().await;
+        }
+        r
+    }
+
+    /// Replace the cluster connection with a fresh one, at most once a second.
+    async fn renew_cluster_connection(&self) {
+        let LiveSource::Cluster(nodes) = &self.live else {
+            return;
+        };
+        let now = Instant::now();
+        {
+            let mut last = self.renewed.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let fresh = async {
+            super::cluster::client(nodes, self.timeout, None)?
+                .get_async_connection()
+                .await
+                .map_err(Error::from)
+        };
+        if let Ok(Ok(c)) = tokio::time::timeout(self.timeout, fresh).await {
+            let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+            if conn.is_some() {
+                *conn = Some(Conn::Cluster(c));
+            }
+        }
     }
 
     /// The connection appends go through.
-    fn append_conn(&self) -> Result<ConnectionManager> {
+    fn append_conn(&self) -> Result<Conn> {
         if self.replicated.is_none() {
             return self.conn();
         }
@@ -143,6 +319,9 @@ impl RedisStore {
 
     /// One `append.lua` call for all groups.
     pub async fn append(&self, groups: &[&[PreparedEvent]]) -> Result<Vec<Result<Vec<StreamId>>>> {
+        if self.cluster {
+            return self.append_cluster(groups).await;
+        }
         let mut inv = self.append_script.prepare_invoke();
         inv.arg(&self.prefix)
             .arg(self.max_len.unwrap_or(0))
@@ -151,12 +330,9 @@ impl RedisStore {
             inv.arg(group.len());
             for e in group.iter() {
                 inv.key(e.stream.key(&self.prefix));
-                inv.arg(&e.stream.stream_type).arg(&e.stream.id);
-                match &e.index {
-                    None => inv.arg(""),
-                    Some(IndexEntry::Trigger) => inv.arg("t"),
-                    Some(IndexEntry::Flow(name)) => inv.arg(format!("f{name}")),
-                };
+                inv.arg(&e.stream.stream_type)
+                    .arg(&e.stream.id)
+                    .arg(index_arg(&e.index));
                 inv.arg(e.fields.len());
                 for (k, v) in &e.fields {
                     inv.arg(*k).arg(v);
@@ -187,7 +363,7 @@ impl RedisStore {
     /// confirmed in time become `NOT_REPLICATED` (they are on the master, and were published).
     async fn wait_for_replica(
         &self,
-        conn: &ConnectionManager,
+        conn: &Conn,
         wait: Duration,
         results: Vec<Result<Vec<StreamId>>>,
     ) -> Result<Vec<Result<Vec<StreamId>>>> {
@@ -200,14 +376,7 @@ impl RedisStore {
         if acked >= 1 {
             return Ok(results);
         }
-        let refused = Error::new(
-            ErrorCode::NotReplicated,
-            format!(
-                "stored and published on the master, but no replica confirmed it within {} ms \
-                 (durability 'replicated'); it is lost if the master fails before a replica has it",
-                wait.as_millis()
-            ),
-        );
+        let refused = not_replicated(wait);
         Ok(results
             .into_iter()
             .map(|r| r.and_then(|_| Err(refused.clone())))
@@ -215,8 +384,29 @@ impl RedisStore {
     }
 }
 
+/// How the scripts name an index entry: "" none, "t" the trigger index, "f<name>" a run index.
+pub(crate) fn index_arg(index: &Option<IndexEntry>) -> String {
+    match index {
+        None => String::new(),
+        Some(IndexEntry::Trigger) => "t".into(),
+        Some(IndexEntry::Flow(name)) => format!("f{name}"),
+    }
+}
+
+/// An append stored and published on the master that no replica confirmed within `wait`.
+pub(crate) fn not_replicated(wait: Duration) -> Error {
+    Error::new(
+        ErrorCode::NotReplicated,
+        format!(
+            "stored and published on the master, but no replica confirmed it within {} ms \
+             (durability 'replicated'); it is lost if the master fails before a replica has it",
+            wait.as_millis()
+        ),
+    )
+}
+
 /// Per group: `{1, id…}` stored, or `{0, message}` refused for a wrong-type key.
-fn parse_append_reply(groups_out: Vec<Value>) -> Result<Vec<Result<Vec<StreamId>>>> {
+pub(crate) fn parse_append_reply(groups_out: Vec<Value>) -> Result<Vec<Result<Vec<StreamId>>>> {
     groups_out
         .into_iter()
         .map(|g| {
@@ -253,11 +443,11 @@ impl RedisStore {
             .unwrap_or_else(|| "+".into());
         let mut cmd = if opts.reverse {
             let mut c = redis::cmd("XREVRANGE");
-            c.arg(stream.key(&self.prefix)).arg(high).arg(low);
+            c.arg(self.stream_key(stream)).arg(high).arg(low);
             c
         } else {
             let mut c = redis::cmd("XRANGE");
-            c.arg(stream.key(&self.prefix)).arg(low).arg(high);
+            c.arg(self.stream_key(stream)).arg(low).arg(high);
             c
         };
         cmd.arg("COUNT").arg(limit);
@@ -279,7 +469,7 @@ impl RedisStore {
         check_gap: bool,
     ) -> Result<CatchUpPage> {
         let mut inv = self.catchup_script.prepare_invoke();
-        inv.key(stream.key(&self.prefix))
+        inv.key(self.stream_key(stream))
             .arg(after.to_string())
             .arg(count)
             .arg(if check_gap { "1" } else { "0" });
@@ -324,7 +514,7 @@ impl RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let key = format!("{}:flows:{name}", self.prefix);
+        let key = format!("{}:flows:{name}", self.coord);
         let mut cmd = redis::cmd("ZRANGE");
         cmd.arg(key)
             .arg("+inf")
@@ -368,14 +558,14 @@ pub(crate) async fn with_timeout<T>(
     }
 }
 
-fn unexpected(what: &str, v: &Value) -> Error {
+pub(crate) fn unexpected(what: &str, v: &Value) -> Error {
     Error::new(
         ErrorCode::Internal,
         format!("unexpected reply to {what}: {v:?}"),
     )
 }
 
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
         Value::SimpleString(s) => s.clone(),
@@ -384,7 +574,7 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn parse_id(v: &Value) -> Result<StreamId> {
+pub(crate) fn parse_id(v: &Value) -> Result<StreamId> {
     let s = text(v);
     s.parse()
         .map_err(|_| Error::new(ErrorCode::Internal, format!("bad stream id {s:?}")))
@@ -548,6 +738,17 @@ impl RedisStore {
         self.query::<()>(c).await
     }
 
+    /// `SET key 1 NX PX ttl`: true when this call created the key.
+    pub(crate) async fn lease_take(&self, key: &str, ttl: Duration) -> Result<bool> {
+        let mut c = redis::cmd("SET");
+        c.arg(key)
+            .arg("1")
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64);
+        Ok(self.query::<Option<String>>(c).await?.is_some())
+    }
+
     pub(crate) async fn exists(&self, key: &str) -> Result<bool> {
         let mut c = redis::cmd("EXISTS");
         c.arg(key);
@@ -562,9 +763,9 @@ impl RedisStore {
 
     fn timer_keys(&self) -> (String, String, String) {
         (
-            format!("{}:sched:timers", self.prefix),
-            format!("{}:sched:inflight", self.prefix),
-            format!("{}:sched:timer-data", self.prefix),
+            format!("{}:sched:timers", self.coord),
+            format!("{}:sched:inflight", self.coord),
+            format!("{}:sched:timer-data", self.coord),
         )
     }
 

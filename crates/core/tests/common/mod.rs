@@ -12,6 +12,19 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// The nodes of the Redis Cluster the Redis tests run on, when `REDIS_URL` is a cluster url
+/// (`redis+cluster://host:port,…`; `scripts/cluster.sh start` prints one).
+pub fn cluster_nodes() -> Option<Vec<String>> {
+    lean_events_core::store::cluster::nodes_of_url(&redis_url()).map(|n| n.expect("cluster url"))
+}
+
+/// A raw connection to the Redis the tests use (one node, or the cluster).
+pub async fn raw_connection() -> lean_events_core::RawConnection {
+    lean_events_core::RawConnection::open(&redis_url(), None)
+        .await
+        .expect("a raw Redis connection")
+}
+
 /// A key prefix no other test (or test run) uses.
 pub fn unique_prefix(name: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,83 @@
+-- index_awaits.lua: on a Redis Cluster, the second step of an append, in the coordination slot
+-- (every key `{<prefix>}:…`): add run / trigger index entries and resolve the event awaits the
+-- events match. Safe to repeat for the same events: index entries are added only if absent, and
+-- an await resolves only from pending.
+--
+-- KEYS[1]: `{<prefix>}:triggers` (it routes the call to the coordination slot).
+-- ARGV: the coordination prefix (`{<prefix>}`), number of events, then per event:
+--         id, stream type, subject, index ("" | "t" | "f<name>"), number of field pairs,
+--         field, value, ... (the kind first)
+-- Returns the number of awaits resolved.
+--
+-- A resolved await gets status resolved, result (the event's live payload) and resolvedMs; its
+-- owner is told on `{<prefix>}:sched:inst:<owner>` and writes `step.resumed` itself (the flow's
+-- stream is in another slot), marking the await `resumed`.
+local SEP = '\31'
+local prefix = ARGV[1]
+local n = tonumber(ARGV[2])
+local a = 3
+local resolved = 0
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function index_key(index)
+  if index == 't' then
+    return prefix .. ':triggers'
+  elseif index ~= '' then
+    return prefix .. ':flows:' .. string.sub(index, 2)
+  end
+  return nil
+end
+
+local no_awaits = {}
+
+for e = 1, n do
+  local id, stype, subject, index = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local npairs = tonumber(ARGV[a + 4])
+  local first, last = a + 5, a + 4 + 2 * npairs
+  a = last + 1
+  local ik = index_key(index)
+  if ik then
+    local t = redis.call('TYPE', ik)['ok']
+    if t == 'zset' or t == 'none' then
+      redis.call('ZADD', ik, 'NX', string.match(id, '^(%d+)'), subject)
+    else
+      redis.log(redis.LOG_WARNING, 'lean-events: ' .. ik .. ' holds a ' .. t .. ', not a sorted set; ' .. subject .. ' not indexed')
+    end
+  end
+  local kind = ARGV[first + 1]
+  local reg = prefix .. ':await:kind:' .. kind
+  if not no_awaits[kind] and redis.call('EXISTS', reg) == 0 then
+    no_awaits[kind] = true
+  end
+  if not no_awaits[kind] then
+    local entries = redis.call('HGETALL', reg)
+    local fv = {unpack(ARGV, first, last)}
+    local payload
+    for i = 1, #entries, 2 do
+      local await_id, match_json = entries[i], entries[i + 1]
+      if matches(stype, subject, fv, match_json) then
+        local ak = prefix .. ':await:' .. await_id
+        local info = redis.call('HMGET', ak, 'status', 'owner')
+        redis.call('HDEL', reg, await_id)
+        if info[1] == 'pending' then
+          payload = payload or (id .. SEP .. stype .. SEP .. subject .. SEP .. table.concat(fv, SEP))
+          redis.call('HSET', ak, 'status', 'resolved', 'result', payload, 'resolvedMs', now_ms(),
+            'resolvedBy', id)
+          -- resolved awaits are kept 7 days (the scheduler's RESOLVED_TTL_MS), then expire
+          redis.call('PEXPIRE', ak, 604800000)
+          resolved = resolved + 1
+          if info[2] then
+            local note = '0-0' .. SEP .. 'sched' .. SEP .. info[2] .. SEP .. 'kind' .. SEP ..
+              'sched.resolved' .. SEP .. 'data' .. SEP .. cjson.encode({await = await_id})
+            redis.call('PUBLISH', prefix .. ':sched:inst:' .. info[2], note)
+          end
+        end
+      end
+    end
+  end
+end
+return resolved
