@@ -88,7 +88,10 @@ export declare class LeanEventsError extends Error {
 
 /** Options of `EventBus.connect`. */
 export interface ConnectOptions {
-  /** `redis://host:port` or `rediss://…`; absent (and no `cluster`): the embedded in-memory store. */
+  /**
+   * `redis://host:port` or `rediss://…`; `redis+cluster://host:port,host:port` (or
+   * `rediss+cluster://…`) for a Redis Cluster; absent (and no `cluster`): the embedded store.
+   */
   url?: string
   /**
    * A Redis Cluster instead of one Redis: urls of some of its nodes (`['redis://10.0.0.1:7000', …]`);
@@ -110,7 +113,8 @@ export interface ConnectOptions {
   stateCacheSize?: number
   /**
    * Redis only. `'local'` (default): an append is acknowledged once the master has it.
-   * `'replicated'`: once a replica has it too (`WAIT 1` after each group commit); when no replica
+   * `'replicated'`: once a replica has it too (`WAIT 1` after each group commit; on a Redis Cluster
+   * on each master the batch was written to); when no replica
    * confirms within `replicationTimeoutMs` the emit fails with `NOT_REPLICATED` — the event is
    * stored and published on the master, but a failover now would lose it.
    */

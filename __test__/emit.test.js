@@ -2,7 +2,9 @@
 // emit / emitMany / read / listRuns: envelope round trip, ids, routing, read cursors, run index.
 
 const assert = require('node:assert/strict')
-const { bothBackends, uniqueId, cmpId, assertIncreasing, expectCode } = require('./helpers')
+const test = require('node:test')
+const { EventBus } = require('..')
+const { bothBackends, uniqueId, cmpId, assertIncreasing, expectCode, uniquePrefix, CLUSTER, CLUSTER_NODES } = require('./helpers')
 
 const tsOf = (id) => new Date(Number(id.split('-')[0])).toISOString()
 
@@ -266,3 +268,15 @@ bothBackends(
     assert.equal(rec.data, null)
   },
 )
+
+test('a Redis Cluster named by its nodes (cluster: [...]) works like its url', { skip: !CLUSTER && 'runs with REDIS_URL=redis+cluster://… (REDIS_CLUSTER=1 npm test)' }, async () => {
+  const bus = await EventBus.connect({ cluster: CLUSTER_NODES.map((n) => `redis://${n}`), prefix: uniquePrefix('nodes') })
+  try {
+    const id = uniqueId('nodes')
+    const started = await bus.emit({ kind: 'flow.started', subject: id, data: { name: 'by-nodes' } })
+    assert.deepEqual(await bus.read({ type: 'flow', id }), [started])
+    assert.deepEqual(await bus.listRuns('by-nodes'), [{ id, startedAt: started.ts }])
+  } finally {
+    await bus.close()
+  }
+})

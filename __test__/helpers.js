@@ -279,6 +279,7 @@ module.exports = {
   EventBus,
   REDIS_URL,
   CLUSTER,
+  CLUSTER_NODES,
   streamKey,
   liveSubscribers,
   FIXTURES,

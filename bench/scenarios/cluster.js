@@ -12,7 +12,7 @@ const fs = require('node:fs')
 const { EventBus } = require('../..')
 const { startRedis } = require('../lib/redis-server.js')
 const { latencySummary, medianOf } = require('../lib/stats.js')
-const { spreadEvents, stamped, inFlight, clockMs } = require('../lib/workload.js')
+const { spreadEvents, stamped, inFlight, clockMs, timedEmits: timed } = require('../lib/workload.js')
 
 const SCRIPT = path.join(__dirname, '..', '..', 'scripts', 'cluster.sh')
 const SEQUENTIAL = 2000
@@ -43,19 +43,6 @@ async function startCluster() {
   const r = spawnSync('bash', [SCRIPT, 'start'], { env, encoding: 'utf8' })
   if (r.status !== 0) throw new Error(`cluster did not start: ${r.stderr}`)
   return { url: r.stdout.trim(), stop: () => spawnSync('bash', [SCRIPT, 'stop'], { env }) }
-}
-
-async function timed(bus, events, n) {
-  const lat = new Float64Array(events.length)
-  const t0 = process.hrtime.bigint()
-  await inFlight(n, events.length, async (i) => {
-    const s = process.hrtime.bigint()
-    await bus.emit(events[i])
-    lat[i] = Number(process.hrtime.bigint() - s) / 1e6
-  })
-  const seconds = Number(process.hrtime.bigint() - t0) / 1e9
-  const l = latencySummary(lat)
-  return { eventsPerSec: events.length / seconds, p50: l.p50, p99: l.p99 }
 }
 
 /** Emit-to-handler latency with one subscription per flow, 256 emits in flight. */

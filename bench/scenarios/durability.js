@@ -6,8 +6,8 @@
 const Redis = require('ioredis')
 const { EventBus } = require('../..')
 const { startRedis } = require('../lib/redis-server.js')
-const { latencySummary, medianOf } = require('../lib/stats.js')
-const { spreadEvents, inFlight } = require('../lib/workload.js')
+const { medianOf } = require('../lib/stats.js')
+const { spreadEvents, timedEmits: timed } = require('../lib/workload.js')
 
 const MODES = ['local', 'replicated']
 
@@ -22,19 +22,6 @@ async function replicaInSync(url, deadlineMs) {
   } finally {
     r.disconnect()
   }
-}
-
-async function timed(bus, events, n) {
-  const lat = new Float64Array(events.length)
-  const t0 = process.hrtime.bigint()
-  await inFlight(n, events.length, async (i) => {
-    const s = process.hrtime.bigint()
-    await bus.emit(events[i])
-    lat[i] = Number(process.hrtime.bigint() - s) / 1e6
-  })
-  const seconds = Number(process.hrtime.bigint() - t0) / 1e9
-  const l = latencySummary(lat)
-  return { eventsPerSec: events.length / seconds, p50: l.p50, p99: l.p99 }
 }
 
 async function durability(h) {

@@ -688,22 +688,16 @@ pub(crate) async fn run_redis_live(
 ) {
     let mut backoff = Duration::from_millis(50);
     let mut connected_before = false;
-    let mut waiting: Vec<(String, oneshot::Sender<Result<()>>)> = Vec::new();
+    let mut waiting: Waiting = Vec::new();
     loop {
         let pubsub = match tokio::time::timeout(timeout, client.get_async_pubsub()).await {
             Ok(Ok(p)) => Some(p),
             _ => None,
         };
         let Some(pubsub) = pubsub else {
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                cmd = commands.recv() => match cmd {
-                    None | Some(LiveCommand::Shutdown) => return,
-                    Some(LiveCommand::Subscribe(ch, ack)) => waiting.push((ch, ack)),
-                    Some(LiveCommand::Unsubscribe(_)) => {}
-                },
+            if !back_off(&mut backoff, &mut commands, &mut waiting).await {
+                return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
             continue;
         };
         let (mut sink, mut messages) = pubsub.split();
@@ -784,19 +778,47 @@ pub(crate) async fn run_redis_live(
     }
 }
 
+type Waiting = Vec<(String, oneshot::Sender<Result<()>>)>;
+
+/// Wait `backoff` before connecting again (then double it, up to 2 s), queueing the
+/// subscriptions asked for meanwhile; false when the task is to end.
+async fn back_off(
+    backoff: &mut Duration,
+    commands: &mut mpsc::UnboundedReceiver<LiveCommand>,
+    waiting: &mut Waiting,
+) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(*backoff) => {}
+        cmd = commands.recv() => match cmd {
+            None | Some(LiveCommand::Shutdown) => return false,
+            Some(LiveCommand::Subscribe(ch, ack)) => waiting.push((ch, ack)),
+            Some(LiveCommand::Unsubscribe(_)) => {}
+        },
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(2));
+    true
+}
+
+/// A subscription's confirmation, or why there is none.
+fn confirmed(
+    r: std::result::Result<redis::RedisResult<()>, tokio::time::error::Elapsed>,
+) -> Result<()> {
+    match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(Error::new(
+            ErrorCode::Timeout,
+            "Redis did not confirm the subscription in time",
+        )),
+    }
+}
+
 async fn subscribe_one(
     sink: &mut redis::aio::PubSubSink,
     channel: &str,
     timeout: Duration,
 ) -> Result<()> {
-    match tokio::time::timeout(timeout, sink.subscribe(channel)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.into()),
-        Err(_) => Err(Error::new(
-            ErrorCode::Timeout,
-            "Redis did not confirm SUBSCRIBE in time",
-        )),
-    }
+    confirmed(tokio::time::timeout(timeout, sink.subscribe(channel)).await)
 }
 
 /// The live task on a Redis Cluster: a RESP3 cluster connection whose messages arrive as
@@ -813,7 +835,7 @@ pub(crate) async fn run_cluster_live(
 ) {
     let mut backoff = Duration::from_millis(50);
     let mut connected_before = false;
-    let mut waiting: Vec<(String, oneshot::Sender<Result<()>>)> = Vec::new();
+    let mut waiting: Waiting = Vec::new();
     loop {
         let (push_tx, mut pushes) = mpsc::unbounded_channel::<redis::PushInfo>();
         let Ok(client) = crate::store::cluster::client(&nodes, timeout, Some(push_tx)) else {
@@ -859,15 +881,9 @@ pub(crate) async fn run_cluster_live(
             None => None,
         };
         let Some(mut conn) = ready else {
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                cmd = commands.recv() => match cmd {
-                    None | Some(LiveCommand::Shutdown) => return,
-                    Some(LiveCommand::Subscribe(ch, ack)) => waiting.push((ch, ack)),
-                    Some(LiveCommand::Unsubscribe(_)) => {}
-                },
+            if !back_off(&mut backoff, &mut commands, &mut waiting).await {
+                return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
             continue;
         };
         backoff = Duration::from_millis(50);
@@ -978,17 +994,9 @@ async fn cluster_subscribe_one(
     stream: bool,
     timeout: Duration,
 ) -> Result<()> {
-    let r = if stream {
+    confirmed(if stream {
         tokio::time::timeout(timeout, conn.ssubscribe(channel)).await
     } else {
         tokio::time::timeout(timeout, conn.subscribe(channel)).await
-    };
-    match r {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.into()),
-        Err(_) => Err(Error::new(
-            ErrorCode::Timeout,
-            "Redis did not confirm the subscription in time",
-        )),
-    }
+    })
 }

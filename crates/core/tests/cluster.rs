@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use lean_events_core::scheduler::{RetryPolicy, Scheduler, SchedulerOptions};
 use lean_events_core::{
-    Bus, Config, Item, RawConnection, ReadOptions, Start, StreamId, StreamRef, SubscribeOptions,
+    Bus, Config, ErrorCode, Item, RawConnection, ReadOptions, Start, StreamId, StreamRef,
+    SubscribeOptions,
 };
 use serde_json::{json, Value};
 
@@ -77,23 +78,26 @@ async fn keyslot(con: &mut RawConnection, key: &str) -> u16 {
         .unwrap()
 }
 
-/// The master serving `slot`: (port, pid).
+/// The master serving `slot`: (port, pid), as the first node that answers sees it.
 async fn master_of(url: &str, slot: u16) -> (u16, u32) {
-    let first = url
-        .trim_start_matches("redis+cluster://")
-        .split(',')
-        .next()
-        .unwrap();
-    let mut con = redis::Client::open(format!("redis://{first}"))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let nodes: String = redis::cmd("CLUSTER")
-        .arg("NODES")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let mut nodes = None;
+    for node in url.trim_start_matches("redis+cluster://").split(',') {
+        let Ok(client) = redis::Client::open(format!("redis://{node}")) else {
+            continue;
+        };
+        let Ok(mut con) = client.get_multiplexed_async_connection().await else {
+            continue;
+        };
+        if let Ok(n) = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async::<String>(&mut con)
+            .await
+        {
+            nodes = Some(n);
+            break;
+        }
+    }
+    let nodes = nodes.expect("a node that answers");
     for line in nodes.lines().filter(|l| l.contains("master")) {
         let f: Vec<&str> = line.split(' ').collect();
         let serves = f[8..].iter().any(|r| {
@@ -140,22 +144,8 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-async fn kinds(bus: &Bus, flow: &str) -> Vec<String> {
-    bus.read(
-        &StreamRef::new("flow", flow).unwrap(),
-        ReadOptions {
-            limit: Some(1000),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap_or_default()
-    .iter()
-    .map(|r| {
-        let v: Value = serde_json::from_str(&r.json).unwrap();
-        v["kind"].as_str().unwrap().to_owned()
-    })
-    .collect()
+async fn kinds_of(bus: &Bus, flow: &str) -> Vec<String> {
+    kinds(&events(bus, flow).await)
 }
 
 /// Wait (at most `secs`) until the async condition holds.
@@ -249,7 +239,7 @@ async fn cluster_repair_pass_and_failover() {
     eventually!(
         10,
         "the event await",
-        kinds(&bus, "f-repair")
+        kinds_of(&bus, "f-repair")
             .await
             .contains(&"step.await.event".to_owned())
     );
@@ -307,7 +297,7 @@ async fn cluster_repair_pass_and_failover() {
         .unwrap();
     assert!(result.contains("r1"), "{result}");
     assert_eq!(
-        kinds(&bus, "f-repair").await,
+        kinds_of(&bus, "f-repair").await,
         [
             "step.started",
             "step.await.event",
@@ -361,14 +351,14 @@ async fn cluster_repair_pass_and_failover() {
     eventually!(
         10,
         "the time await",
-        kinds(&bus, "f-time")
+        kinds_of(&bus, "f-time")
             .await
             .contains(&"step.await.time".to_owned())
     );
     eventually!(
         10,
         "the event await",
-        kinds(&bus, "f-event")
+        kinds_of(&bus, "f-event")
             .await
             .contains(&"step.await.event".to_owned())
     );
@@ -480,7 +470,7 @@ async fn cluster_repair_pass_and_failover() {
         .unwrap();
     assert_eq!(slept, "\"slept\"");
     for flow in ["f-time", "f-event"] {
-        let k = kinds(&bus, flow).await;
+        let k = kinds_of(&bus, flow).await;
         assert_eq!(
             k.iter().filter(|k| *k == "step.resumed").count(),
             1,
@@ -492,5 +482,38 @@ async fn cluster_repair_pass_and_failover() {
             "{flow}: {k:?}"
         );
     }
+
+    // durability 'replicated' waits for a replica of each master written to: the shard that
+    // failed over has none left (its old master is dead), the others have theirs
+    let durable = Bus::connect(Config {
+        url: Some(url.clone()),
+        prefix: prefix.clone(),
+        timeout: Duration::from_secs(2),
+        replicated: Some(Duration::from_millis(300)),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let err = durable
+        .emit(&event("tick", &id, 0), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotReplicated, "{err}");
+    let promoted = master_of(&url, coord_slot).await.0;
+    assert_ne!(promoted, port);
+    let mut con = RawConnection::open(&url, None).await.unwrap(); // the topology after the failover
+    let mut other = String::new();
+    for i in 0.. {
+        other = format!("r{i}");
+        let slot = keyslot(
+            &mut con,
+            &bus.stream_key(&StreamRef::new("flow", &other).unwrap()),
+        )
+        .await;
+        if master_of(&url, slot).await.0 != promoted {
+            break;
+        }
+    }
+    durable.emit(&event("tick", &other, 0), None).await.unwrap();
     drop(rig);
 }

@@ -65,27 +65,6 @@ fn policy(json: Value) -> RetryPolicy {
     RetryPolicy::from_json(&json.to_string()).unwrap()
 }
 
-async fn events(bus: &Bus, flow: &str) -> Vec<Value> {
-    bus.read(
-        &StreamRef::new("flow", flow).unwrap(),
-        ReadOptions {
-            limit: Some(1000),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| serde_json::from_str(&r.json).unwrap())
-    .collect()
-}
-
-fn kinds(evs: &[Value]) -> Vec<String> {
-    evs.iter()
-        .map(|e| e["kind"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 async fn scheduler(bus: &Bus) -> Scheduler {
     Scheduler::start(
         bus,

@@ -36,11 +36,6 @@ local function index_key(index)
   return nil
 end
 
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
 local function wrong_type(key, t, want)
   return 'WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want
 end
@@ -114,9 +109,7 @@ local function resolve_awaits(stype, kind, subject, first, last, payload)
           -- resolved awaits are kept 7 days (the scheduler's RESOLVED_TTL_MS), then expire
           redis.call('PEXPIRE', ak, 604800000)
           if info[5] then
-            local note = '0-0' .. SEP .. 'sched' .. SEP .. info[5] .. SEP .. 'kind' .. SEP ..
-              'sched.resolved' .. SEP .. 'data' .. SEP .. cjson.encode({await = await_id})
-            redis.call('PUBLISH', prefix .. ':sched:inst:' .. info[5], note)
+            notify_owner(prefix, info[5], await_id)
           end
         end
       end

@@ -18,7 +18,7 @@
 //! and does step 2 for them.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -35,6 +35,7 @@ use crate::event::PreparedEvent;
 use crate::id::StreamId;
 
 static APPEND_CLUSTER_LUA: &str = include_str!("append_cluster.lua");
+static OUTBOX_DONE_LUA: &str = include_str!("outbox_done.lua");
 static INDEX_AWAITS_LUA: &str =
     concat!(include_str!("match.lua"), include_str!("index_awaits.lua"));
 
@@ -51,6 +52,7 @@ const SEP: char = '\u{1f}';
 pub(crate) struct Scripts {
     append: Script,
     second: Script,
+    outbox_done: Script,
 }
 
 impl Scripts {
@@ -58,6 +60,7 @@ impl Scripts {
         Scripts {
             append: Script::new(APPEND_CLUSTER_LUA),
             second: Script::new(INDEX_AWAITS_LUA),
+            outbox_done: Script::new(OUTBOX_DONE_LUA),
         }
     }
 }
@@ -157,10 +160,66 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The events of one group that live in one slot (indexes into the group).
+/// The events of one group that go in one call (indexes into the group).
 struct Part {
     group: usize,
     events: Vec<usize>,
+}
+
+/// Parts of every group, batched by `batch_of` an event, in order.
+fn batch_by(
+    groups: &[&[PreparedEvent]],
+    batch_of: impl Fn(&PreparedEvent) -> String,
+) -> Vec<Vec<Part>> {
+    let mut batches: Vec<Vec<Part>> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (g, group) in groups.iter().enumerate() {
+        for (i, e) in group.iter().enumerate() {
+            let at = *index.entry(batch_of(e)).or_insert_with(|| {
+                batches.push(Vec::new());
+                batches.len() - 1
+            });
+            let parts = &mut batches[at];
+            match parts.last_mut() {
+                Some(p) if p.group == g => p.events.push(i),
+                _ => parts.push(Part {
+                    group: g,
+                    events: vec![i],
+                }),
+            }
+        }
+    }
+    batches
+}
+
+/// The events of `parts` batched again, by slot.
+fn rebatch_by_slot(
+    parts: Vec<Part>,
+    groups: &[&[PreparedEvent]],
+    slot_of: impl Fn(&PreparedEvent) -> Slot,
+) -> Vec<Vec<Part>> {
+    let mut batches: Vec<(Slot, Vec<Part>)> = Vec::new();
+    for p in parts {
+        for i in p.events {
+            let slot = slot_of(&groups[p.group][i]);
+            let at = match batches.iter().position(|(s, _)| *s == slot) {
+                Some(at) => at,
+                None => {
+                    batches.push((slot, Vec::new()));
+                    batches.len() - 1
+                }
+            };
+            let parts = &mut batches[at].1;
+            match parts.last_mut() {
+                Some(q) if q.group == p.group => q.events.push(i),
+                _ => parts.push(Part {
+                    group: p.group,
+                    events: vec![i],
+                }),
+            }
+        }
+    }
+    batches.into_iter().map(|(_, parts)| parts).collect()
 }
 
 /// One event for the second step: its id, stream, index entry and stored fields.
@@ -179,96 +238,106 @@ impl RedisStore {
             .ok_or_else(|| Error::new(ErrorCode::Internal, "not a cluster store"))
     }
 
-    /// Append on a cluster: step 1 per slot (in parallel), then step 2 for what was stored.
+    /// Append on a cluster: step 1 per node (in parallel; per slot when the slot map turns out
+    /// stale), then step 2 for what was stored.
     pub(crate) async fn append_cluster(
         &self,
         groups: &[&[PreparedEvent]],
     ) -> Result<Vec<Result<Vec<StreamId>>>> {
-        let mut slots: Vec<(Slot, Vec<Part>)> = Vec::new();
-        let mut slot_index: HashMap<Slot, usize> = HashMap::new();
-        for (g, group) in groups.iter().enumerate() {
-            for (i, e) in group.iter().enumerate() {
-                let slot = Slot::for_key(self.stream_key(&e.stream));
-                let at = *slot_index.entry(slot).or_insert_with(|| {
-                    slots.push((slot, Vec::new()));
-                    slots.len() - 1
-                });
-                let parts = &mut slots[at].1;
-                match parts.last_mut() {
-                    Some(p) if p.group == g => p.events.push(i),
-                    _ => parts.push(Part {
-                        group: g,
-                        events: vec![i],
-                    }),
-                }
-            }
-        }
         let conn = self.conn()?;
-        let replies = join_all(
-            slots
-                .iter()
-                .map(|(slot, parts)| self.append_slot(&conn, *slot, parts, groups)),
-        )
-        .await;
-        if replies.iter().all(|r| r.is_err()) {
-            if let Some(Err(e)) = replies.into_iter().next() {
-                return Err(e);
+        let owners = self.slot_owners(&conn).await.ok();
+        let mut batches = batch_by(groups, |e| {
+            let slot = Slot::for_key(self.stream_key(&e.stream));
+            match owners.as_ref().and_then(|o| o.get(&slot)) {
+                Some(node) => format!("node {node}"),
+                None => format!("{slot:?}"),
             }
-            return Ok(Vec::new());
-        }
-
+        });
         let mut ids: Vec<Vec<Option<StreamId>>> =
             groups.iter().map(|g| vec![None; g.len()]).collect();
         let mut errors: Vec<Option<Error>> = vec![None; groups.len()];
-        for ((_, parts), reply) in slots.iter().zip(replies) {
-            match reply {
-                Err(e) => {
-                    for p in parts {
-                        errors[p.group].get_or_insert_with(|| e.clone());
+        let mut outer: Option<Error> = None;
+        let mut per_slot = false;
+        loop {
+            let replies = join_all(
+                batches
+                    .iter()
+                    .map(|parts| self.append_batch(&conn, parts, groups)),
+            )
+            .await;
+            let mut again = Vec::new();
+            for (parts, reply) in batches.into_iter().zip(replies) {
+                match reply {
+                    Err(e) => {
+                        for p in &parts {
+                            errors[p.group].get_or_insert_with(|| e.clone());
+                        }
+                        outer.get_or_insert(e);
                     }
-                }
-                Ok(per_part) => {
-                    for (p, r) in parts.iter().zip(per_part) {
-                        match r {
-                            Ok(part_ids) => {
-                                for (&i, id) in p.events.iter().zip(part_ids) {
-                                    ids[p.group][i] = Some(id);
+                    Ok(None) => again.extend(parts),
+                    Ok(Some(per_part)) => {
+                        for (p, r) in parts.iter().zip(per_part) {
+                            match r {
+                                Ok(part_ids) => {
+                                    for (&i, id) in p.events.iter().zip(part_ids) {
+                                        ids[p.group][i] = Some(id);
+                                    }
                                 }
-                            }
-                            Err(e) => {
-                                errors[p.group].get_or_insert(e);
+                                Err(e) => {
+                                    errors[p.group].get_or_insert(e);
+                                }
                             }
                         }
                     }
                 }
             }
+            if again.is_empty() {
+                break;
+            }
+            if per_slot {
+                // the slots moved again while this append ran
+                let moved = Error::new(
+                    ErrorCode::StoreUnavailable,
+                    "the cluster's slots moved while the append ran; nothing of it was written",
+                );
+                for p in &again {
+                    errors[p.group].get_or_insert_with(|| moved.clone());
+                }
+                break;
+            }
+            self.forget_slot_owners();
+            per_slot = true;
+            batches = rebatch_by_slot(again, groups, |e| Slot::for_key(self.stream_key(&e.stream)));
+        }
+        if ids.iter().flatten().all(Option::is_none) {
+            if let Some(e) = outer {
+                return Err(e);
+            }
         }
 
         let mut second = Vec::new();
-        let mut done: HashMap<Slot, Vec<String>> = HashMap::new();
+        let mut done: Vec<(String, String)> = Vec::new();
         for (g, group) in groups.iter().enumerate() {
             for (e, id) in group.iter().zip(&ids[g]) {
                 let Some(id) = id else { continue };
+                let index = index_arg(&e.index);
+                let key = self.stream_key(&e.stream);
+                done.push((
+                    outbox_key(&self.prefix, &key),
+                    outbox_member(&id.to_string(), &e.stream.stream_type, &e.stream.id, &index),
+                ));
                 second.push(Second {
                     id: id.to_string(),
                     stream_type: &e.stream.stream_type,
                     subject: &e.stream.id,
-                    index: index_arg(&e.index),
+                    index,
                     fields: e.fields.iter().map(|(k, v)| (*k, v.as_str())).collect(),
                 });
-                done.entry(Slot::for_key(self.stream_key(&e.stream)))
-                    .or_default()
-                    .push(outbox_member(
-                        &id.to_string(),
-                        &e.stream.stream_type,
-                        &e.stream.id,
-                        &index_arg(&e.index),
-                    ));
             }
         }
         if !second.is_empty() {
             match self.second_step(&conn, &second).await {
-                Ok(()) => self.clear_outbox(conn, done),
+                Ok(()) => self.clear_outbox(conn, owners, done),
                 Err(_) => self.note_repair_due(),
             }
         }
@@ -284,7 +353,7 @@ impl RedisStore {
                     Some(e) => {
                         let msg = format!(
                             "{} ({stored} of {} events of this batch were stored: on a Redis \
-                             Cluster a batch is atomic per hash slot)",
+                             Cluster a batch is atomic per node)",
                             e.message,
                             group_ids.len()
                         );
@@ -295,23 +364,28 @@ impl RedisStore {
             .collect())
     }
 
-    /// Step 1 for the parts of one slot; with `replicated`, `WAIT 1` on the slot's master.
-    async fn append_slot(
+    /// Step 1 for the parts of one batch (all on one node, by our slot map); `None` when a key
+    /// turned out not to be on that node. With `replicated`, `WAIT 1` on that node.
+    async fn append_batch(
         &self,
         conn: &Conn,
-        slot: Slot,
         parts: &[Part],
         groups: &[&[PreparedEvent]],
-    ) -> Result<Vec<Result<Vec<StreamId>>>> {
+    ) -> Result<Option<Vec<Result<Vec<StreamId>>>>> {
         let mut inv = self.scripts()?.append.prepare_invoke();
-        inv.arg(&self.prefix)
+        let first = &groups[parts[0].group][parts[0].events[0]];
+        let first_key = self.stream_key(&first.stream);
+        inv.key(&first_key)
+            .arg(&self.prefix)
             .arg(self.max_len.unwrap_or(0))
             .arg(parts.len());
         for p in parts {
             inv.arg(p.events.len());
             for &i in &p.events {
                 let e = &groups[p.group][i];
-                inv.key(self.stream_key(&e.stream));
+                let key = self.stream_key(&e.stream);
+                let outbox = outbox_key(&self.prefix, &key);
+                inv.arg(key).arg(outbox);
                 inv.arg(&e.stream.stream_type)
                     .arg(&e.stream.id)
                     .arg(index_arg(&e.index))
@@ -321,7 +395,6 @@ impl RedisStore {
                 }
             }
         }
-        inv.key(outbox_of(&self.prefix, slot));
         let inv = &inv;
         let reply: Value = self
             .send(conn, |mut c| async move { inv.invoke_async(&mut c).await })
@@ -329,25 +402,88 @@ impl RedisStore {
         let Value::Array(out) = reply else {
             return Err(unexpected("append_cluster", &reply));
         };
+        if out.len() == 1 && text(&out[0]) == "nonlocal" {
+            return Ok(None);
+        }
         if out.len() != parts.len() {
             return Err(unexpected("append_cluster", &Value::Array(out)));
         }
         let results = parse_append_reply(out)?;
         match self.replicated {
             Some(wait) if results.iter().any(|r| r.is_ok()) => {
-                let acked = self.wait_on_master(conn, slot, wait).await?;
+                let acked = self
+                    .wait_on_master(conn, Slot::for_key(&first_key), wait)
+                    .await?;
                 if acked {
-                    Ok(results)
+                    Ok(Some(results))
                 } else {
                     let refused = not_replicated(wait);
-                    Ok(results
-                        .into_iter()
-                        .map(|r| r.and_then(|_| Err(refused.clone())))
-                        .collect())
+                    Ok(Some(
+                        results
+                            .into_iter()
+                            .map(|r| r.and_then(|_| Err(refused.clone())))
+                            .collect(),
+                    ))
                 }
             }
-            _ => Ok(results),
+            _ => Ok(Some(results)),
         }
+    }
+
+    /// Which master serves each slot, as last read (`CLUSTER SLOTS`).
+    async fn slot_owners(&self, conn: &Conn) -> Result<Arc<HashMap<Slot, usize>>> {
+        if let Some(o) = self
+            .slot_owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(o);
+        }
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("SLOTS");
+        let cmd = &cmd;
+        let reply: Value = self
+            .send(conn, |mut c| async move { cmd.query_async(&mut c).await })
+            .await?;
+        let Value::Array(ranges) = reply else {
+            return Err(unexpected("CLUSTER SLOTS", &reply));
+        };
+        let mut nodes: Vec<String> = Vec::new();
+        let mut owners = HashMap::with_capacity(SLOTS as usize);
+        for r in ranges {
+            let Value::Array(r) = r else { continue };
+            let (Some(Value::Int(lo)), Some(Value::Int(hi)), Some(Value::Array(master))) =
+                (r.first(), r.get(1), r.get(2))
+            else {
+                continue;
+            };
+            let addr = format!(
+                "{}:{}",
+                master.first().map(text).unwrap_or_default(),
+                master.get(1).map(text).unwrap_or_default()
+            );
+            let node = nodes.iter().position(|n| *n == addr).unwrap_or_else(|| {
+                nodes.push(addr);
+                nodes.len() - 1
+            });
+            for s in *lo..=*hi {
+                if let Some(slot) = u16::try_from(s).ok().and_then(Slot::new) {
+                    owners.insert(slot, node);
+                }
+            }
+        }
+        let owners = Arc::new(owners);
+        *self.slot_owners.lock().unwrap_or_else(|p| p.into_inner()) = Some(owners.clone());
+        Ok(owners)
+    }
+
+    /// The slot map is stale: read it again next time.
+    pub(crate) fn forget_slot_owners(&self) {
+        self.slot_owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 
     /// `WAIT 1 <ms>` on the master of `slot`: true when a replica confirmed.
@@ -394,18 +530,37 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Remove done outbox entries, in the background: if this fails, the repair pass does the
-    /// (repeatable) second step again and removes them.
-    fn clear_outbox(&self, conn: Conn, done: HashMap<Slot, Vec<String>>) {
-        let prefix = self.prefix.clone();
+    /// Remove done outbox entries, one call per node, in the background: if this fails, the
+    /// repair pass does the (repeatable) second step again and removes them.
+    fn clear_outbox(
+        &self,
+        conn: Conn,
+        owners: Option<Arc<HashMap<Slot, usize>>>,
+        done: Vec<(String, String)>,
+    ) {
+        let mut by_node: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for (outbox, member) in done {
+            let slot = Slot::for_key(&outbox);
+            let node = match owners.as_ref().and_then(|o| o.get(&slot)) {
+                Some(n) => format!("node {n}"),
+                None => format!("{slot:?}"),
+            };
+            by_node.entry(node).or_default().push((outbox, member));
+        }
+        let Ok(script) = self.scripts().map(|s| s.outbox_done.clone()) else {
+            return;
+        };
         let timeout = self.timeout();
         tokio::spawn(async move {
-            join_all(done.into_iter().map(|(slot, members)| {
-                let mut cmd = redis::cmd("ZREM");
-                cmd.arg(outbox_of(&prefix, slot)).arg(members);
+            join_all(by_node.into_values().map(|entries| {
+                let mut inv = script.prepare_invoke();
+                inv.key(&entries[0].0);
+                for (outbox, member) in &entries {
+                    inv.arg(outbox).arg(member);
+                }
                 let mut c = conn.clone();
                 async move {
-                    let _ = tokio::time::timeout(timeout, cmd.query_async::<()>(&mut c)).await;
+                    let _ = tokio::time::timeout(timeout, inv.invoke_async::<i64>(&mut c)).await;
                 }
             }))
             .await;
@@ -536,5 +691,64 @@ fn entry_fields(v: &Value) -> Vec<String> {
     match entry.get(1) {
         Some(Value::Array(fields)) => fields.iter().map(text).collect(),
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Limits, StreamRef};
+    use crate::store::redis::RedisOptions;
+
+    /// A slot map gone stale (every slot on one master) costs a second round, per slot; every
+    /// event is stored once, in order. Runs when REDIS_URL is a cluster url.
+    #[tokio::test]
+    async fn a_stale_slot_map_falls_back_to_one_call_per_slot() {
+        let url = std::env::var("REDIS_URL").unwrap_or_default();
+        let Some(nodes) = nodes_of_url(&url) else {
+            eprintln!("needs REDIS_URL=redis+cluster://… (REDIS_CLUSTER=1 npm test)");
+            return;
+        };
+        let prefix = format!("test-stale-{}-{}", std::process::id(), now_ms());
+        let store = RedisStore::connect(&RedisOptions {
+            url,
+            cluster: Some(nodes.unwrap()),
+            prefix: prefix.clone(),
+            max_len: None,
+            timeout: Duration::from_secs(5),
+            replicated: None,
+        })
+        .await
+        .unwrap();
+        let conn = store.conn().unwrap();
+        let real = store.slot_owners(&conn).await.unwrap();
+        assert!(real.values().any(|&n| n != 0), "more than one master");
+        let stale: HashMap<Slot, usize> = real.keys().map(|s| (*s, 0)).collect();
+        *store.slot_owners.lock().unwrap() = Some(Arc::new(stale));
+
+        let limits = Limits {
+            max_event_bytes: 1 << 20,
+        };
+        let events: Vec<PreparedEvent> = (0..40)
+            .map(|i| {
+                let json = format!(
+                    r#"{{"kind":"tick","subject":"s{}","data":{{"i":{i}}}}}"#,
+                    i % 20
+                );
+                crate::event::prepare(&json, None, limits).unwrap()
+            })
+            .collect();
+        let groups: Vec<&[PreparedEvent]> = events.chunks(4).collect();
+        let out = store.append_cluster(&groups).await.unwrap();
+        assert!(out.iter().all(|r| r.is_ok()), "{out:?}");
+        assert!(
+            store.slot_owners.lock().unwrap().is_none(),
+            "the stale map was found out and dropped"
+        );
+        for s in 0..20 {
+            let stream = StreamRef::new("flow", &format!("s{s}")).unwrap();
+            let read = store.read(&stream, &Default::default()).await.unwrap();
+            assert_eq!(read.len(), 2, "stream s{s}");
+        }
     }
 }

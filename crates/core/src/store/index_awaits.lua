@@ -18,11 +18,6 @@ local n = tonumber(ARGV[2])
 local a = 3
 local resolved = 0
 
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
 local function index_key(index)
   if index == 't' then
     return prefix .. ':triggers'
@@ -71,9 +66,7 @@ for e = 1, n do
           redis.call('PEXPIRE', ak, 604800000)
           resolved = resolved + 1
           if info[2] then
-            local note = '0-0' .. SEP .. 'sched' .. SEP .. info[2] .. SEP .. 'kind' .. SEP ..
-              'sched.resolved' .. SEP .. 'data' .. SEP .. cjson.encode({await = await_id})
-            redis.call('PUBLISH', prefix .. ':sched:inst:' .. info[2], note)
+            notify_owner(prefix, info[2], await_id)
           end
         end
       end

@@ -1,5 +1,21 @@
--- match.lua: the declarative match of an event await, shared by the scripts that resolve
--- event awaits (append.lua on one node; index_awaits.lua on a cluster). Loaded in front of them.
+-- match.lua: what the scripts that resolve event awaits share (append.lua on one node;
+-- index_awaits.lua on a cluster): the declarative match, the server's time and the note that
+-- tells an await's owner. Loaded in front of them.
+
+-- The server's time in ms.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Tell the instance `owner` that `await_id` resolved, on `<prefix>:sched:inst:<owner>`, as a
+-- record-shaped live message.
+local function notify_owner(prefix, owner, await_id)
+  local sep = '\31'
+  local note = '0-0' .. sep .. 'sched' .. sep .. owner .. sep .. 'kind' .. sep ..
+    'sched.resolved' .. sep .. 'data' .. sep .. cjson.encode({await = await_id})
+  redis.call('PUBLISH', prefix .. ':sched:inst:' .. owner, note)
+end
 
 -- JSON equality of decoded values (numbers by value, tables deeply).
 local function json_eq(x, y)

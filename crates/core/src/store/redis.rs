@@ -118,6 +118,10 @@ pub struct RedisStore {
     append_script: Script,
     catchup_script: Script,
     pub(crate) cluster_scripts: Option<super::cluster::Scripts>,
+    /// Which master serves each slot (a cluster's), as last read.
+    pub(crate) slot_owners: Mutex<
+        Option<std::sync::Arc<std::collections::HashMap<redis::cluster_routing::Slot, usize>>>,
+    >,
     /// When the cluster connection was last replaced.
     renewed: Mutex<Option<Instant>>,
     /// A second step failed: the outbox repair pass should run soon.
@@ -201,6 +205,7 @@ impl RedisStore {
             cluster_scripts: cluster.then(super::cluster::Scripts::new),
             repair_due: std::sync::atomic::AtomicBool::new(false),
             renewed: Mutex::new(None),
+            slot_owners: Mutex::new(None),
         }
     }
 
@@ -288,6 +293,7 @@ impl RedisStore {
                 .await
                 .map_err(Error::from)
         };
+        self.forget_slot_owners();
         if let Ok(Ok(c)) = tokio::time::timeout(self.timeout, fresh).await {
             let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
             if conn.is_some() {

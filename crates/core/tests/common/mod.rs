@@ -4,7 +4,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use lean_events_core::{Bus, Config, Item, StreamId, Subscription};
+use lean_events_core::{Bus, Config, Item, ReadOptions, StreamId, StreamRef, Subscription};
+use serde_json::Value;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -105,4 +106,27 @@ pub async fn wait_until(secs: u64, cond: impl Fn() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// The events of a flow run (at most 1000), parsed.
+pub async fn events(bus: &Bus, flow: &str) -> Vec<Value> {
+    bus.read(
+        &StreamRef::new("flow", flow).unwrap(),
+        ReadOptions {
+            limit: Some(1000),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| serde_json::from_str(&r.json).unwrap())
+    .collect()
+}
+
+/// The kinds of `evs`, in order.
+pub fn kinds(evs: &[Value]) -> Vec<String> {
+    evs.iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect()
 }
