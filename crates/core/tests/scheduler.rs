@@ -862,16 +862,22 @@ async fn a_restarted_instance_carries_on_its_running_jobs() {
         };
         let a = Scheduler::start(&a_bus, opts(), None).await.unwrap();
         a.define("slow", RetryPolicy::default()).unwrap();
-        // the process dies while the handler runs
+        // the process dies while the handler runs (its step.started written and recorded)
+        let (running_tx, mut running_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let a_host = host(
             &a,
-            Arc::new(|_, _| Box::pin(std::future::pending::<Outcome>())),
+            Arc::new(move |_, _| {
+                let _ = running_tx.send(());
+                Box::pin(std::future::pending::<Outcome>())
+            }),
         );
         let run = {
             let a = a.clone();
             tokio::spawn(async move { a.run("slow", "fr", "{}", Some("j-restart")).await })
         };
-        eventually!("step.started", has_kind(&a_bus, "fr", "step.started").await);
+        tokio::time::timeout(Duration::from_secs(10), running_rx.recv())
+            .await
+            .expect("the handler runs");
         a_host.abort();
         run.abort();
         drop(a);

@@ -160,6 +160,40 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// What step 1 of an append stored: the id of each event (by group), and why a group, or part
+/// of it, was not stored.
+pub(crate) struct Stored {
+    ids: Vec<Vec<Option<StreamId>>>,
+    errors: Vec<Option<Error>>,
+    owners: Option<Arc<HashMap<Slot, usize>>>,
+}
+
+impl Stored {
+    /// Per group: its ids, or why (not all of) it was stored.
+    pub(crate) fn results(self) -> Vec<Result<Vec<StreamId>>> {
+        self.ids
+            .into_iter()
+            .zip(self.errors)
+            .map(|(group_ids, err)| {
+                let stored = group_ids.iter().filter(|i| i.is_some()).count();
+                match err {
+                    None => Ok(group_ids.into_iter().flatten().collect()),
+                    Some(e) if stored == 0 => Err(e),
+                    Some(e) => {
+                        let msg = format!(
+                            "{} ({stored} of {} events of this batch were stored: on a Redis \
+                             Cluster a batch is atomic per node)",
+                            e.message,
+                            group_ids.len()
+                        );
+                        Err(Error::new(e.code, msg))
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
 /// The events of one group that go in one call (indexes into the group).
 struct Part {
     group: usize,
@@ -238,12 +272,19 @@ impl RedisStore {
             .ok_or_else(|| Error::new(ErrorCode::Internal, "not a cluster store"))
     }
 
-    /// Append on a cluster: step 1 per node (in parallel; per slot when the slot map turns out
-    /// stale), then step 2 for what was stored.
+    /// Append on a cluster: step 1, then step 2 for what was stored.
     pub(crate) async fn append_cluster(
         &self,
         groups: &[&[PreparedEvent]],
     ) -> Result<Vec<Result<Vec<StreamId>>>> {
+        let stored = self.append_step1(groups).await?;
+        self.append_step2(groups, &stored).await;
+        Ok(stored.results())
+    }
+
+    /// Step 1 of an append: per master (in parallel; per slot when the slot map turns out
+    /// stale). Fails as a whole only when nothing was stored and a call failed.
+    pub(crate) async fn append_step1(&self, groups: &[&[PreparedEvent]]) -> Result<Stored> {
         let conn = self.conn()?;
         let owners = self.slot_owners(&conn).await.ok();
         let mut batches = batch_by(groups, |e| {
@@ -314,11 +355,22 @@ impl RedisStore {
                 return Err(e);
             }
         }
+        Ok(Stored {
+            ids,
+            errors,
+            owners,
+        })
+    }
 
+    /// Step 2 of an append, for the events step 1 stored: index entries and event awaits, then
+    /// (in the background) the removal of their outbox entries. A failure leaves the outbox
+    /// entries to the repair pass.
+    pub(crate) async fn append_step2(&self, groups: &[&[PreparedEvent]], stored: &Stored) {
+        let Ok(conn) = self.conn() else { return };
         let mut second = Vec::new();
         let mut done: Vec<(String, String)> = Vec::new();
         for (g, group) in groups.iter().enumerate() {
-            for (e, id) in group.iter().zip(&ids[g]) {
+            for (e, id) in group.iter().zip(&stored.ids[g]) {
                 let Some(id) = id else { continue };
                 let index = index_arg(&e.index);
                 let key = self.stream_key(&e.stream);
@@ -337,31 +389,10 @@ impl RedisStore {
         }
         if !second.is_empty() {
             match self.second_step(&conn, &second).await {
-                Ok(()) => self.clear_outbox(conn, owners, done),
+                Ok(()) => self.clear_outbox(conn, stored.owners.clone(), done),
                 Err(_) => self.note_repair_due(),
             }
         }
-
-        Ok(ids
-            .into_iter()
-            .zip(errors)
-            .map(|(group_ids, err)| {
-                let stored = group_ids.iter().filter(|i| i.is_some()).count();
-                match err {
-                    None => Ok(group_ids.into_iter().flatten().collect()),
-                    Some(e) if stored == 0 => Err(e),
-                    Some(e) => {
-                        let msg = format!(
-                            "{} ({stored} of {} events of this batch were stored: on a Redis \
-                             Cluster a batch is atomic per node)",
-                            e.message,
-                            group_ids.len()
-                        );
-                        Err(Error::new(e.code, msg))
-                    }
-                }
-            })
-            .collect())
     }
 
     /// Step 1 for the parts of one batch (all on one node, by our slot map); `None` when a key
