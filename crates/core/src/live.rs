@@ -720,12 +720,7 @@ pub(crate) async fn run_redis_live(
             continue;
         }
         backoff = Duration::from_millis(50);
-        if connected_before {
-            if let Some(c) = core.upgrade() {
-                c.hub.on_reconnected();
-            }
-        }
-        connected_before = true;
+        subscribed_again(&core, &mut connected_before);
         for (ch, ack) in waiting.drain(..) {
             let r = if subscribed.contains(&ch) {
                 Ok(())
@@ -779,6 +774,17 @@ pub(crate) async fn run_redis_live(
 }
 
 type Waiting = Vec<(String, oneshot::Sender<Result<()>>)>;
+
+/// Every channel is subscribed on a new connection: after the first one, each stream
+/// subscription catches up on what the connection before may have missed.
+fn subscribed_again(core: &Weak<Core>, connected_before: &mut bool) {
+    if *connected_before {
+        if let Some(c) = core.upgrade() {
+            c.hub.on_reconnected();
+        }
+    }
+    *connected_before = true;
+}
 
 /// Wait `backoff` before connecting again (then double it, up to 2 s), queueing the
 /// subscriptions asked for meanwhile; false when the task is to end.
@@ -887,12 +893,7 @@ pub(crate) async fn run_cluster_live(
             continue;
         };
         backoff = Duration::from_millis(50);
-        if connected_before {
-            if let Some(c) = core.upgrade() {
-                c.hub.on_reconnected();
-            }
-        }
-        connected_before = true;
+        subscribed_again(&core, &mut connected_before);
         for (ch, ack) in waiting.drain(..) {
             let _ = ack.send(subscribed.add(&core, &mut conn, &ch, timeout).await);
         }

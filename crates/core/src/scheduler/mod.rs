@@ -13,8 +13,8 @@
 //!   of an `await.trigger` call. Expires 7 days after the job ends.
 //! - `nq:await:<awaitId>` (hash): type (time | event | trigger), job, flow, step, attempt, seq,
 //!   owner, status (pending | resolved | timeout | cancelled), createdMs, result, `announced`
-//!   (its `step.await.*` event is written), and per type resumeAt / kind + match /
-//!   triggerType. `awaitId` is `<jobId>:<attempt>:<seq>`, or for a trigger its id: 32 random
+//!   (its `step.await.*` event is written), `resumed` (its `step.resumed` is written), and
+//!   per type resumeAt / kind + match / triggerType. `awaitId` is `<jobId>:<attempt>:<seq>`, or for a trigger its id: 32 random
 //!   hex characters (128 bits), a capability. Expires 7 days after it resolves; `fire` on an
 //!   expired trigger is `TRIGGER_NOT_FOUND`.
 //! - `nq:await:kind:<kind>` (hash): awaitId → match, the pending event awaits, matched by the
@@ -28,7 +28,9 @@
 //!
 //! Exactly once: every resolution (timer, fire, cancel, timeout, matching event) is a
 //! compare-and-set of the await's `status` from `pending`; only the winner emits the events
-//! and routes the resume. A timer is claimed by one instance (moved to in-flight atomically);
+//! and routes the resume. `step.resumed` is written by the instance that hands the result to
+//! the step, just before it does (marked `resumed` on the await), so it always precedes what
+//! the step does next. A timer is claimed by one instance (moved to in-flight atomically);
 //! a claim whose instance died is claimed again after its lease, and its effect, a
 //! compare-and-set, cannot happen twice.
 //!
@@ -1412,20 +1414,9 @@ impl Scheduler {
             .resolve(trigger_id, "resolved", &[("result", payload.to_string())])
             .await?;
         let flow = fields.get("flow").cloned().unwrap_or_default();
-        let created: u64 = fields
-            .get("createdMs")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
         self.emit(
             json!({ "kind": "trigger.fired", "subject": trigger_id, "correlationId": flow,
                     "data": { "payload": payload, "source": "api" } }),
-            None,
-        )
-        .await?;
-        self.emit(
-            json!({ "kind": "step.resumed", "subject": flow, "step": fields.get("step"),
-                    "data": { "reason": "trigger", "awaitDuration": now_ms().saturating_sub(created) },
-                    "meta": { "awaitType": "trigger", "jobId": fields.get("job") } }),
             None,
         )
         .await?;
@@ -1504,7 +1495,9 @@ impl Scheduler {
         let fields = self.store().hash_get_all(&self.await_key(await_id)).await?;
         let outcome: Option<AwaitOutcome> = match fields.get("status").map(String::as_str) {
             Some("resolved") => {
-                self.write_resumed(await_id, &fields).await?;
+                if !self.write_resumed(await_id, &fields).await? {
+                    return Ok(());
+                }
                 let result = fields
                     .get("result")
                     .cloned()
@@ -1545,13 +1538,19 @@ impl Scheduler {
         Ok(())
     }
 
-    /// An event await resolved on a Redis Cluster has no `step.resumed` yet (the flow's stream
-    /// is on another shard than the await): the instance handing the outcome to the step writes
-    /// it first, once (marked `resumed` before it is written, like the other resume events).
-    async fn write_resumed(&self, await_id: &str, fields: &HashMap<String, String>) -> Result<()> {
-        if fields.get("type").map(String::as_str) != Some("event") || fields.contains_key("resumed")
-        {
-            return Ok(());
+    /// A resolved await's `step.resumed` is written by the instance that hands the result to
+    /// the step, just before it does, so the event always comes before what the step does next
+    /// (when the resolver wrote it, a periodic re-check could hand the result over first). It
+    /// is marked `resumed` before it is written, once; the append script marks the events it
+    /// resumed itself (event awaits on one Redis and on the embedded store). Returns whether
+    /// the result may be handed over now: not when another call is writing the event.
+    async fn write_resumed(
+        &self,
+        await_id: &str,
+        fields: &HashMap<String, String>,
+    ) -> Result<bool> {
+        if fields.contains_key("resumed") {
+            return Ok(true);
         }
         let marked = self
             .store()
@@ -1565,16 +1564,22 @@ impl Scheduler {
             )
             .await?;
         if !marked.set {
-            return Ok(());
+            return Ok(false);
         }
         let ms = |k: &str| -> u64 { fields.get(k).and_then(|v| v.parse().ok()).unwrap_or(0) };
+        let kind = fields.get("type").cloned().unwrap_or_default();
+        let mut meta = json!({ "awaitType": kind, "jobId": fields.get("job") });
+        if kind == "time" {
+            meta["lateMs"] = ms("lateMs").into();
+        }
         self.emit(
             json!({ "kind": "step.resumed", "subject": fields.get("flow"), "step": fields.get("step"),
-                    "data": { "reason": "event", "awaitDuration": ms("resolvedMs").saturating_sub(ms("createdMs")) },
-                    "meta": { "awaitType": "event", "jobId": fields.get("job") } }),
+                    "data": { "reason": kind, "awaitDuration": ms("resolvedMs").saturating_sub(ms("createdMs")) },
+                    "meta": meta }),
             None,
         )
-        .await
+        .await?;
+        Ok(true)
     }
 
     /// After a resolution: the owner continues in place, or the job is taken over.
@@ -1781,17 +1786,6 @@ impl Scheduler {
                     return Ok(());
                 }
                 let fields = self.store().hash_get_all(&self.await_key(&id)).await?;
-                let created: u64 = fields
-                    .get("createdMs")
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(0);
-                self.emit(
-                    json!({ "kind": "step.resumed", "subject": fields.get("flow"), "step": fields.get("step"),
-                            "data": { "reason": "time", "awaitDuration": now_ms().saturating_sub(created) },
-                            "meta": { "awaitType": "time", "lateMs": late, "jobId": fields.get("job") } }),
-                    None,
-                )
-                .await?;
                 self.route_resolution(&id, &fields).await
             }
             Some("timeout") => {

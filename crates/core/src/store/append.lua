@@ -27,15 +27,6 @@ local ngroups = tonumber(ARGV[3])
 local a, k = 4, 1
 local out = {}
 
-local function index_key(index)
-  if index == 't' then
-    return prefix .. ':triggers'
-  elseif index ~= '' then
-    return prefix .. ':flows:' .. string.sub(index, 2)
-  end
-  return nil
-end
-
 local function wrong_type(key, t, want)
   return 'WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want
 end
@@ -138,7 +129,7 @@ for g = 1, ngroups do
         checked[key] = true
       end
     end
-    local ik = index_key(ARGV[b + 2])
+    local ik = index_key(prefix, ARGV[b + 2])
     if ik and not checked[ik] then
       local it = redis.call('TYPE', ik)['ok']
       if it ~= 'zset' and it ~= 'none' then
@@ -164,7 +155,7 @@ for g = 1, ngroups do
         end
         return redis.error_reply(payload)
       end
-      local ik = index_key(index)
+      local ik = index_key(prefix, index)
       if ik then
         local ms = string.match(id, '^(%d+)')
         redis.call('ZADD', ik, 'NX', ms, subject)

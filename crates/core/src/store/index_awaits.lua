@@ -18,15 +18,6 @@ local n = tonumber(ARGV[2])
 local a = 3
 local resolved = 0
 
-local function index_key(index)
-  if index == 't' then
-    return prefix .. ':triggers'
-  elseif index ~= '' then
-    return prefix .. ':flows:' .. string.sub(index, 2)
-  end
-  return nil
-end
-
 local no_awaits = {}
 
 for e = 1, n do
@@ -34,7 +25,7 @@ for e = 1, n do
   local npairs = tonumber(ARGV[a + 4])
   local first, last = a + 5, a + 4 + 2 * npairs
   a = last + 1
-  local ik = index_key(index)
+  local ik = index_key(prefix, index)
   if ik then
     local t = redis.call('TYPE', ik)['ok']
     if t == 'zset' or t == 'none' then

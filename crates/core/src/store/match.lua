@@ -1,6 +1,16 @@
--- match.lua: what the scripts that resolve event awaits share (append.lua on one node;
--- index_awaits.lua on a cluster): the declarative match, the server's time and the note that
--- tells an await's owner. Loaded in front of them.
+-- match.lua: what the scripts that index events and resolve event awaits share (append.lua on
+-- one node; index_awaits.lua on a cluster): index keys, the declarative match, the server's time
+-- and the note that tells an await's owner. Loaded in front of them.
+
+-- The sorted set an index entry ("t" the trigger index, "f<name>" a run index) goes to, or nil.
+local function index_key(prefix, index)
+  if index == 't' then
+    return prefix .. ':triggers'
+  elseif index ~= '' then
+    return prefix .. ':flows:' .. string.sub(index, 2)
+  end
+  return nil
+end
 
 -- The server's time in ms.
 local function now_ms()

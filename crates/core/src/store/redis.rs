@@ -239,39 +239,56 @@ impl RedisStore {
     /// One request, bounded by `timeout`. A refused connection (the manager's reconnect failed
     /// while Redis was down; nothing was sent) is tried once more on the connection the manager
     /// opens next, so the first call after Redis is back does not fail for the outage before.
+    ///
     /// On a cluster, a call that failed for the topology's sake (a node unreachable, the cluster
     /// down, no answer) replaces the connection with a fresh one, which reads the topology
-    /// again: the cluster client alone can keep a topology from the middle of a failover.
+    /// again: the cluster client alone can keep a topology from the middle of a failover. When
+    /// the failure says nothing was done (refused, `CLUSTERDOWN`, `TRYAGAIN`, a redirect that
+    /// led nowhere), the call is tried again on the fresh connection while `timeout` lasts, so
+    /// a failover shorter than `timeout` is only a delay to the caller.
     pub(crate) async fn send<T, F, Fut>(&self, conn: &Conn, request: F) -> Result<T>
     where
         F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let fault = std::sync::atomic::AtomicBool::new(false);
-        let r = with_timeout(self.timeout, async {
-            let r = match request(conn.clone()).await {
-                Err(e) if e.is_connection_refusal() => request(conn.clone()).await,
-                r => r,
-            };
-            if let Err(e) = &r {
-                if e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_timeout()
-                    || e.code() == Some("CLUSTERDOWN")
-                {
-                    fault.store(true, std::sync::atomic::Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut conn = conn.clone();
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, async {
+                match request(conn.clone()).await {
+                    Err(e) if e.is_connection_refusal() => request(conn.clone()).await,
+                    r => r,
                 }
+            })
+            .await;
+            let e = match attempt {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => e,
+                Err(_) => {
+                    if self.cluster {
+                        self.renew_cluster_connection().await;
+                    }
+                    return Err(timed_out(self.timeout));
+                }
+            };
+            if !self.cluster {
+                return Err(e.into());
             }
-            r.map_err(Error::from)
-        })
-        .await;
-        if self.cluster
-            && r.as_ref()
-                .is_err_and(|e| e.code == ErrorCode::Timeout || fault.into_inner())
-        {
-            self.renew_cluster_connection().await;
+            let not_done = e.is_connection_refusal()
+                || matches!(
+                    e.code(),
+                    Some("CLUSTERDOWN" | "TRYAGAIN" | "MOVED" | "ASK" | "MASTERDOWN" | "LOADING")
+                );
+            if not_done || e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                self.renew_cluster_connection().await;
+            }
+            let pause = Duration::from_millis(100);
+            if !not_done || tokio::time::Instant::now() + pause >= deadline {
+                return Err(e.into());
+            }
+            tokio::time::sleep(pause).await;
+            conn = self.conn()?;
         }
-        r
     }
 
     /// Replace the cluster connection with a fresh one, at most once a second.
@@ -554,14 +571,19 @@ pub(crate) async fn with_timeout<T>(
 ) -> Result<T> {
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,
-        Err(_) => Err(Error::new(
-            ErrorCode::Timeout,
-            format!(
-                "Redis did not answer within {} ms (timeoutMs); the outcome of a write is unknown",
-                timeout.as_millis()
-            ),
-        )),
+        Err(_) => Err(timed_out(timeout)),
     }
+}
+
+/// A store call got no answer within `timeout`.
+fn timed_out(timeout: Duration) -> Error {
+    Error::new(
+        ErrorCode::Timeout,
+        format!(
+            "Redis did not answer within {} ms (timeoutMs); the outcome of a write is unknown",
+            timeout.as_millis()
+        ),
+    )
 }
 
 pub(crate) fn unexpected(what: &str, v: &Value) -> Error {
