@@ -165,16 +165,16 @@ pub struct Bus {
 impl Bus {
     /// Connect to Redis (`config.url`) or open the embedded store (no url).
     pub async fn connect(mut config: Config) -> Result<Bus> {
+        if config.url.is_some() && config.cluster.is_some() {
+            return Err(Error::argument(
+                "give url (one Redis) or cluster (a Redis Cluster), not both",
+            ));
+        }
         if let Some(nodes) = config
             .url
             .as_deref()
             .and_then(crate::store::cluster::nodes_of_url)
         {
-            if config.cluster.is_some() {
-                return Err(Error::argument(
-                    "give url (one Redis) or cluster (a Redis Cluster), not both",
-                ));
-            }
             config.cluster = Some(nodes?);
             config.url = None;
         }
@@ -201,13 +201,8 @@ impl Bus {
         if config.timeout.is_zero() {
             return Err(Error::argument("timeoutMs must be at least 1"));
         }
-        if config.url.is_some() && config.cluster.is_some() {
-            return Err(Error::argument(
-                "give url (one Redis) or cluster (a Redis Cluster), not both",
-            ));
-        }
         if config.repair_interval.is_zero() {
-            return Err(Error::argument("repairIntervalMs must be at least 1"));
+            return Err(Error::argument("repair_interval must be above zero"));
         }
         if let Some(wait) = config.replicated {
             if config.url.is_none() && config.cluster.is_none() {
@@ -325,15 +320,6 @@ impl Bus {
     /// True on a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         matches!(&self.core.store, Store::Redis(s) if s.cluster)
-    }
-
-    /// Redis Cluster: do the second step of appends whose outbox entries are older than
-    /// `grace` now (the repair pass does this every `repairInterval`). Returns how many.
-    pub async fn repair_outbox(&self, grace: Duration) -> Result<usize> {
-        match &self.core.store {
-            Store::Redis(s) if s.cluster => s.repair_outbox(grace).await,
-            _ => Ok(0),
-        }
     }
 
     /// Validate and append one event given as JSON; returns its record.

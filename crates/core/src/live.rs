@@ -867,19 +867,20 @@ pub(crate) async fn run_cluster_live(
                     })
                     .collect();
                 drop(hub_core);
-                let ok = futures_util::stream::iter(names)
+                let confirmed = futures_util::stream::iter(names)
                     .map(|(ch, stream)| {
                         let mut c = c.clone();
                         async move {
-                            let r = cluster_subscribe_one(&mut c, &ch, stream, timeout).await;
-                            (ch, stream, r.is_ok())
+                            cluster_subscribe_one(&mut c, &ch, stream, timeout)
+                                .await
+                                .map(|()| (ch, stream))
                         }
                     })
                     .buffer_unordered(64)
                     .collect::<Vec<_>>()
                     .await;
-                let all = ok.iter().all(|(_, _, ok)| *ok);
-                for (ch, stream, _) in ok {
+                let all = confirmed.iter().all(Result::is_ok);
+                for (ch, stream) in confirmed.into_iter().flatten() {
                     subscribed.insert(ch, stream);
                 }
                 all.then_some(c)
@@ -907,9 +908,11 @@ pub(crate) async fn run_cluster_live(
                             let (Some(ch), Some(payload)) = (push.data.first(), push.data.get(1)) else {
                                 continue;
                             };
-                            let (ch, payload) = (crate::store::redis::text(ch), bytes(payload));
-                            if let Some(rec) = std::str::from_utf8(payload).ok().and_then(record_from_live) {
-                                c.hub.dispatch(&ch, &Arc::new(rec));
+                            let (Ok(ch), Ok(payload)) = (std::str::from_utf8(bytes(ch)), std::str::from_utf8(bytes(payload))) else {
+                                continue;
+                            };
+                            if let Some(rec) = record_from_live(payload) {
+                                c.hub.dispatch(ch, &Arc::new(rec));
                             }
                         }
                         redis::PushKind::Disconnection => break,

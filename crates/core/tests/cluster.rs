@@ -213,7 +213,7 @@ async fn cluster_repair_pass_and_failover() {
     let (rig, url) = Rig::start();
     let prefix = unique_prefix("cl");
     let bus = connect(&url, &prefix, Duration::from_millis(300)).await;
-    let mut con = RawConnection::open(&url, None).await.unwrap();
+    let mut con = RawConnection::open(&url).await.unwrap();
     let s = Scheduler::start(
         &bus,
         SchedulerOptions {
@@ -501,7 +501,7 @@ async fn cluster_repair_pass_and_failover() {
     assert_eq!(err.code, ErrorCode::NotReplicated, "{err}");
     let promoted = master_of(&url, coord_slot).await.0;
     assert_ne!(promoted, port);
-    let mut con = RawConnection::open(&url, None).await.unwrap(); // the topology after the failover
+    let mut con = RawConnection::open(&url).await.unwrap(); // the topology after the failover
     let mut other = String::new();
     for i in 0.. {
         other = format!("r{i}");

@@ -14,8 +14,8 @@
 //! - `nq:await:<awaitId>` (hash): type (time | event | trigger), job, flow, step, attempt, seq,
 //!   owner, status (pending | resolved | timeout | cancelled), createdMs, result, `announced`
 //!   (its `step.await.*` event is written), `resumed` (its `step.resumed` is written), and
-//!   per type resumeAt / kind + match / triggerType. `awaitId` is `<jobId>:<attempt>:<seq>`, or for a trigger its id: 32 random
-//!   hex characters (128 bits), a capability. Expires 7 days after it resolves; `fire` on an
+//!   per type resumeAt / kind + match / triggerType. `awaitId` is `<jobId>:<attempt>:<seq>`,
+//!   or for a trigger its id: 32 random hex characters (128 bits), a capability. Expires 7 days after it resolves; `fire` on an
 //!   expired trigger is `TRIGGER_NOT_FOUND`.
 //! - `nq:await:kind:<kind>` (hash): awaitId → match, the pending event awaits, matched by the
 //!   append script in the same step as the append.

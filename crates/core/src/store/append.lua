@@ -95,13 +95,7 @@ local function resolve_awaits(stype, kind, subject, first, last, payload)
         end
         if stored then
           redis.call('HDEL', reg, await_id)
-          redis.call('HSET', ak, 'status', 'resolved', 'result', payload, 'resolvedMs', now,
-            'resumed', '1')
-          -- resolved awaits are kept 7 days (the scheduler's RESOLVED_TTL_MS), then expire
-          redis.call('PEXPIRE', ak, 604800000)
-          if info[5] then
-            notify_owner(prefix, info[5], await_id)
-          end
+          resolve_await(prefix, await_id, info[5], payload, 'resolvedMs', now, 'resumed', '1')
         end
       end
     end

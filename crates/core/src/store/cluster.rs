@@ -8,16 +8,18 @@
 //!
 //! An append happens in two steps, because the index entry and the event awaits an event
 //! resolves are in the coordination slot, not in the stream's:
-//! 1. `append_cluster.lua`, per slot, stores and publishes the events of that slot and notes
-//!    each in the slot's outbox (`<prefix>:outbox:{<tag>}`, a sorted set in the same slot);
+//! 1. `append_cluster.lua`, one call per master (per slot when the slot map turns out stale),
+//!    stores and publishes the events of the streams it serves and notes each in its slot's
+//!    outbox (`<prefix>:outbox:{<tag>}`, a sorted set in the same slot);
 //! 2. `index_awaits.lua`, in the coordination slot, adds index entries and resolves awaits; it
-//!    is safe to repeat. Then the outbox entries are removed.
+//!    is safe to repeat. Then the outbox entries are removed (`outbox_done.lua`, per master).
 //!
 //! A process that dies (or loses its connection) between the two leaves outbox entries; the
 //! repair pass (`repair_outbox`) finds entries older than a grace period in every slot's outbox
 //! and does step 2 for them.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -31,7 +33,7 @@ use super::redis::{
     index_arg, not_replicated, parse_append_reply, text, unexpected, Conn, RedisStore,
 };
 use crate::error::{Error, ErrorCode, Result};
-use crate::event::PreparedEvent;
+use crate::event::{PreparedEvent, StreamRef};
 use crate::id::StreamId;
 
 static APPEND_CLUSTER_LUA: &str = include_str!("append_cluster.lua");
@@ -163,9 +165,31 @@ fn now_ms() -> u64 {
 /// What step 1 of an append stored: the id of each event (by group), and why a group, or part
 /// of it, was not stored.
 pub(crate) struct Stored {
+    /// Each event's stream key and its slot, by group.
+    keys: Vec<Vec<(String, Slot)>>,
     ids: Vec<Vec<Option<StreamId>>>,
     errors: Vec<Option<Error>>,
-    owners: Option<Arc<HashMap<Slot, usize>>>,
+    owners: Option<SlotOwners>,
+}
+
+/// Which master (an index of our own) serves each slot, as last read.
+pub(crate) type SlotOwners = Arc<HashMap<Slot, usize>>;
+
+/// Where a call of step 1 (or of the outbox clean-up) goes: a master by the slot map, or one
+/// slot when the map is not known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Target {
+    Node(usize),
+    Slot(Slot),
+}
+
+impl Target {
+    fn of(owners: Option<&SlotOwners>, slot: Slot) -> Target {
+        match owners.and_then(|o| o.get(&slot)) {
+            Some(&node) => Target::Node(node),
+            None => Target::Slot(slot),
+        }
+    }
 }
 
 impl Stored {
@@ -200,60 +224,28 @@ struct Part {
     events: Vec<usize>,
 }
 
-/// Parts of every group, batched by `batch_of` an event, in order.
-fn batch_by(
-    groups: &[&[PreparedEvent]],
-    batch_of: impl Fn(&PreparedEvent) -> String,
+/// The events `(group, index)` batched by `target`, each batch's parts in the order given.
+fn batch_by<K: Hash + Eq>(
+    events: impl IntoIterator<Item = (usize, usize)>,
+    target: impl Fn(usize, usize) -> K,
 ) -> Vec<Vec<Part>> {
     let mut batches: Vec<Vec<Part>> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    for (g, group) in groups.iter().enumerate() {
-        for (i, e) in group.iter().enumerate() {
-            let at = *index.entry(batch_of(e)).or_insert_with(|| {
-                batches.push(Vec::new());
-                batches.len() - 1
-            });
-            let parts = &mut batches[at];
-            match parts.last_mut() {
-                Some(p) if p.group == g => p.events.push(i),
-                _ => parts.push(Part {
-                    group: g,
-                    events: vec![i],
-                }),
-            }
+    let mut index: HashMap<K, usize> = HashMap::new();
+    for (g, i) in events {
+        let at = *index.entry(target(g, i)).or_insert_with(|| {
+            batches.push(Vec::new());
+            batches.len() - 1
+        });
+        let parts = &mut batches[at];
+        match parts.last_mut() {
+            Some(p) if p.group == g => p.events.push(i),
+            _ => parts.push(Part {
+                group: g,
+                events: vec![i],
+            }),
         }
     }
     batches
-}
-
-/// The events of `parts` batched again, by slot.
-fn rebatch_by_slot(
-    parts: Vec<Part>,
-    groups: &[&[PreparedEvent]],
-    slot_of: impl Fn(&PreparedEvent) -> Slot,
-) -> Vec<Vec<Part>> {
-    let mut batches: Vec<(Slot, Vec<Part>)> = Vec::new();
-    for p in parts {
-        for i in p.events {
-            let slot = slot_of(&groups[p.group][i]);
-            let at = match batches.iter().position(|(s, _)| *s == slot) {
-                Some(at) => at,
-                None => {
-                    batches.push((slot, Vec::new()));
-                    batches.len() - 1
-                }
-            };
-            let parts = &mut batches[at].1;
-            match parts.last_mut() {
-                Some(q) if q.group == p.group => q.events.push(i),
-                _ => parts.push(Part {
-                    group: p.group,
-                    events: vec![i],
-                }),
-            }
-        }
-    }
-    batches.into_iter().map(|(_, parts)| parts).collect()
 }
 
 /// One event for the second step: its id, stream, index entry and stored fields.
@@ -287,13 +279,24 @@ impl RedisStore {
     pub(crate) async fn append_step1(&self, groups: &[&[PreparedEvent]]) -> Result<Stored> {
         let conn = self.conn()?;
         let owners = self.slot_owners(&conn).await.ok();
-        let mut batches = batch_by(groups, |e| {
-            let slot = Slot::for_key(self.stream_key(&e.stream));
-            match owners.as_ref().and_then(|o| o.get(&slot)) {
-                Some(node) => format!("node {node}"),
-                None => format!("{slot:?}"),
-            }
-        });
+        let keys: Vec<Vec<(String, Slot)>> = groups
+            .iter()
+            .map(|group| {
+                group
+                    .iter()
+                    .map(|e| {
+                        let key = self.stream_key(&e.stream);
+                        let slot = Slot::for_key(&key);
+                        (key, slot)
+                    })
+                    .collect()
+            })
+            .collect();
+        let all = groups
+            .iter()
+            .enumerate()
+            .flat_map(|(g, group)| (0..group.len()).map(move |i| (g, i)));
+        let mut batches = batch_by(all, |g, i| Target::of(owners.as_ref(), keys[g][i].1));
         let mut ids: Vec<Vec<Option<StreamId>>> =
             groups.iter().map(|g| vec![None; g.len()]).collect();
         let mut errors: Vec<Option<Error>> = vec![None; groups.len()];
@@ -303,7 +306,7 @@ impl RedisStore {
             let replies = join_all(
                 batches
                     .iter()
-                    .map(|parts| self.append_batch(&conn, parts, groups)),
+                    .map(|parts| self.append_batch(&conn, parts, groups, &keys)),
             )
             .await;
             let mut again = Vec::new();
@@ -348,7 +351,10 @@ impl RedisStore {
             }
             self.forget_slot_owners();
             per_slot = true;
-            batches = rebatch_by_slot(again, groups, |e| Slot::for_key(self.stream_key(&e.stream)));
+            let again = again
+                .into_iter()
+                .flat_map(|p| p.events.into_iter().map(move |i| (p.group, i)));
+            batches = batch_by(again, |g, i| keys[g][i].1);
         }
         if ids.iter().flatten().all(Option::is_none) {
             if let Some(e) = outer {
@@ -356,6 +362,7 @@ impl RedisStore {
             }
         }
         Ok(Stored {
+            keys,
             ids,
             errors,
             owners,
@@ -368,18 +375,17 @@ impl RedisStore {
     pub(crate) async fn append_step2(&self, groups: &[&[PreparedEvent]], stored: &Stored) {
         let Ok(conn) = self.conn() else { return };
         let mut second = Vec::new();
-        let mut done: Vec<(String, String)> = Vec::new();
+        let mut done: Vec<(Slot, String)> = Vec::new();
         for (g, group) in groups.iter().enumerate() {
-            for (e, id) in group.iter().zip(&stored.ids[g]) {
+            for ((e, id), (_, slot)) in group.iter().zip(&stored.ids[g]).zip(&stored.keys[g]) {
                 let Some(id) = id else { continue };
-                let index = index_arg(&e.index);
-                let key = self.stream_key(&e.stream);
+                let (id, index) = (id.to_string(), index_arg(&e.index));
                 done.push((
-                    outbox_key(&self.prefix, &key),
-                    outbox_member(&id.to_string(), &e.stream.stream_type, &e.stream.id, &index),
+                    *slot,
+                    outbox_member(&id, &e.stream.stream_type, &e.stream.id, &index),
                 ));
                 second.push(Second {
-                    id: id.to_string(),
+                    id,
                     stream_type: &e.stream.stream_type,
                     subject: &e.stream.id,
                     index,
@@ -402,11 +408,11 @@ impl RedisStore {
         conn: &Conn,
         parts: &[Part],
         groups: &[&[PreparedEvent]],
+        keys: &[Vec<(String, Slot)>],
     ) -> Result<Option<Vec<Result<Vec<StreamId>>>>> {
         let mut inv = self.scripts()?.append.prepare_invoke();
-        let first = &groups[parts[0].group][parts[0].events[0]];
-        let first_key = self.stream_key(&first.stream);
-        inv.key(&first_key)
+        let (first_key, first_slot) = &keys[parts[0].group][parts[0].events[0]];
+        inv.key(first_key)
             .arg(&self.prefix)
             .arg(self.max_len.unwrap_or(0))
             .arg(parts.len());
@@ -414,9 +420,8 @@ impl RedisStore {
             inv.arg(p.events.len());
             for &i in &p.events {
                 let e = &groups[p.group][i];
-                let key = self.stream_key(&e.stream);
-                let outbox = outbox_key(&self.prefix, &key);
-                inv.arg(key).arg(outbox);
+                let (key, slot) = &keys[p.group][i];
+                inv.arg(key).arg(outbox_of(&self.prefix, *slot));
                 inv.arg(&e.stream.stream_type)
                     .arg(&e.stream.id)
                     .arg(index_arg(&e.index))
@@ -442,9 +447,7 @@ impl RedisStore {
         let results = parse_append_reply(out)?;
         match self.replicated {
             Some(wait) if results.iter().any(|r| r.is_ok()) => {
-                let acked = self
-                    .wait_on_master(conn, Slot::for_key(&first_key), wait)
-                    .await?;
+                let acked = self.wait_on_master(conn, *first_slot, wait).await?;
                 if acked {
                     Ok(Some(results))
                 } else {
@@ -462,7 +465,7 @@ impl RedisStore {
     }
 
     /// Which master serves each slot, as last read (`CLUSTER SLOTS`).
-    async fn slot_owners(&self, conn: &Conn) -> Result<Arc<HashMap<Slot, usize>>> {
+    async fn slot_owners(&self, conn: &Conn) -> Result<SlotOwners> {
         if let Some(o) = self
             .slot_owners
             .lock()
@@ -563,20 +566,13 @@ impl RedisStore {
 
     /// Remove done outbox entries, one call per node, in the background: if this fails, the
     /// repair pass does the (repeatable) second step again and removes them.
-    fn clear_outbox(
-        &self,
-        conn: Conn,
-        owners: Option<Arc<HashMap<Slot, usize>>>,
-        done: Vec<(String, String)>,
-    ) {
-        let mut by_node: HashMap<String, Vec<(String, String)>> = HashMap::new();
-        for (outbox, member) in done {
-            let slot = Slot::for_key(&outbox);
-            let node = match owners.as_ref().and_then(|o| o.get(&slot)) {
-                Some(n) => format!("node {n}"),
-                None => format!("{slot:?}"),
-            };
-            by_node.entry(node).or_default().push((outbox, member));
+    fn clear_outbox(&self, conn: Conn, owners: Option<SlotOwners>, done: Vec<(Slot, String)>) {
+        let mut by_node: HashMap<Target, Vec<(String, String)>> = HashMap::new();
+        for (slot, member) in done {
+            by_node
+                .entry(Target::of(owners.as_ref(), slot))
+                .or_default()
+                .push((outbox_of(&self.prefix, slot), member));
         }
         let Ok(script) = self.scripts().map(|s| s.outbox_done.clone()) else {
             return;
@@ -598,9 +594,8 @@ impl RedisStore {
         });
     }
 
-    /// Find outbox entries older than `grace` in every slot and do their second step. Returns
-    /// how many entries it completed.
-    pub async fn repair_outbox(&self, grace: Duration) -> Result<usize> {
+    /// Find outbox entries older than `grace` in every slot and do their second step.
+    pub(crate) async fn repair_outbox(&self, grace: Duration) -> Result<()> {
         let conn = self.conn()?;
         let cutoff = now_ms().saturating_sub(grace.as_millis() as u64);
         let tags = slot_tags();
@@ -635,11 +630,10 @@ impl RedisStore {
             .await
             .into_iter()
             .collect::<Result<_>>()?;
-        let mut completed = 0;
         for (slot, members) in found {
-            completed += self.repair_slot(&conn, slot, members).await?;
+            self.repair_slot(&conn, slot, members).await?;
         }
-        Ok(completed)
+        Ok(())
     }
 
     /// Whether a second step failed since the last call (the repair pass should run soon).
@@ -653,7 +647,7 @@ impl RedisStore {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
-    async fn repair_slot(&self, conn: &Conn, slot: Slot, members: Vec<String>) -> Result<usize> {
+    async fn repair_slot(&self, conn: &Conn, slot: Slot, members: Vec<String>) -> Result<()> {
         // read each noted event back from its stream
         let mut entries = Vec::new();
         let mut pipe = redis::pipe();
@@ -662,9 +656,15 @@ impl RedisStore {
             let [id, stype, subject, index] = parts[..] else {
                 continue;
             };
-            let key = format!("{}:{stype}:{{{subject}}}", self.prefix);
-            pipe.cmd("XRANGE").arg(&key).arg(id).arg(id);
-            entries.push((m.as_str(), id, stype, subject, index));
+            let stream = StreamRef {
+                stream_type: stype.to_owned(),
+                id: subject.to_owned(),
+            };
+            pipe.cmd("XRANGE")
+                .arg(self.stream_key(&stream))
+                .arg(id)
+                .arg(id);
+            entries.push((id, stype, subject, index));
         }
         let fetched: Vec<Value> = if entries.is_empty() {
             Vec::new()
@@ -673,12 +673,9 @@ impl RedisStore {
             self.send(conn, |mut c| async move { pipe.query_async(&mut c).await })
                 .await?
         };
-        let mut texts: Vec<Vec<String>> = Vec::new();
-        for v in &fetched {
-            texts.push(entry_fields(v));
-        }
+        let texts: Vec<Vec<String>> = fetched.iter().map(entry_fields).collect();
         let mut second = Vec::new();
-        for ((_, id, stype, subject, index), fields) in entries.iter().zip(&texts) {
+        for ((id, stype, subject, index), fields) in entries.iter().zip(&texts) {
             if fields.is_empty() {
                 continue; // trimmed or deleted since: nothing to index or match
             }
@@ -699,10 +696,11 @@ impl RedisStore {
         let mut cmd = redis::cmd("ZREM");
         cmd.arg(outbox_of(&self.prefix, slot)).arg(&members);
         let cmd = &cmd;
-        let _: i64 = self
-            .send(conn, |mut c| async move { cmd.query_async(&mut c).await })
-            .await?;
-        Ok(members.len())
+        self.send(
+            conn,
+            |mut c| async move { cmd.query_async::<()>(&mut c).await },
+        )
+        .await
     }
 }
 

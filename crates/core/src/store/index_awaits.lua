@@ -51,14 +51,8 @@ for e = 1, n do
         redis.call('HDEL', reg, await_id)
         if info[1] == 'pending' then
           payload = payload or (id .. SEP .. stype .. SEP .. subject .. SEP .. table.concat(fv, SEP))
-          redis.call('HSET', ak, 'status', 'resolved', 'result', payload, 'resolvedMs', now_ms(),
-            'resolvedBy', id)
-          -- resolved awaits are kept 7 days (the scheduler's RESOLVED_TTL_MS), then expire
-          redis.call('PEXPIRE', ak, 604800000)
+          resolve_await(prefix, await_id, info[2], payload, 'resolvedMs', now_ms(), 'resolvedBy', id)
           resolved = resolved + 1
-          if info[2] then
-            notify_owner(prefix, info[2], await_id)
-          end
         end
       end
     end

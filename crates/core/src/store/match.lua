@@ -1,6 +1,6 @@
 -- match.lua: what the scripts that index events and resolve event awaits share (append.lua on
 -- one node; index_awaits.lua on a cluster): index keys, the declarative match, the server's time
--- and the note that tells an await's owner. Loaded in front of them.
+-- and the resolution of an await. Loaded in front of them.
 
 -- The sorted set an index entry ("t" the trigger index, "f<name>" a run index) goes to, or nil.
 local function index_key(prefix, index)
@@ -18,13 +18,19 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Tell the instance `owner` that `await_id` resolved, on `<prefix>:sched:inst:<owner>`, as a
--- record-shaped live message.
-local function notify_owner(prefix, owner, await_id)
-  local sep = '\31'
-  local note = '0-0' .. sep .. 'sched' .. sep .. owner .. sep .. 'kind' .. sep ..
-    'sched.resolved' .. sep .. 'data' .. sep .. cjson.encode({await = await_id})
-  redis.call('PUBLISH', prefix .. ':sched:inst:' .. owner, note)
+-- Resolve the pending await `await_id` with `payload` (the matching event's live payload) and
+-- the extra field/value pairs, keep it 7 days (the scheduler's RESOLVED_TTL_MS), and tell its
+-- owner, if any, on `<prefix>:sched:inst:<owner>` with a record-shaped live message.
+local function resolve_await(prefix, await_id, owner, payload, ...)
+  local ak = prefix .. ':await:' .. await_id
+  redis.call('HSET', ak, 'status', 'resolved', 'result', payload, ...)
+  redis.call('PEXPIRE', ak, 604800000)
+  if owner then
+    local sep = '\31'
+    local note = '0-0' .. sep .. 'sched' .. sep .. owner .. sep .. 'kind' .. sep ..
+      'sched.resolved' .. sep .. 'data' .. sep .. cjson.encode({await = await_id})
+    redis.call('PUBLISH', prefix .. ':sched:inst:' .. owner, note)
+  end
 end
 
 -- JSON equality of decoded values (numbers by value, tables deeply).

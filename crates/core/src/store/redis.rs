@@ -43,14 +43,12 @@ pub enum Conn {
 }
 
 impl Conn {
-    /// A connection to `url`, or with `cluster` to the cluster those nodes belong to (for
-    /// tools and tests that inspect what the store wrote).
-    /// `url` may be a cluster url (`redis+cluster://host:port,…`).
-    pub async fn open(url: &str, cluster: Option<&[String]>) -> Result<Conn> {
-        let from_url = super::cluster::nodes_of_url(url).transpose()?;
-        match cluster.map(<[String]>::to_vec).or(from_url).as_deref() {
+    /// A connection to `url`, one Redis or a cluster url (`redis+cluster://host:port,…`), for
+    /// tools and tests that inspect what the store wrote.
+    pub async fn open(url: &str) -> Result<Conn> {
+        match super::cluster::nodes_of_url(url).transpose()? {
             Some(nodes) => Ok(Conn::Cluster(
-                super::cluster::client(nodes, Duration::from_secs(5), None)?
+                super::cluster::client(&nodes, Duration::from_secs(5), None)?
                     .get_async_connection()
                     .await?,
             )),
@@ -119,9 +117,7 @@ pub struct RedisStore {
     catchup_script: Script,
     pub(crate) cluster_scripts: Option<super::cluster::Scripts>,
     /// Which master serves each slot (a cluster's), as last read.
-    pub(crate) slot_owners: Mutex<
-        Option<std::sync::Arc<std::collections::HashMap<redis::cluster_routing::Slot, usize>>>,
-    >,
+    pub(crate) slot_owners: Mutex<Option<super::cluster::SlotOwners>>,
     /// When the cluster connection was last replaced.
     renewed: Mutex<Option<Instant>>,
     /// A second step failed: the outbox repair pass should run soon.
@@ -602,7 +598,7 @@ pub(crate) fn text(v: &Value) -> String {
     }
 }
 
-pub(crate) fn parse_id(v: &Value) -> Result<StreamId> {
+fn parse_id(v: &Value) -> Result<StreamId> {
     let s = text(v);
     s.parse()
         .map_err(|_| Error::new(ErrorCode::Internal, format!("bad stream id {s:?}")))

@@ -21,7 +21,7 @@ pub fn cluster_nodes() -> Option<Vec<String>> {
 
 /// A raw connection to the Redis the tests use (one node, or the cluster).
 pub async fn raw_connection() -> lean_events_core::RawConnection {
-    lean_events_core::RawConnection::open(&redis_url(), None)
+    lean_events_core::RawConnection::open(&redis_url())
         .await
         .expect("a raw Redis connection")
 }
