@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::event::{self, kind_channel, Limits, PreparedEvent, Record, StreamRef};
+use crate::event::{self, Limits, PreparedEvent, Record, StreamRef};
 use crate::id::StreamId;
 use crate::live::{self, Hub, SubscribeOptions, Subscription, Waker};
 use crate::reduce;
@@ -72,7 +72,7 @@ pub struct Core {
     pub(crate) store: Store,
     pub(crate) hub: Hub,
     pub(crate) timeout: Duration,
-    prefix: String,
+    keys: crate::keys::Keys,
     limits: Limits,
     max_queue: usize,
     closed: AtomicBool,
@@ -140,14 +140,7 @@ impl Core {
 
     /// The live channel of a stream: `<stream key>:live`.
     pub(crate) fn live_channel(&self, stream: &StreamRef) -> String {
-        match &self.store {
-            Store::Redis(s) => format!("{}:live", s.stream_key(stream)),
-            Store::Memory(_) => stream.channel(&self.prefix),
-        }
-    }
-
-    pub(crate) fn max_event_bytes(&self) -> usize {
-        self.limits.max_event_bytes
+        self.keys.live_channel(stream)
     }
 
     pub(crate) async fn read(&self, stream: &StreamRef, opts: &ReadOptions) -> Result<Vec<Record>> {
@@ -225,7 +218,7 @@ impl Bus {
                 store: Store::Memory(Box::new(MemoryStore::new(&config.prefix, config.max_len))),
                 hub: Hub::new(None),
                 timeout: config.timeout,
-                prefix: config.prefix.clone(),
+                keys: crate::keys::Keys::single(&config.prefix),
                 limits,
                 max_queue: config.max_queue,
                 closed: AtomicBool::new(false),
@@ -250,7 +243,11 @@ impl Bus {
                     store: Store::Redis(Box::new(store)),
                     hub: Hub::new(Some(live_tx)),
                     timeout: config.timeout,
-                    prefix: config.prefix.clone(),
+                    keys: if cluster {
+                        crate::keys::Keys::cluster(&config.prefix)
+                    } else {
+                        crate::keys::Keys::single(&config.prefix)
+                    },
                     limits,
                     max_queue: config.max_queue,
                     closed: AtomicBool::new(false),
@@ -285,36 +282,66 @@ impl Bus {
         Ok(Bus { core })
     }
 
-    pub(crate) fn core(&self) -> &Arc<Core> {
-        &self.core
-    }
-
     /// True for the embedded store.
     pub fn is_embedded(&self) -> bool {
         matches!(self.core.store, Store::Memory(_))
     }
 
+    /// The names of this bus's keys and channels.
+    pub fn keys(&self) -> &crate::keys::Keys {
+        &self.core.keys
+    }
+
     /// The key prefix.
     pub fn prefix(&self) -> &str {
-        &self.core.prefix
+        self.core.keys.prefix()
     }
 
     /// The prefix of every key that is not a stream: the key prefix, or on a Redis Cluster
     /// `{<prefix>}` (one hash slot for all of them).
     pub fn coord_prefix(&self) -> String {
-        match &self.core.store {
-            Store::Redis(s) => s.coord.clone(),
-            Store::Memory(_) => self.core.prefix.clone(),
-        }
+        self.core.keys.coord().to_owned()
     }
 
     /// The key a stream is stored under (`<prefix>:<type>:<id>`; on a Redis Cluster the id is
     /// a hash tag: `<prefix>:<type>:{<id>}`).
     pub fn stream_key(&self, stream: &StreamRef) -> String {
-        match &self.core.store {
-            Store::Redis(s) => s.stream_key(stream),
-            Store::Memory(_) => stream.key(&self.core.prefix),
-        }
+        self.core.keys.stream(stream)
+    }
+
+    /// The store behind this bus (the scheduler's durable primitives).
+    pub fn store(&self) -> &Store {
+        &self.core.store
+    }
+
+    /// Largest serialized event this bus accepts, in bytes.
+    pub fn max_event_bytes(&self) -> usize {
+        self.core.limits.max_event_bytes
+    }
+
+    /// A live-only subscription to a plain channel (the scheduler's control channels): every
+    /// message published on it while connected, at most `max_queue` queued.
+    pub async fn listen(&self, channel: String, max_queue: usize) -> Result<Subscription> {
+        self.core.check_open()?;
+        let opts = SubscribeOptions {
+            max_queue,
+            ..Default::default()
+        };
+        live::subscribe(&self.core, channel, None, opts, None).await
+    }
+
+    /// Publish a record-shaped live message (`id␟type␟subject␟k␟v…`) on `channel`.
+    pub async fn publish(&self, channel: &str, payload: &str) -> Result<()> {
+        self.core.check_open()?;
+        self.core
+            .store
+            .publish(channel, payload, &self.core.hub)
+            .await
+    }
+
+    /// How many times the live connection was re-established (messages may have been missed).
+    pub fn reconnects(&self) -> u64 {
+        self.core.hub.reconnects()
     }
 
     /// True on a Redis Cluster.
@@ -483,7 +510,7 @@ impl Bus {
         };
         live::subscribe(
             &self.core,
-            kind_channel(&self.core.prefix, kind),
+            self.core.keys.kind_channel(kind),
             None,
             opts,
             waker,

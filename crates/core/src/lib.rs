@@ -2,9 +2,11 @@
 //! `lean-events` Node.js addon. Pure Rust, testable without Node.
 
 pub mod bus;
+pub mod clock;
 pub mod error;
 pub mod event;
 pub mod id;
+pub mod keys;
 pub mod live;
 pub mod matching;
 pub mod reduce;

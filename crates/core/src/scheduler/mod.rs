@@ -48,21 +48,22 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, Notify};
 
-use crate::bus::{Bus, Core};
+use crate::bus::Bus;
+use crate::clock::now_ms;
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::{self, record_from_live, StreamRef, LIVE_SEP};
 use crate::id::iso_from_ms;
-use crate::live::{self, Item, SubscribeOptions, Subscription};
+use crate::keys::Keys;
+use crate::live::{self, Item, Subscription};
 use crate::store::{Expect, NewTimer, SetChange, Store};
 
-/// How long resolved awaits and finished jobs stay in the store.
-pub const RESOLVED_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+pub use crate::store::awaits::RESOLVED_TTL_MS;
 /// Timers claimed per store call.
 const CLAIM_BATCH: usize = 256;
 /// Longest error message carried by `step.failed` / `step.retry` (bytes; less when half of
@@ -186,13 +187,6 @@ pub fn random_id() -> Result<String> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// The error a `run` rejects with when its step failed for good.
 fn step_failed(step: &str, attempt: u32, message: &str, detail: &str) -> Error {
     let mut err = Error::new(
@@ -235,9 +229,8 @@ type AwaitOutcome = Result<String>;
 
 struct Inner {
     bus: Bus,
-    core: Arc<Core>,
+    keys: Keys,
     id: String,
-    prefix: String,
     lease_ms: u64,
     defs: Mutex<HashMap<String, RetryPolicy>>,
     work: Mutex<std::collections::VecDeque<String>>,
@@ -346,11 +339,9 @@ impl Scheduler {
         if opts.lease_ms < 100 {
             return Err(Error::argument("leaseMs must be at least 100"));
         }
-        let core = bus.core().clone();
         let inner = Arc::new(Inner {
             bus: bus.clone(),
-            prefix: bus.coord_prefix(),
-            core,
+            keys: bus.keys().clone(),
             id,
             lease_ms: opts.lease_ms,
             defs: Mutex::new(HashMap::new()),
@@ -371,12 +362,10 @@ impl Scheduler {
             .lease_renew(&s.lease_key(&s.inner.id), s.inner.lease_ms)
             .await?;
         s.store()
-            .set_update(&s.key("sched:instances"), &s.inner.id, true)
+            .set_update(&s.inner.keys.instances(), &s.inner.id, true)
             .await?;
-        let inbox = s
-            .listen(format!("{}:sched:inst:{}", s.inner.prefix, s.inner.id))
-            .await?;
-        let wake = s.listen(format!("{}:sched:wake", s.inner.prefix)).await?;
+        let inbox = s.listen(s.inner.keys.inbox_channel(&s.inner.id)).await?;
+        let wake = s.listen(s.inner.keys.wake_channel()).await?;
         tokio::spawn(inbox_loop(Arc::downgrade(&s.inner), inbox));
         tokio::spawn(wake_loop(Arc::downgrade(&s.inner), wake));
         tokio::spawn(timer_loop(Arc::downgrade(&s.inner)));
@@ -385,24 +374,13 @@ impl Scheduler {
     }
 
     async fn listen(&self, channel: String) -> Result<Arc<Subscription>> {
-        let sub = live::subscribe(
-            &self.inner.core,
-            channel,
-            None,
-            SubscribeOptions {
-                max_queue: 100_000,
-                ..Default::default()
-            },
-            None,
-        )
-        .await?;
-        let sub = Arc::new(sub);
+        let sub = Arc::new(self.inner.bus.listen(channel, 100_000).await?);
         lock(&self.inner.subs).push(sub.clone());
         Ok(sub)
     }
 
     fn store(&self) -> &Store {
-        &self.inner.core.store
+        self.inner.bus.store()
     }
 
     /// How long after a job ended another instance may write its last event for the owner.
@@ -415,24 +393,20 @@ impl Scheduler {
         self.inner.lease_ms.max(1000)
     }
 
-    fn key(&self, rest: &str) -> String {
-        format!("{}:{rest}", self.inner.prefix)
-    }
-
     fn job_key(&self, job: &str) -> String {
-        format!("{}:sched:job:{job}", self.inner.prefix)
+        self.inner.keys.job(job)
     }
 
     fn await_key(&self, id: &str) -> String {
-        format!("{}:await:{id}", self.inner.prefix)
+        self.inner.keys.await_state(id)
     }
 
     fn lease_key(&self, instance: &str) -> String {
-        format!("{}:sched:lease:{instance}", self.inner.prefix)
+        self.inner.keys.lease(instance)
     }
 
     fn owned_key(&self, instance: &str) -> String {
-        format!("{}:sched:owned:{instance}", self.inner.prefix)
+        self.inner.keys.owned_jobs(instance)
     }
 
     fn check_open(&self) -> Result<()> {
@@ -705,7 +679,7 @@ impl Scheduler {
         }
         let data = json!({ "job": job }).to_string();
         self.notify(
-            &format!("sched:inst:{runner}"),
+            &self.inner.keys.inbox_channel(runner),
             runner,
             "sched.ended",
             &data,
@@ -847,7 +821,7 @@ impl Scheduler {
             .clone()
             .unwrap_or_else(|| "step failed".into());
         // the events carrying it must fit in maxEventBytes; the whole error stays in the job
-        let limit = (self.inner.core.max_event_bytes().saturating_sub(1024) / 2)
+        let limit = (self.inner.bus.max_event_bytes().saturating_sub(1024) / 2)
             .clamp(64, MAX_ERROR_MESSAGE);
         if message.len() > limit {
             let mut end = limit;
@@ -1031,7 +1005,7 @@ impl Scheduler {
     /// Refuse an event of this scheduler's that the bus would refuse: only its size can be
     /// wrong (its names are checked when given), with a margin for fields added later.
     fn fits(&self, event: &str) -> Result<()> {
-        let max = self.inner.core.max_event_bytes().saturating_sub(64);
+        let max = self.inner.bus.max_event_bytes().saturating_sub(64);
         if event.len() > max {
             return Err(Error::new(
                 ErrorCode::PayloadTooLarge,
@@ -1054,8 +1028,13 @@ impl Scheduler {
     /// A timer due at `due` was added: wake the timer loops of every instance.
     async fn wake_timers(&self, due: u64) -> Result<()> {
         self.inner.signals.timer_wake.notify_one();
-        self.notify("sched:wake", "wake", "sched.wake", &due.to_string())
-            .await
+        self.notify(
+            &self.inner.keys.wake_channel(),
+            "wake",
+            "sched.wake",
+            &due.to_string(),
+        )
+        .await
     }
 
     /// Publish a scheduler note (a record-shaped live message) on `<prefix>:<channel>`.
@@ -1063,9 +1042,7 @@ impl Scheduler {
         let note = format!(
             "0-0{LIVE_SEP}sched{LIVE_SEP}{subject}{LIVE_SEP}kind{LIVE_SEP}{kind}{LIVE_SEP}data{LIVE_SEP}{data}"
         );
-        self.store()
-            .publish(&self.key(channel), &note, &self.inner.core.hub)
-            .await
+        self.inner.bus.publish(channel, &note).await
     }
 
     fn await_id(job: &str, attempt: u32, seq: u32) -> String {
@@ -1255,7 +1232,7 @@ impl Scheduler {
         if o.pending {
             self.store()
                 .hash_set(
-                    &format!("{}:await:kind:{kind}", self.inner.prefix),
+                    &self.inner.keys.event_awaits(kind),
                     &[(id.as_str(), cond.to_string())],
                 )
                 .await?;
@@ -1398,7 +1375,7 @@ impl Scheduler {
     /// Fire a trigger: exactly one `fire` (or timeout, or cancel) wins.
     pub async fn fire(&self, trigger_id: &str, payload: &str) -> Result<()> {
         self.check_open()?;
-        let max = self.inner.core.max_event_bytes();
+        let max = self.inner.bus.max_event_bytes();
         if payload.len() > max {
             return Err(Error::new(
                 ErrorCode::PayloadTooLarge,
@@ -1598,7 +1575,7 @@ impl Scheduler {
             let data = json!({ "await": await_id }).to_string();
             return self
                 .notify(
-                    &format!("sched:inst:{owner}"),
+                    &self.inner.keys.inbox_channel(&owner),
                     &owner,
                     "sched.resolved",
                     &data,
@@ -1749,7 +1726,12 @@ impl Scheduler {
         if self.store().exists(&self.lease_key(&owner)).await? {
             let data = json!({ "job": job, "lateMs": late }).to_string();
             return self
-                .notify(&format!("sched:inst:{owner}"), &owner, "sched.run", &data)
+                .notify(
+                    &self.inner.keys.inbox_channel(&owner),
+                    &owner,
+                    "sched.run",
+                    &data,
+                )
                 .await;
         }
         self.adopt(job, &owner).await
@@ -1816,10 +1798,7 @@ impl Scheduler {
                 if await_type == "event" {
                     if let Some(kind) = fields.get("kind") {
                         self.store()
-                            .hash_del(
-                                &format!("{}:await:kind:{kind}", self.inner.prefix),
-                                &[id.as_str()],
-                            )
+                            .hash_del(&self.inner.keys.event_awaits(kind), &[id.as_str()])
                             .await?;
                     }
                 }
@@ -1849,7 +1828,7 @@ impl Scheduler {
         let me = self.inner.id.clone();
         for inst in self
             .store()
-            .set_members(&self.key("sched:instances"))
+            .set_members(&self.inner.keys.instances())
             .await?
         {
             if inst == me || self.store().exists(&self.lease_key(&inst)).await? {
@@ -1879,7 +1858,7 @@ impl Scheduler {
             }
             if left == 0 {
                 self.store()
-                    .set_update(&self.key("sched:instances"), &inst, false)
+                    .set_update(&self.inner.keys.instances(), &inst, false)
                     .await?;
             }
         }
@@ -2108,10 +2087,10 @@ async fn lease_loop(inner: Weak<Inner>) {
             // lives on must be listed again, or its later jobs would not be found when it dies
             let _ = s
                 .store()
-                .set_update(&s.key("sched:instances"), &s.inner.id, true)
+                .set_update(&s.inner.keys.instances(), &s.inner.id, true)
                 .await;
         }
-        let reconnects = s.inner.core.hub.reconnects();
+        let reconnects = s.inner.bus.reconnects();
         let reconnected = reconnects != reconnects_seen;
         if tick.is_multiple_of(3) {
             // what it guards against needs no more than this period: keep it small

@@ -32,6 +32,7 @@ use redis::{PushInfo, Script, Value};
 use super::redis::{
     index_arg, not_replicated, parse_append_reply, text, unexpected, Conn, RedisStore,
 };
+use crate::clock::now_ms;
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::{PreparedEvent, StreamRef};
 use crate::id::StreamId;
@@ -153,13 +154,6 @@ pub fn outbox_key(prefix: &str, key: &str) -> String {
 
 fn outbox_of(prefix: &str, slot: Slot) -> String {
     format!("{prefix}:outbox:{{{}}}", slot_tags()[&slot])
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// What step 1 of an append stored: the id of each event (by group), and why a group, or part

@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::clock::now_ms;
 
 use super::{CatchUpPage, ReadOptions, Run, DEFAULT_READ_LIMIT};
 use crate::error::Result;
@@ -91,13 +93,6 @@ pub struct MemoryStore {
     state: Mutex<State>,
     prefix: String,
     max_len: Option<u64>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl MemoryStore {
@@ -215,7 +210,7 @@ impl MemoryStore {
             h.fields.insert("resolvedMs".into(), now.to_string());
             h.fields.insert("resumed".into(), "1".into());
             h.expires =
-                Some(Instant::now() + Duration::from_millis(crate::scheduler::RESOLVED_TTL_MS));
+                Some(Instant::now() + Duration::from_millis(super::awaits::RESOLVED_TTL_MS));
             let get = |k: &str| h.fields.get(k).cloned();
             let (flow, step, created, owner, job) = (
                 get("flow"),

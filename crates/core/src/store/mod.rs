@@ -1,5 +1,6 @@
 //! Where events live: Redis, or the embedded in-memory store with the same behaviour.
 
+pub mod awaits;
 pub mod cluster;
 pub mod memory;
 pub mod redis;
@@ -490,7 +491,7 @@ mod tests {
                 let fields = store.hash_get_all(&job).await.unwrap();
                 let status = if wins { "done" } else { "running" };
                 assert_eq!(fields.get("status").map(String::as_str), Some(status));
-                assert_eq!(fields.get("g").is_some(), wins);
+                assert_eq!(fields.contains_key("g"), wins);
                 assert_eq!(store.set_members(&a).await.unwrap().len(), wins as usize);
                 assert_eq!(store.timer_next().await.unwrap().is_some(), wins);
             }
