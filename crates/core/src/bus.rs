@@ -73,6 +73,7 @@ pub struct Core {
     pub(crate) hub: Hub,
     pub(crate) timeout: Duration,
     keys: crate::keys::Keys,
+    diagnostics: Arc<crate::diagnostics::Diagnostics>,
     limits: Limits,
     max_queue: usize,
     closed: AtomicBool,
@@ -219,6 +220,7 @@ impl Bus {
                 hub: Hub::new(None),
                 timeout: config.timeout,
                 keys: crate::keys::Keys::single(&config.prefix),
+                diagnostics: Default::default(),
                 limits,
                 max_queue: config.max_queue,
                 closed: AtomicBool::new(false),
@@ -248,6 +250,7 @@ impl Bus {
                     } else {
                         crate::keys::Keys::single(&config.prefix)
                     },
+                    diagnostics: Default::default(),
                     limits,
                     max_queue: config.max_queue,
                     closed: AtomicBool::new(false),
@@ -290,6 +293,16 @@ impl Bus {
     /// The names of this bus's keys and channels.
     pub fn keys(&self) -> &crate::keys::Keys {
         &self.core.keys
+    }
+
+    /// Warnings of this bus and what runs on it (counted by code, handed to one sink).
+    pub fn diagnostics(&self) -> &Arc<crate::diagnostics::Diagnostics> {
+        &self.core.diagnostics
+    }
+
+    /// Count a warning from background work and hand it to the sink (see `Diagnostics`).
+    pub fn warn(&self, code: &'static str, message: impl Into<String>, detail: Option<String>) {
+        self.core.diagnostics.warn(code, message, detail);
     }
 
     /// The key prefix.

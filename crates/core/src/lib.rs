@@ -3,6 +3,7 @@
 
 pub mod bus;
 pub mod clock;
+pub mod diagnostics;
 pub mod error;
 pub mod event;
 pub mod id;
