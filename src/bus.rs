@@ -209,6 +209,7 @@ impl NativeBus {
                     options.durability.as_deref(),
                     options.replication_timeout_ms,
                 )?,
+                max_pending_emits: defaults.max_pending_emits,
             };
             let bus = Bus::connect(config).await?;
             Ok(NativeBus {

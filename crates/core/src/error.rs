@@ -20,6 +20,8 @@ pub enum ErrorCode {
     NotReplicated,
     /// The bus (or the subscription) was closed.
     BusClosed,
+    /// Too many emits are waiting for the store (`maxPendingEmits`); nothing was queued.
+    Backpressure,
     /// A subscription could not keep up and was cut off.
     SubscriberOverflow,
     /// A subscription's cursor points before entries that were trimmed away.
@@ -53,6 +55,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "TIMEOUT",
             ErrorCode::NotReplicated => "NOT_REPLICATED",
             ErrorCode::BusClosed => "BUS_CLOSED",
+            ErrorCode::Backpressure => "BACKPRESSURE",
             ErrorCode::SubscriberOverflow => "SUBSCRIBER_OVERFLOW",
             ErrorCode::StreamGap => "STREAM_GAP",
             ErrorCode::WrongType => "WRONG_TYPE",

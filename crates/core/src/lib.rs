@@ -19,5 +19,5 @@ pub use error::{Error, ErrorCode, Result};
 pub use event::{Record, StreamRef};
 pub use id::StreamId;
 pub use live::{End, Item, Start, SubscribeOptions, Subscription, Taken};
-pub use store::redis::Conn as RawConnection;
+pub use store::redis::connection::Conn as RawConnection;
 pub use store::{ReadOptions, Run};

@@ -379,7 +379,7 @@ impl Scheduler {
         Ok(sub)
     }
 
-    fn store(&self) -> &Store {
+    fn store(&self) -> &dyn Store {
         self.inner.bus.store()
     }
 

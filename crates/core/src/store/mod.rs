@@ -1,14 +1,32 @@
-//! Where events live: Redis, or the embedded in-memory store with the same behaviour.
+//! Where events and the scheduler's state live, behind two traits every backend implements:
+//! [`EventLog`] (append, read, catch up, the run index) and [`Coordination`] (hashes with
+//! compare-and-set, sets, leases, durable timers, publishing). A backend also says where live
+//! messages come from ([`PubSubSource`], on Redis) or hands them to a [`Fanout`] itself (the
+//! embedded store).
+//!
+//! Backends: [`memory`] (embedded, one process), [`redis`] (one Redis) and [`cluster`] (a
+//! Redis Cluster: the Redis backend with a two-step append). A new backend implements the
+//! traits and passes the behaviour suite (`suite.rs`), which runs on every backend; nothing
+//! above the store changes. [`awaits`] is the await-resolution contract all of them follow.
 
 pub mod awaits;
 pub mod cluster;
 pub mod memory;
 pub mod redis;
+#[cfg(test)]
+mod suite;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::diagnostics::Diagnostics;
 use crate::error::Result;
-use crate::event::{PreparedEvent, Record, StreamRef};
+use crate::event::{PreparedEvent, Record, SharedRecord, StreamRef};
 use crate::id::StreamId;
-use crate::live::Hub;
+use crate::keys::Keys;
 
 /// Most entries one `read` returns.
 pub const MAX_READ_LIMIT: usize = 10_000;
@@ -46,66 +64,41 @@ pub struct Run {
     pub started_ms: u64,
 }
 
-/// The store behind a bus.
-pub enum Store {
-    /// Redis (single node).
-    Redis(Box<redis::RedisStore>),
-    /// The embedded in-memory store.
-    Memory(Box<memory::MemoryStore>),
-}
+/// Per group of an append: the ids of its events, or why the whole group was refused
+/// (nothing of it was written).
+pub type GroupResults = Vec<Result<Vec<StreamId>>>;
 
-impl Store {
-    /// Append groups of events; each group is stored, published and indexed atomically.
-    /// The outer error fails every group (the call did not happen or its outcome is unknown);
-    /// an inner error refuses one group and nothing of it was written.
-    pub async fn append(
-        &self,
-        groups: &[&[PreparedEvent]],
-        hub: &Hub,
-    ) -> Result<Vec<Result<Vec<StreamId>>>> {
-        match self {
-            Store::Redis(s) => s.append(groups).await,
-            Store::Memory(s) => Ok(s.append(groups, hub)),
-        }
+/// The event log: streams, their live publication and the run and trigger indexes.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// Append groups of events; each group is stored, published and indexed atomically (on a
+    /// cluster: per master, see `cluster`). The outer error fails every group (the call did
+    /// not happen or its outcome is unknown); an inner error refuses one group, and nothing of
+    /// it was written.
+    async fn append(&self, groups: &[&[PreparedEvent]]) -> Result<GroupResults>;
+
+    /// Append one group at once, for a store that needs no round trip (the embedded store):
+    /// appends submitted one after another are then stored in that order without a queue.
+    /// `None`: this store takes appends through `append` only (group-committed by the bus).
+    fn append_now(&self, _group: &[PreparedEvent]) -> Option<Result<Vec<StreamId>>> {
+        None
     }
 
-    /// Read a range of a stream.
-    pub async fn read(&self, stream: &StreamRef, opts: &ReadOptions) -> Result<Vec<Record>> {
-        match self {
-            Store::Redis(s) => s.read(stream, opts).await,
-            Store::Memory(s) => Ok(s.read(stream, opts)),
-        }
-    }
+    /// A range of a stream (`XRANGE`/`XREVRANGE` semantics with exclusive cursors).
+    async fn read(&self, stream: &StreamRef, opts: &ReadOptions) -> Result<Vec<Record>>;
 
-    /// The next page after `after`, oldest first, and optionally the stream's trim mark.
-    pub async fn catch_up(
+    /// The next `count` entries after `after`, oldest first; with `check_gap`, whether
+    /// entries after `after` were removed.
+    async fn catch_up(
         &self,
         stream: &StreamRef,
         after: StreamId,
         count: usize,
         check_gap: bool,
-    ) -> Result<CatchUpPage> {
-        match self {
-            Store::Redis(s) => s.catch_up(stream, after, count, check_gap).await,
-            Store::Memory(s) => Ok(s.catch_up(stream, after, count, check_gap)),
-        }
-    }
+    ) -> Result<CatchUpPage>;
 
-    /// Runs of a flow, newest first.
-    pub async fn list_runs(&self, name: &str, limit: usize, offset: usize) -> Result<Vec<Run>> {
-        match self {
-            Store::Redis(s) => s.list_runs(name, limit, offset).await,
-            Store::Memory(s) => Ok(s.list_runs(name, limit, offset)),
-        }
-    }
-
-    /// Release connections; later calls fail with `BUS_CLOSED`.
-    pub fn close(&self) {
-        match self {
-            Store::Redis(s) => s.close(),
-            Store::Memory(_) => {}
-        }
-    }
+    /// Runs of a flow by start time, newest first.
+    async fn list_runs(&self, name: &str, limit: usize, offset: usize) -> Result<Vec<Run>>;
 }
 
 /// What a compare-and-set expects the field to hold.
@@ -131,26 +124,39 @@ pub struct CasResult {
 /// A timer to add together with a compare-and-set.
 #[derive(Debug, Clone, Copy)]
 pub struct NewTimer<'a> {
+    /// Timer id (unique; adding an existing id moves it).
     pub id: &'a str,
+    /// When it is due, Unix ms.
     pub due_ms: u64,
+    /// What to do when it fires (JSON).
     pub payload: &'a str,
 }
 
 /// A set membership to change together with a compare-and-set.
 #[derive(Debug, Clone, Copy)]
 pub struct SetChange<'a> {
+    /// The set.
     pub key: &'a str,
+    /// The member.
     pub member: &'a str,
+    /// Add (true) or remove (false).
     pub add: bool,
 }
 
-/// What a compare-and-set writes when the field matched.
-pub(crate) struct CasWrite<'a> {
+/// What a compare-and-set writes when the field matched (and every guard holds).
+#[derive(Debug, Clone, Copy)]
+pub struct CasWrite<'a> {
+    /// The field's new value.
     pub new: &'a str,
+    /// Expire the hash after this many ms (0: keep its expiry as it is).
     pub ttl_ms: u64,
+    /// More fields to set.
     pub extra: &'a [(&'a str, String)],
+    /// A timer to add.
     pub timer: Option<NewTimer<'a>>,
+    /// Set memberships to change.
     pub sets: &'a [SetChange<'a>],
+    /// Other fields of the hash that must hold these values too.
     pub guards: &'a [(&'a str, &'a str)],
 }
 
@@ -166,33 +172,70 @@ pub struct ClaimedTimer {
 }
 
 /// Durable primitives of the scheduler: hashes with compare-and-set, sets, leases, timers and
-/// plain publishing. Keys are full keys; the timer keys live under `<prefix>:sched:`.
-impl Store {
+/// plain publishing. Keys are full keys (see `Keys`).
+#[async_trait]
+pub trait Coordination: Send + Sync {
     /// Every field of a hash (empty when missing or expired).
-    pub async fn hash_get_all(
-        &self,
-        key: &str,
-    ) -> Result<std::collections::HashMap<String, String>> {
-        match self {
-            Store::Redis(s) => s.hash_get_all(key).await,
-            Store::Memory(s) => Ok(s.hash_get_all(key)),
-        }
-    }
+    async fn hash_get_all(&self, key: &str) -> Result<HashMap<String, String>>;
 
     /// Set fields of a hash.
-    pub async fn hash_set(&self, key: &str, pairs: &[(&str, String)]) -> Result<()> {
-        match self {
-            Store::Redis(s) => s.hash_set(key, pairs).await,
-            Store::Memory(s) => {
-                s.hash_set(key, pairs);
-                Ok(())
-            }
-        }
-    }
+    async fn hash_set(&self, key: &str, pairs: &[(&str, String)]) -> Result<()>;
+
+    /// Compare-and-set `field` against `expect`; when it matches and every guard holds, apply
+    /// `write` in the same step: all of it or nothing.
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        field: &str,
+        expect: Expect<'_>,
+        write: CasWrite<'_>,
+    ) -> Result<CasResult>;
+
+    /// Delete fields of a hash.
+    async fn hash_del(&self, key: &str, fields: &[&str]) -> Result<()>;
+
+    /// Add to or remove from a set.
+    async fn set_update(&self, key: &str, member: &str, add: bool) -> Result<()>;
+
+    /// Members of a set.
+    async fn set_members(&self, key: &str) -> Result<Vec<String>>;
+
+    /// Set a key that expires after `ttl_ms` (an instance lease).
+    async fn lease_renew(&self, key: &str, ttl_ms: u64) -> Result<()>;
+
+    /// Take a lease if nobody holds it (`SET NX PX`): true when this call took it.
+    async fn lease_take(&self, key: &str, ttl_ms: u64) -> Result<bool>;
+
+    /// Whether a lease (or any key) exists.
+    async fn exists(&self, key: &str) -> Result<bool>;
+
+    /// Remove a key.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Add (or move) a timer.
+    async fn timer_add(&self, id: &str, due_ms: u64, payload: &str) -> Result<()>;
+
+    /// Claim up to `limit` timers due at `now_ms` for `lease_ms`: a claim whose claimer does
+    /// not remove the timer within its lease is due again.
+    async fn timer_claim(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        lease_ms: u64,
+    ) -> Result<Vec<ClaimedTimer>>;
+
+    /// Forget a timer (done, or cancelled).
+    async fn timer_remove(&self, id: &str) -> Result<()>;
+
+    /// The earliest due time (or in-flight lease end), if any timer exists.
+    async fn timer_next(&self) -> Result<Option<u64>>;
+
+    /// Publish a live-format message on a plain channel.
+    async fn publish(&self, channel: &str, payload: &str) -> Result<()>;
 
     /// Compare-and-set `field`; on success also set `extra` and, when `ttl_ms > 0`, expire
     /// the hash after `ttl_ms`.
-    pub async fn hash_cas(
+    async fn hash_cas(
         &self,
         key: &str,
         field: &str,
@@ -209,16 +252,13 @@ impl Store {
             sets: &[],
             guards: &[],
         };
-        match self {
-            Store::Redis(s) => s.hash_cas(key, field, expect, write).await,
-            Store::Memory(s) => Ok(s.hash_cas(key, field, expect, write)),
-        }
+        self.compare_and_set(key, field, expect, write).await
     }
 
     /// Compare-and-set `field`, when the `guards` fields hold their values too; on success
     /// also set `extra`, add `timer` and apply `sets`, in the same step. `ttl_ms > 0` expires
     /// the hash after `ttl_ms`.
-    pub async fn hash_cas_with(
+    async fn hash_cas_with(
         &self,
         key: &str,
         (field, expect, new): (&str, Expect<'_>, &str),
@@ -235,271 +275,108 @@ impl Store {
             sets,
             guards,
         };
-        match self {
-            Store::Redis(s) => s.hash_cas(key, field, expect, write).await,
-            Store::Memory(s) => Ok(s.hash_cas(key, field, expect, write)),
-        }
-    }
-
-    /// Delete fields of a hash.
-    pub async fn hash_del(&self, key: &str, fields: &[&str]) -> Result<()> {
-        match self {
-            Store::Redis(s) => s.hash_del(key, fields).await,
-            Store::Memory(s) => {
-                s.hash_del(key, fields);
-                Ok(())
-            }
-        }
-    }
-
-    /// Add to or remove from a set.
-    pub async fn set_update(&self, key: &str, member: &str, add: bool) -> Result<()> {
-        match self {
-            Store::Redis(s) => s.set_update(key, member, add).await,
-            Store::Memory(s) => {
-                s.set_update(key, member, add);
-                Ok(())
-            }
-        }
-    }
-
-    /// Members of a set.
-    pub async fn set_members(&self, key: &str) -> Result<Vec<String>> {
-        match self {
-            Store::Redis(s) => s.set_members(key).await,
-            Store::Memory(s) => Ok(s.set_members(key)),
-        }
-    }
-
-    /// Set a key that expires after `ttl_ms` (an instance lease).
-    pub async fn lease_renew(&self, key: &str, ttl_ms: u64) -> Result<()> {
-        match self {
-            Store::Redis(s) => s.lease_renew(key, ttl_ms).await,
-            Store::Memory(s) => {
-                s.lease_renew(key, ttl_ms);
-                Ok(())
-            }
-        }
-    }
-
-    /// Whether a lease (or any key) exists.
-    pub async fn exists(&self, key: &str) -> Result<bool> {
-        match self {
-            Store::Redis(s) => s.exists(key).await,
-            Store::Memory(s) => Ok(s.exists(key)),
-        }
-    }
-
-    /// Remove a key.
-    pub async fn delete(&self, key: &str) -> Result<()> {
-        match self {
-            Store::Redis(s) => s.delete(key).await,
-            Store::Memory(s) => {
-                s.delete(key);
-                Ok(())
-            }
-        }
-    }
-
-    /// Add (or move) a timer.
-    pub async fn timer_add(&self, id: &str, due_ms: u64, payload: &str) -> Result<()> {
-        match self {
-            Store::Redis(s) => s.timer_add(id, due_ms, payload).await,
-            Store::Memory(s) => {
-                s.timer_add(id, due_ms, payload);
-                Ok(())
-            }
-        }
-    }
-
-    /// Claim up to `limit` due timers for `lease_ms`.
-    pub async fn timer_claim(
-        &self,
-        now_ms: u64,
-        limit: usize,
-        lease_ms: u64,
-    ) -> Result<Vec<ClaimedTimer>> {
-        match self {
-            Store::Redis(s) => s.timer_claim(now_ms, limit, lease_ms).await,
-            Store::Memory(s) => Ok(s.timer_claim(now_ms, limit, lease_ms)),
-        }
-    }
-
-    /// Forget a timer (done, or cancelled).
-    pub async fn timer_remove(&self, id: &str) -> Result<()> {
-        match self {
-            Store::Redis(s) => s.timer_remove(id).await,
-            Store::Memory(s) => {
-                s.timer_remove(id);
-                Ok(())
-            }
-        }
-    }
-
-    /// The earliest due time (or in-flight lease end), if any timer exists.
-    pub async fn timer_next(&self) -> Result<Option<u64>> {
-        match self {
-            Store::Redis(s) => s.timer_next().await,
-            Store::Memory(s) => Ok(s.timer_next()),
-        }
-    }
-
-    /// Publish a live-format message on a channel.
-    pub async fn publish(&self, channel: &str, payload: &str, hub: &Hub) -> Result<()> {
-        match self {
-            Store::Redis(s) => s.publish(channel, payload).await,
-            Store::Memory(_) => {
-                if let Some(rec) = crate::event::record_from_live(payload) {
-                    hub.dispatch(channel, &std::sync::Arc::new(rec));
-                }
-                Ok(())
-            }
-        }
+        self.compare_and_set(key, field, expect, write).await
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::memory::MemoryStore;
-    use super::redis::{RedisOptions, RedisStore};
-    use super::*;
+/// A channel the live task subscribes to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Channel {
+    /// Its name (see `Keys`).
+    pub name: String,
+    /// A stream's channel: sharded Pub/Sub (`SSUBSCRIBE`) on a Redis Cluster; plain elsewhere.
+    pub sharded: bool,
+}
 
-    async fn both_stores(prefix: &str) -> Vec<Store> {
-        let url =
-            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-        let cluster = cluster::nodes_of_url(&url).map(|n| n.expect("a cluster url"));
-        let redis = RedisStore::connect(&RedisOptions {
-            url,
-            cluster,
-            prefix: prefix.to_owned(),
-            max_len: None,
-            timeout: std::time::Duration::from_secs(5),
-            replicated: None,
-        })
-        .await
-        .expect("Redis for the store tests");
-        vec![
-            Store::Memory(Box::new(MemoryStore::new(prefix, None))),
-            Store::Redis(Box::new(redis)),
-        ]
-    }
+/// What a Pub/Sub connection pushes to its handler.
+#[derive(Debug)]
+pub enum Push<'a> {
+    /// A message published on a subscribed channel.
+    Message {
+        /// The channel.
+        channel: &'a str,
+        /// The live-format payload.
+        payload: &'a str,
+    },
+    /// The connection is gone: every subscription on it is lost.
+    Lost,
+}
 
-    /// What depends on a compare-and-set happens with it or not at all.
-    #[tokio::test]
-    async fn a_compare_and_set_carries_its_timer_and_set_changes_or_nothing() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p = format!("test-store-cas-{}-{nanos}", std::process::id());
-        let stores = both_stores(&p).await;
-        // the keys a compare-and-set touches share the coordination slot on a cluster
-        let p = match &stores[1] {
-            Store::Redis(r) => r.coord.clone(),
-            Store::Memory(_) => p,
-        };
-        for store in stores {
-            let job = format!("{p}:sched:job:j1");
-            let (a, b) = (format!("{p}:sched:owned:a"), format!("{p}:sched:owned:b"));
-            store.set_update(&a, "j1", true).await.unwrap();
-            let timer = NewTimer {
-                id: "t1",
-                due_ms: 5,
-                payload: "p1",
-            };
-            let moves = [
-                SetChange {
-                    key: &b,
-                    member: "j1",
-                    add: true,
-                },
-                SetChange {
-                    key: &a,
-                    member: "j1",
-                    add: false,
-                },
-            ];
-            let extra = [("f", "1".to_owned())];
-            let lost = store
-                .hash_cas_with(
-                    &job,
-                    ("status", Expect::Value("x"), "running"),
-                    &[],
-                    (&extra, 0),
-                    Some(timer),
-                    &moves,
-                )
-                .await
-                .unwrap();
-            assert!(!lost.set && !lost.exists);
-            assert!(store.hash_get_all(&job).await.unwrap().is_empty());
-            assert_eq!(store.set_members(&a).await.unwrap(), ["j1"]);
-            assert!(store.set_members(&b).await.unwrap().is_empty());
-            assert_eq!(store.timer_next().await.unwrap(), None);
+/// Receives what a Pub/Sub connection pushes, on the connection's own task, in order.
+pub type PushHandler = Arc<dyn Fn(Push<'_>) + Send + Sync>;
 
-            let won = store
-                .hash_cas_with(
-                    &job,
-                    ("status", Expect::Absent, "running"),
-                    &[],
-                    (&extra, 0),
-                    Some(timer),
-                    &moves,
-                )
-                .await
-                .unwrap();
-            assert!(won.set);
-            let fields = store.hash_get_all(&job).await.unwrap();
-            assert_eq!(fields.get("status").map(String::as_str), Some("running"));
-            assert_eq!(fields.get("f").map(String::as_str), Some("1"));
-            assert!(store.set_members(&a).await.unwrap().is_empty());
-            assert_eq!(store.set_members(&b).await.unwrap(), ["j1"]);
-            let claimed = store.timer_claim(10, 10, 1000).await.unwrap();
-            assert_eq!(claimed.len(), 1);
-            assert_eq!(
-                (claimed[0].id.as_str(), claimed[0].payload.as_str()),
-                ("t1", "p1")
-            );
+/// Opens live (Pub/Sub) connections to a store (Redis).
+#[async_trait]
+pub trait PubSubSource: Send + Sync {
+    /// A new connection whose messages, and whose loss, go to `on_push`.
+    async fn connect(&self, on_push: PushHandler) -> Result<Box<dyn PubSubConnection>>;
+}
 
-            store.timer_remove("t1").await.unwrap();
+/// One live connection: subscribes and unsubscribes channels, confirmed by the server.
+#[async_trait]
+pub trait PubSubConnection: Send + Sync {
+    /// Subscribe `channels` (resolves once the server confirmed them).
+    async fn subscribe(&mut self, channels: &[Channel]) -> Result<()>;
+    /// Unsubscribe `channels`.
+    async fn unsubscribe(&mut self, channels: &[Channel]) -> Result<()>;
+}
 
-            // a guard that does not hold stops the whole write; one that holds lets it through
-            let timer2 = NewTimer {
-                id: "t2",
-                due_ms: 5,
-                payload: "p2",
-            };
-            let back = [SetChange {
-                key: &a,
-                member: "j1",
-                add: true,
-            }];
-            for (guard, wins) in [("2", false), ("1", true)] {
-                let r = store
-                    .hash_cas_with(
-                        &job,
-                        ("status", Expect::Value("running"), "done"),
-                        &[("f", guard)],
-                        (&[("g", guard.to_owned())], 0),
-                        Some(timer2),
-                        &back,
-                    )
-                    .await
-                    .unwrap();
-                assert_eq!(r.set, wins, "guard f={guard}");
-                assert_eq!(r.current.as_deref(), Some("running"));
-                let fields = store.hash_get_all(&job).await.unwrap();
-                let status = if wins { "done" } else { "running" };
-                assert_eq!(fields.get("status").map(String::as_str), Some(status));
-                assert_eq!(fields.contains_key("g"), wins);
-                assert_eq!(store.set_members(&a).await.unwrap().len(), wins as usize);
-                assert_eq!(store.timer_next().await.unwrap().is_some(), wins);
-            }
+/// Where the embedded store delivers what it publishes: the live hub of its bus.
+pub trait Fanout: Send + Sync {
+    /// Deliver one record to the subscribers of `channel`, in the caller's order.
+    fn deliver(&self, channel: &str, record: &SharedRecord);
+}
 
-            store.timer_remove("t2").await.unwrap();
-            for key in [&job, &a, &b] {
-                store.delete(key).await.unwrap();
-            }
-        }
-    }
+/// A store: the event log, the scheduler's primitives and where live messages come from.
+pub trait Store: EventLog + Coordination {
+    /// The names of its keys and channels.
+    fn keys(&self) -> &Keys;
+
+    /// Where live messages come from (Redis); `None` when the store hands them to its
+    /// `Fanout` itself (the embedded store).
+    fn pubsub(&self) -> Option<Arc<dyn PubSubSource>>;
+
+    /// Release connections and background tasks; later calls fail with `BUS_CLOSED`.
+    fn close(&self);
+}
+
+/// Where a store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// The embedded in-memory store of this process.
+    Embedded,
+    /// One Redis: `redis://` or `rediss://` url.
+    Redis(String),
+    /// A Redis Cluster: urls of some of its nodes.
+    Cluster(Vec<String>),
+}
+
+/// Settings every backend takes (validated by the bus's config).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Key prefix.
+    pub prefix: String,
+    /// Approximate cap on entries per stream (`MAXLEN ~`).
+    pub max_len: Option<u64>,
+    /// Bound on every Redis call.
+    pub timeout: Duration,
+    /// Redis: acknowledge an append once a replica has it, waiting at most this long.
+    pub replicated: Option<Duration>,
+    /// Redis Cluster: period of the outbox repair pass, and the age an entry needs for it.
+    pub repair_interval: Duration,
+}
+
+/// Open the store at `location`. The embedded store delivers what it publishes to `fanout`;
+/// background failures (a cluster's repair pass) are reported to `diagnostics`.
+pub async fn open(
+    location: &Location,
+    opts: &StoreOptions,
+    fanout: Arc<dyn Fanout>,
+    diagnostics: Arc<Diagnostics>,
+) -> Result<Arc<dyn Store>> {
+    Ok(match location {
+        Location::Embedded => Arc::new(memory::MemoryStore::new(opts, fanout)),
+        Location::Redis(url) => Arc::new(redis::RedisStore::connect(url, opts).await?),
+        Location::Cluster(nodes) => cluster::connect(nodes, opts, diagnostics).await?,
+    })
 }

@@ -1,64 +1,14 @@
-//! The event envelope: validation before anything is written, the stored field layout,
-//! and the JSON record handed back to callers.
-//!
-//! Stored layout: one stream field per attribute (`kind`, `flow`, `step`, `trigger`,
-//! `correlationId`, `data`, `meta`). What the key and the id already say is not stored:
-//! `subject` is the stream id, `ts` comes from the entry id, and in a `flow` stream `flow`
-//! is omitted when it equals the subject (a flow stream's events always belong to that flow).
+//! Validation of events before anything is written, and their stored fields.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::{
+    IndexEntry, Limits, PreparedEvent, StreamRef, MAX_ID_LEN, MAX_KIND_LEN, RESERVED_TYPES,
+};
 use crate::error::{Error, Result};
-use crate::id::StreamId;
-
-/// Longest accepted `kind`.
-pub const MAX_KIND_LEN: usize = 128;
-/// Longest accepted subject / flow / step / trigger / correlation id, in characters.
-pub const MAX_ID_LEN: usize = 256;
-/// Default limit for one serialized event.
-pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
-/// Stream types that would collide with the store's own keys (`nq:flows:*`, `nq:kind:*`, ...).
-pub const RESERVED_TYPES: &[&str] = &["flows", "triggers", "kind", "await", "sched"];
-
-/// A stream: its type (`flow`, `trigger`, or any `[a-z0-9_-]+`) and its id (the subject).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct StreamRef {
-    /// The stream type.
-    pub stream_type: String,
-    /// The context id.
-    pub id: String,
-}
-
-impl StreamRef {
-    /// A validated stream reference.
-    pub fn new(stream_type: &str, id: &str) -> Result<Self> {
-        validate_type(stream_type)?;
-        validate_id("stream id", id).map_err(|e| Error::argument(e.message))?;
-        Ok(StreamRef {
-            stream_type: stream_type.to_owned(),
-            id: id.to_owned(),
-        })
-    }
-
-    /// `<prefix>:<type>:<id>`
-    pub fn key(&self, prefix: &str) -> String {
-        format!("{prefix}:{}:{}", self.stream_type, self.id)
-    }
-
-    /// `<prefix>:<type>:<id>:live`
-    pub fn channel(&self, prefix: &str) -> String {
-        format!("{prefix}:{}:{}:live", self.stream_type, self.id)
-    }
-}
-
-/// `<prefix>:kind:<kind>`: every event of one kind, from every stream.
-pub fn kind_channel(prefix: &str, kind: &str) -> String {
-    format!("{prefix}:kind:{kind}")
-}
 
 /// Check a stream type: `[a-z0-9_-]+`, at most 64 bytes, not reserved.
 pub fn validate_type(t: &str) -> Result<()> {
@@ -163,58 +113,6 @@ struct StartedData<'a> {
     name: Option<Cow<'a, str>>,
 }
 
-/// Which sorted set an event adds its subject to, besides its stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IndexEntry {
-    /// `flow.started` → `<prefix>:flows:<name>`.
-    Flow(String),
-    /// `trigger.registered` → `<prefix>:triggers`.
-    Trigger,
-}
-
-/// A validated event, ready to be written: its stream and the fields to store.
-#[derive(Debug, Clone)]
-pub struct PreparedEvent {
-    /// Where it goes.
-    pub stream: StreamRef,
-    /// The run or trigger index it joins, if any.
-    pub index: Option<IndexEntry>,
-    /// Stored fields in layout order; `kind` is always first.
-    pub fields: Vec<(&'static str, String)>,
-}
-
-impl PreparedEvent {
-    /// The event's kind.
-    pub fn kind(&self) -> &str {
-        &self.fields[0].1
-    }
-
-    /// The record JSON this event becomes once the store has given it `id`.
-    pub fn to_record(&self, id: StreamId) -> Record {
-        record_from_fields(
-            id,
-            &self.stream.stream_type,
-            &self.stream.id,
-            self.fields.iter().map(|(k, v)| (*k, v.as_str())),
-        )
-    }
-}
-
-/// Limits applied while preparing events.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Largest serialized event, in bytes.
-    pub max_event_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
-        }
-    }
-}
-
 /// Validate one event given as JSON text and work out its stream and stored fields.
 /// `stream_type` overrides the default (`trigger.*` → `trigger`, else `flow`).
 pub fn prepare(json: &str, stream_type: Option<&str>, limits: Limits) -> Result<PreparedEvent> {
@@ -307,128 +205,10 @@ pub fn prepare(json: &str, stream_type: Option<&str>, limits: Limits) -> Result<
     })
 }
 
-/// A stored event: its id and its record as JSON text (`EventRecord` in JavaScript).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    /// The stream id.
-    pub id: StreamId,
-    /// The record, serialized once: `{"id","ts","kind","subject",...}`.
-    pub json: String,
-}
-
-/// A shared record, as fan-out hands it to many subscribers.
-pub type SharedRecord = Arc<Record>;
-
-/// Build the record JSON from stored fields. Unknown fields are ignored; a `flow` stream's
-/// missing `flow` is its subject.
-pub fn record_from_fields<'a>(
-    id: StreamId,
-    stream_type: &str,
-    subject: &str,
-    fields: impl Iterator<Item = (&'a str, &'a str)>,
-) -> Record {
-    let mut slots: [Option<&str>; 7] = [None; 7];
-    let mut size = 64 + subject.len();
-    for (k, v) in fields {
-        let i = match k {
-            "kind" => 0,
-            "flow" => 1,
-            "step" => 2,
-            "trigger" => 3,
-            "correlationId" => 4,
-            "data" => 5,
-            "meta" => 6,
-            _ => continue,
-        };
-        size += v.len() + 20;
-        slots[i] = Some(v);
-    }
-    if slots[1].is_none() && stream_type == "flow" {
-        slots[1] = Some(subject);
-    }
-    let mut out = String::with_capacity(size);
-    out.push_str("{\"id\":\"");
-    out.push_str(&id.to_string());
-    out.push_str("\",\"ts\":\"");
-    out.push_str(&id.iso());
-    out.push_str("\",\"kind\":");
-    push_json_str(&mut out, slots[0].unwrap_or(""));
-    out.push_str(",\"subject\":");
-    push_json_str(&mut out, subject);
-    for (i, name) in [
-        (1, "flow"),
-        (2, "step"),
-        (3, "trigger"),
-        (4, "correlationId"),
-    ] {
-        if let Some(v) = slots[i] {
-            out.push_str(",\"");
-            out.push_str(name);
-            out.push_str("\":");
-            push_json_str(&mut out, v);
-        }
-    }
-    for (i, name) in [(5, "data"), (6, "meta")] {
-        if let Some(v) = slots[i] {
-            out.push_str(",\"");
-            out.push_str(name);
-            out.push_str("\":");
-            out.push_str(v);
-        }
-    }
-    out.push('}');
-    Record { id, json: out }
-}
-
-fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let esc: Option<&str> = match b {
-            b'"' => Some("\\\""),
-            b'\\' => Some("\\\\"),
-            b'\n' => Some("\\n"),
-            b'\r' => Some("\\r"),
-            b'\t' => Some("\\t"),
-            0..=0x1f => None,
-            _ => continue,
-        };
-        out.push_str(&s[start..i]);
-        match esc {
-            Some(e) => out.push_str(e),
-            None => out.push_str(&format!("\\u{b:04x}")),
-        }
-        start = i + 1;
-    }
-    out.push_str(&s[start..]);
-    out.push('"');
-}
-
-/// Separator of the fields in a live message (`id␟type␟subject␟k␟v…`). It never occurs in
-/// the values: ids are validated printable and JSON text escapes control characters.
-pub const LIVE_SEP: char = '\u{1f}';
-
-/// Parse a live (Pub/Sub) message into a record.
-pub fn record_from_live(payload: &str) -> Option<Record> {
-    let mut parts = payload.split(LIVE_SEP);
-    let id: StreamId = parts.next()?.parse().ok()?;
-    let stream_type = parts.next()?;
-    let subject = parts.next()?;
-    let mut pairs = Vec::with_capacity(7);
-    while let Some(k) = parts.next() {
-        pairs.push((k, parts.next()?));
-    }
-    Some(record_from_fields(
-        id,
-        stream_type,
-        subject,
-        pairs.into_iter(),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::StreamId;
 
     fn prep(json: &str) -> Result<PreparedEvent> {
         prepare(json, None, Limits::default())
@@ -524,23 +304,5 @@ mod tests {
             Limits::default()
         )
         .is_err());
-    }
-
-    #[test]
-    fn live_payload_round_trip() {
-        let e = prep(r#"{"kind":"log","subject":"f\"1","step":"s","data":{"msg":"a\u001fb"}}"#)
-            .unwrap();
-        let id = StreamId::new(5, 1);
-        let mut payload = format!("{id}{LIVE_SEP}flow{LIVE_SEP}{}", e.stream.id);
-        for (k, v) in &e.fields {
-            payload.push(LIVE_SEP);
-            payload.push_str(k);
-            payload.push(LIVE_SEP);
-            payload.push_str(v);
-        }
-        assert_eq!(record_from_live(&payload).unwrap(), e.to_record(id));
-        let v: serde_json::Value = serde_json::from_str(&e.to_record(id).json).unwrap();
-        assert_eq!(v["subject"], "f\"1");
-        assert_eq!(v["data"]["msg"], "a\u{1f}b");
     }
 }

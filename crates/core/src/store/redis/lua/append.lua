@@ -2,7 +2,8 @@
 -- awaits they match.
 --
 -- KEYS: the stream key of every event, in order (`<prefix>:<type>:<id>`).
--- ARGV: prefix, maxLen ("0" = no cap), number of groups, then per group:
+-- ARGV: prefix, maxLen ("0" = no cap), how long a resolved await is kept (ms; the contract of
+--       `store/awaits.rs`), number of groups, then per group:
 --         number of events, then per event:
 --           stream type, subject, index ("" none, "t" trigger index, "f<name>" run index),
 --           number of field pairs, field, value, ... (the kind is always the first field)
@@ -23,8 +24,9 @@
 local SEP = '\31'
 local prefix = ARGV[1]
 local maxlen = tonumber(ARGV[2])
-local ngroups = tonumber(ARGV[3])
-local a, k = 4, 1
+local resolved_ttl = ARGV[3]
+local ngroups = tonumber(ARGV[4])
+local a, k = 5, 1
 local out = {}
 
 local function wrong_type(key, t, want)
@@ -95,7 +97,7 @@ local function resolve_awaits(stype, kind, subject, first, last, payload)
         end
         if stored then
           redis.call('HDEL', reg, await_id)
-          resolve_await(prefix, await_id, info[5], payload, 'resolvedMs', now, 'resumed', '1')
+          resolve_await(prefix, await_id, info[5], payload, resolved_ttl, 'resolvedMs', now, 'resumed', '1')
         end
       end
     end

@@ -4,7 +4,8 @@
 -- an await resolves only from pending.
 --
 -- KEYS[1]: `{<prefix>}:triggers` (it routes the call to the coordination slot).
--- ARGV: the coordination prefix (`{<prefix>}`), number of events, then per event:
+-- ARGV: the coordination prefix (`{<prefix>}`), how long a resolved await is kept (ms), number
+--       of events, then per event:
 --         id, stream type, subject, index ("" | "t" | "f<name>"), number of field pairs,
 --         field, value, ... (the kind first)
 -- Returns the number of awaits resolved.
@@ -14,8 +15,9 @@
 -- stream is in another slot), marking the await `resumed`.
 local SEP = '\31'
 local prefix = ARGV[1]
-local n = tonumber(ARGV[2])
-local a = 3
+local resolved_ttl = ARGV[2]
+local n = tonumber(ARGV[3])
+local a = 4
 local resolved = 0
 
 local no_awaits = {}
@@ -51,7 +53,7 @@ for e = 1, n do
         redis.call('HDEL', reg, await_id)
         if info[1] == 'pending' then
           payload = payload or (id .. SEP .. stype .. SEP .. subject .. SEP .. table.concat(fv, SEP))
-          resolve_await(prefix, await_id, info[2], payload, 'resolvedMs', now_ms(), 'resolvedBy', id)
+          resolve_await(prefix, await_id, info[2], payload, resolved_ttl, 'resolvedMs', now_ms(), 'resolvedBy', id)
           resolved = resolved + 1
         end
       end

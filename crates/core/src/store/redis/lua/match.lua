@@ -19,12 +19,13 @@ local function now_ms()
 end
 
 -- Resolve the pending await `await_id` with `payload` (the matching event's live payload) and
--- the extra field/value pairs, keep it 7 days (the scheduler's RESOLVED_TTL_MS), and tell its
--- owner, if any, on `<prefix>:sched:inst:<owner>` with a record-shaped live message.
-local function resolve_await(prefix, await_id, owner, payload, ...)
+-- the extra field/value pairs, keep it `ttl` ms, and tell its owner, if any, on
+-- `<prefix>:sched:inst:<owner>` with a record-shaped live message: the contract of
+-- `store/awaits.rs`, which the embedded store follows too.
+local function resolve_await(prefix, await_id, owner, payload, ttl, ...)
   local ak = prefix .. ':await:' .. await_id
   redis.call('HSET', ak, 'status', 'resolved', 'result', payload, ...)
-  redis.call('PEXPIRE', ak, 604800000)
+  redis.call('PEXPIRE', ak, ttl)
   if owner then
     local sep = '\31'
     local note = '0-0' .. sep .. 'sched' .. sep .. owner .. sep .. 'kind' .. sep ..

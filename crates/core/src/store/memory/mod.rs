@@ -1,0 +1,327 @@
+//! The embedded store: the same ids, ordering, channels and index as Redis, in this process.
+//!
+//! Append and fan-out happen under one lock, which is what the Lua script's atomicity gives
+//! on Redis: a subscriber sees every event either in its read or on its channel. The
+//! scheduler's primitives are in `coordination.rs`.
+
+mod coordination;
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::awaits::{self, RESOLVED_TTL_MS};
+use super::{
+    CatchUpPage, EventLog, Fanout, GroupResults, PubSubSource, ReadOptions, Run, Store,
+    StoreOptions, DEFAULT_READ_LIMIT,
+};
+use crate::clock::now_ms;
+use crate::error::Result;
+use crate::event::{live_payload, record_from_live, IndexEntry, PreparedEvent, Record};
+use crate::event::{SharedRecord, StreamRef};
+use crate::id::StreamId;
+use crate::keys::Keys;
+
+#[derive(Default)]
+struct MemStream {
+    entries: VecDeque<SharedRecord>,
+    last_id: StreamId,
+    max_deleted: StreamId,
+}
+
+#[derive(Default)]
+struct SortedSet {
+    scores: HashMap<String, u64>,
+    order: BTreeSet<(u64, String)>,
+}
+
+#[derive(Default)]
+struct MemHash {
+    fields: HashMap<String, String>,
+    expires: Option<Instant>,
+}
+
+/// Timers: due, and claimed (in flight until their claim lease ends).
+#[derive(Default)]
+struct Timers {
+    due: BTreeSet<(u64, String)>,
+    due_at: HashMap<String, u64>,
+    inflight: BTreeSet<(u64, String)>,
+    inflight_until: HashMap<String, u64>,
+    payloads: HashMap<String, String>,
+}
+
+#[derive(Default)]
+struct State {
+    streams: HashMap<String, MemStream>,
+    indexes: HashMap<String, SortedSet>,
+    hashes: HashMap<String, MemHash>,
+    sets: HashMap<String, HashSet<String>>,
+    leases: HashMap<String, Instant>,
+    timers: Timers,
+}
+
+impl State {
+    /// A hash that has not expired.
+    fn hash(&mut self, key: &str) -> Option<&mut MemHash> {
+        if self
+            .hashes
+            .get(key)
+            .is_some_and(|h| h.expires.is_some_and(|e| e <= Instant::now()))
+        {
+            self.hashes.remove(key);
+        }
+        self.hashes.get_mut(key)
+    }
+}
+
+/// Streams, indexes, the scheduler's state and fan-out, in memory.
+pub struct MemoryStore {
+    state: Mutex<State>,
+    keys: Keys,
+    max_len: Option<u64>,
+    fanout: Arc<dyn Fanout>,
+}
+
+impl MemoryStore {
+    /// An empty store that delivers what it publishes to `fanout`.
+    pub fn new(opts: &StoreOptions, fanout: Arc<dyn Fanout>) -> Self {
+        MemoryStore {
+            state: Mutex::new(State::default()),
+            keys: Keys::single(&opts.prefix),
+            max_len: opts.max_len,
+            fanout,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Store, publish and index every event of a group; nothing here can refuse one.
+    fn append_group(&self, st: &mut State, group: &[PreparedEvent]) -> Vec<StreamId> {
+        group
+            .iter()
+            .map(|e| self.append_one(st, &e.stream, &e.index, &e.fields))
+            .collect()
+    }
+
+    fn append_one(
+        &self,
+        st: &mut State,
+        stream: &StreamRef,
+        index: &Option<IndexEntry>,
+        fields: &[(&'static str, String)],
+    ) -> StreamId {
+        let s = st.streams.entry(self.keys.stream(stream)).or_default();
+        let ms = now_ms().max(s.last_id.ms);
+        let id = if ms == s.last_id.ms {
+            s.last_id.next()
+        } else {
+            StreamId::new(ms, 0)
+        };
+        s.last_id = id;
+        let pairs = || fields.iter().map(|(k, v)| (*k, v.as_str()));
+        let record: SharedRecord = Arc::new(crate::event::record_from_fields(
+            id,
+            &stream.stream_type,
+            &stream.id,
+            pairs(),
+        ));
+        s.entries.push_back(record.clone());
+        if let Some(max) = self.max_len {
+            while s.entries.len() as u64 > max {
+                if let Some(old) = s.entries.pop_front() {
+                    s.max_deleted = old.id;
+                }
+            }
+        }
+        if let Some(index) = index {
+            let key = match index {
+                IndexEntry::Flow(name) => self.keys.runs(name),
+                IndexEntry::Trigger => self.keys.triggers(),
+            };
+            let set = st.indexes.entry(key).or_default();
+            if !set.scores.contains_key(&stream.id) {
+                set.scores.insert(stream.id.clone(), id.ms);
+                set.order.insert((id.ms, stream.id.clone()));
+            }
+        }
+        // Fan-out under the store lock keeps channel order equal to stream order.
+        self.fanout
+            .deliver(&self.keys.live_channel(stream), &record);
+        let kind = fields.first().map(|(_, v)| v.as_str()).unwrap_or_default();
+        self.fanout.deliver(&self.keys.kind_channel(kind), &record);
+        self.resolve_event_awaits(st, stream, kind, id, &record, pairs);
+        id
+    }
+
+    /// The matching `append.lua` does, following `awaits`: resolve the pending event awaits
+    /// of `kind` this event satisfies, append their `step.resumed` and tell their owners.
+    fn resolve_event_awaits<'f, I: Iterator<Item = (&'f str, &'f str)>>(
+        &self,
+        st: &mut State,
+        stream: &StreamRef,
+        kind: &str,
+        id: StreamId,
+        record: &Record,
+        fields: impl Fn() -> I,
+    ) {
+        let registry = self.keys.event_awaits(kind);
+        let Some(reg) = st.hash(&registry) else {
+            return;
+        };
+        let Ok(event) = serde_json::from_str::<Value>(&record.json) else {
+            return;
+        };
+        let matched: Vec<String> = reg
+            .fields
+            .iter()
+            .filter(|(_, cond)| {
+                serde_json::from_str::<Value>(cond)
+                    .is_ok_and(|c| crate::matching::matches(&event, &c))
+            })
+            .map(|(await_id, _)| await_id.clone())
+            .collect();
+        for await_id in matched {
+            if let Some(reg) = st.hash(&registry) {
+                reg.fields.remove(&await_id);
+            }
+            let Some(h) = st.hash(&self.keys.await_state(&await_id)) else {
+                continue;
+            };
+            if h.fields.get("status").map(String::as_str) != Some(awaits::PENDING) {
+                continue;
+            }
+            let now = now_ms();
+            let get = |k: &str| h.fields.get(k).cloned();
+            let (flow, step, created, owner, job) = (
+                get("flow"),
+                get("step"),
+                get("createdMs"),
+                get("owner"),
+                get("job"),
+            );
+            let resumes = flow.is_some() && step.is_some();
+            let payload = live_payload(id, stream, fields());
+            for (k, v) in awaits::resolution_fields(&payload, now, resumes, None) {
+                h.fields.insert(k.to_owned(), v);
+            }
+            h.expires = Some(Instant::now() + Duration::from_millis(RESOLVED_TTL_MS));
+            if let (Some(flow), Some(step)) = (flow, step) {
+                let waited =
+                    now.saturating_sub(created.and_then(|c| c.parse().ok()).unwrap_or(now));
+                let resumed = awaits::step_resumed_fields(&step, waited, job.as_deref());
+                let flow_stream = StreamRef {
+                    stream_type: "flow".into(),
+                    id: flow,
+                };
+                self.append_one(st, &flow_stream, &None, &resumed);
+            }
+            if let Some(owner) = owner {
+                let note = awaits::resolved_note(&owner, &await_id);
+                if let Some(rec) = record_from_live(&note) {
+                    self.fanout
+                        .deliver(&self.keys.inbox_channel(&owner), &Arc::new(rec));
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventLog for MemoryStore {
+    async fn append(&self, groups: &[&[PreparedEvent]]) -> Result<GroupResults> {
+        let mut st = self.lock();
+        Ok(groups
+            .iter()
+            .map(|g| Ok(self.append_group(&mut st, g)))
+            .collect())
+    }
+
+    fn append_now(&self, group: &[PreparedEvent]) -> Option<Result<Vec<StreamId>>> {
+        let mut st = self.lock();
+        Some(Ok(self.append_group(&mut st, group)))
+    }
+
+    async fn read(&self, stream: &StreamRef, opts: &ReadOptions) -> Result<Vec<Record>> {
+        let st = self.lock();
+        let Some(s) = st.streams.get(&self.keys.stream(stream)) else {
+            return Ok(Vec::new());
+        };
+        let limit = opts.limit.unwrap_or(DEFAULT_READ_LIMIT);
+        let lo = match opts.after {
+            Some(a) => s.entries.partition_point(|r| r.id <= a),
+            None => 0,
+        };
+        let hi = match opts.before {
+            Some(b) => s.entries.partition_point(|r| r.id < b),
+            None => s.entries.len(),
+        };
+        if lo >= hi {
+            return Ok(Vec::new());
+        }
+        let range = s.entries.range(lo..hi);
+        Ok(if opts.reverse {
+            range.rev().take(limit).map(|r| (**r).clone()).collect()
+        } else {
+            range.take(limit).map(|r| (**r).clone()).collect()
+        })
+    }
+
+    async fn catch_up(
+        &self,
+        stream: &StreamRef,
+        after: StreamId,
+        count: usize,
+        check_gap: bool,
+    ) -> Result<CatchUpPage> {
+        let st = self.lock();
+        let Some(s) = st.streams.get(&self.keys.stream(stream)) else {
+            return Ok(CatchUpPage::default());
+        };
+        let lo = s.entries.partition_point(|r| r.id <= after);
+        Ok(CatchUpPage {
+            records: s
+                .entries
+                .range(lo..)
+                .take(count)
+                .map(|r| (**r).clone())
+                .collect(),
+            gap: check_gap && s.max_deleted > after,
+        })
+    }
+
+    async fn list_runs(&self, name: &str, limit: usize, offset: usize) -> Result<Vec<Run>> {
+        let st = self.lock();
+        let Some(set) = st.indexes.get(&self.keys.runs(name)) else {
+            return Ok(Vec::new());
+        };
+        Ok(set
+            .order
+            .iter()
+            .rev()
+            .skip(offset)
+            .take(limit)
+            .map(|(ms, id)| Run {
+                id: id.clone(),
+                started_ms: *ms,
+            })
+            .collect())
+    }
+}
+
+impl Store for MemoryStore {
+    fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    fn pubsub(&self) -> Option<Arc<dyn PubSubSource>> {
+        None
+    }
+
+    fn close(&self) {}
+}
