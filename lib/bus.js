@@ -8,6 +8,15 @@ const { LeanEventsError, withCode, native, argError } = require('./errors.js')
 const { isPlainObject, checkOptions, checkStream, serialize } = require('./options.js')
 const { Subscription, reportError } = require('./subscription.js')
 
+/** `(handler, options)` or `(options)`: a plain object in the handler's place is the options. */
+function handlerAndOptions(handler, options) {
+  if (handler !== undefined && handler !== null && typeof handler !== 'function') {
+    if (options === undefined && isPlainObject(handler)) return [undefined, handler]
+    throw argError('handler must be a function')
+  }
+  return [handler, options]
+}
+
 /** The event bus: emit, read, subscribe, list runs. */
 class EventBus {
   constructor(nativeBus) {
@@ -147,12 +156,7 @@ class EventBus {
    */
   async subscribe(stream, handler, options) {
     checkStream(stream)
-    if (handler !== undefined && handler !== null && typeof handler !== 'function') {
-      if (options === undefined && isPlainObject(handler)) {
-        options = handler
-        handler = undefined
-      } else throw argError('handler must be a function')
-    }
+    ;[handler, options] = handlerAndOptions(handler, options)
     const o = checkOptions(options, 'options', {
       after: 'string',
       backfill: 'int',
@@ -160,42 +164,34 @@ class EventBus {
       onError: 'function',
       onGap: 'function',
     })
-    const sub = new Subscription(this, handler || null, o)
-    const key = this._register(sub)
-    let nativeSub
-    try {
-      nativeSub = await native(
-        this._native.subscribe(
-          stream.type,
-          stream.id,
-          { after: o.after, backfill: o.backfill, maxQueue: o.maxQueue, notifyGaps: !!o.onGap },
-          key,
-        ),
-      )
-    } catch (err) {
-      this._byKey.delete(key)
-      throw err
-    }
-    this._subs.add(sub)
-    sub._attach(nativeSub)
-    return sub
+    return this._open(handler, o, (key) =>
+      this._native.subscribe(
+        stream.type,
+        stream.id,
+        { after: o.after, backfill: o.backfill, maxQueue: o.maxQueue, notifyGaps: !!o.onGap },
+        key,
+      ),
+    )
   }
 
   /** Every event of one kind, from every stream and every instance, while connected. */
   async onKind(kind, handler, options) {
     if (typeof kind !== 'string') throw argError('kind must be a string')
-    if (handler !== undefined && handler !== null && typeof handler !== 'function') {
-      if (options === undefined && isPlainObject(handler)) {
-        options = handler
-        handler = undefined
-      } else throw argError('handler must be a function')
-    }
+    ;[handler, options] = handlerAndOptions(handler, options)
     const o = checkOptions(options, 'options', { maxQueue: 'int', onError: 'function' })
+    return this._open(handler, o, (key) => this._native.onKind(kind, o.maxQueue, key))
+  }
+
+  /**
+   * A subscription registered under a new key, opened on the native side by `open(key)` and
+   * attached once open (on failure its key is released).
+   */
+  async _open(handler, o, open) {
     const sub = new Subscription(this, handler || null, o)
     const key = this._register(sub)
     let nativeSub
     try {
-      nativeSub = await native(this._native.onKind(kind, o.maxQueue, key))
+      nativeSub = await native(open(key))
     } catch (err) {
       this._byKey.delete(key)
       throw err
