@@ -791,7 +791,9 @@ describe('npm package', { timeout: 300_000 }, () => {
       const tarball = path.join(tmp, packed[0].filename)
       const { platformName } = require('../scripts/install.js')
       const binary = `lean-events.${platformName()}.node`
-      for (const f of ['index.js', 'binding.js', 'nitro/index.js', 'nitro/index.d.ts', 'nitro/package.json', 'client/index.js', 'scripts/install.js', binary]) {
+      // every module the entries load, in lib/ and nitro/ too
+      const modules = ['lib', 'nitro'].flatMap((dir) => fs.readdirSync(path.join(ROOT, dir)).map((f) => `${dir}/${f}`))
+      for (const f of ['index.js', 'binding.js', ...modules, 'client/index.js', 'scripts/install.js', binary]) {
         assert.ok(files.includes(f), `${f} is in the tarball`)
       }
       assert.ok(!files.some((f) => f.startsWith('target/') || f.startsWith('node_modules/') || f.startsWith('examples/')), 'no build output or examples')

@@ -26,7 +26,7 @@ const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm'
 
 const EXAMPLE_INPUTS = ['nitro.config.ts', 'package.json', 'package-lock.json', 'routes', 'plugins', 'utils', 'public']
 // the package files the build reads (the client module is copied into .output/public)
-const PACKAGE_INPUTS = ['package.json', 'index.js', 'binding.js', 'client', 'nitro']
+const PACKAGE_INPUTS = ['package.json', 'index.js', 'lib', 'binding.js', 'client', 'nitro']
 
 function say(msg) {
   console.log(`demo: ${msg}`)

@@ -1,0 +1,238 @@
+'use strict'
+
+// The event bus over the native binding: emits settled in batches per wake-up, reads and state
+// parsed from JSON once, subscriptions woken by key.
+
+const { NativeBus } = require('../binding.js')
+const { LeanEventsError, withCode, native, argError } = require('./errors.js')
+const { isPlainObject, checkOptions, checkStream, serialize } = require('./options.js')
+const { Subscription, reportError } = require('./subscription.js')
+
+/** `(handler, options)` or `(options)`: a plain object in the handler's place is the options. */
+function handlerAndOptions(handler, options) {
+  if (handler !== undefined && handler !== null && typeof handler !== 'function') {
+    if (options === undefined && isPlainObject(handler)) return [undefined, handler]
+    throw argError('handler must be a function')
+  }
+  return [handler, options]
+}
+
+/** The event bus: emit, read, subscribe, list runs. */
+class EventBus {
+  constructor(nativeBus) {
+    this._native = nativeBus
+    this._subs = new Set()
+    // emits handed to the store, by ticket, until their outcome is taken
+    this._pending = new Map()
+    // subscriptions by the key the native side wakes them with
+    this._byKey = new Map()
+    this._nextKey = 0
+  }
+
+  /**
+   * Connect to Redis (`url`), to a Redis Cluster (`cluster`) or, with neither, open the
+   * embedded in-memory store.
+   */
+  static async connect(options) {
+    const o = checkOptions(options, 'options', {
+      url: 'string',
+      cluster: 'strings',
+      prefix: 'string',
+      maxLen: 'int',
+      maxEventBytes: 'int',
+      timeoutMs: 'int',
+      maxQueue: 'int',
+      stateCacheSize: 'int',
+      durability: 'string',
+      replicationTimeoutMs: 'int',
+    })
+    let bus = null
+    const nativeBus = await native(
+      NativeBus.connect(
+        {
+          url: o.url,
+          cluster: o.cluster,
+          prefix: o.prefix,
+          maxLen: o.maxLen,
+          maxEventBytes: o.maxEventBytes,
+          timeoutMs: o.timeoutMs,
+          maxQueue: o.maxQueue,
+          stateCacheSize: o.stateCacheSize,
+          durability: o.durability,
+          replicationTimeoutMs: o.replicationTimeoutMs,
+        },
+        () => {},
+        () => bus && bus._settle(),
+        () => bus && bus._wakeReady(),
+      ),
+    )
+    bus = new EventBus(nativeBus)
+    return bus
+  }
+
+  /** Settle every emit whose outcome is ready: one call and one JSON.parse per wake-up. */
+  _settle() {
+    const outcomes = JSON.parse(this._native.takeSettled())
+    for (const [ticket, ok, value] of outcomes) {
+      const p = this._pending.get(ticket)
+      if (!p) continue
+      this._pending.delete(ticket)
+      if (ok) p.resolve(value)
+      else p.reject(withCode(new Error(value)))
+    }
+  }
+
+  /** Wake every subscription that has something to take. */
+  _wakeReady() {
+    for (const key of this._native.takeReady()) {
+      const sub = this._byKey.get(key)
+      if (!sub) continue
+      // one subscription's failure must not keep the others from being woken
+      try {
+        sub._wake()
+      } catch (err) {
+        reportError(sub._onError, err)
+      }
+    }
+  }
+
+  /** A key for a new subscription, under which the native side wakes it. */
+  _register(sub) {
+    this._nextKey = (this._nextKey + 1) >>> 0
+    while (this._byKey.has(this._nextKey) || this._nextKey === 0) this._nextKey = (this._nextKey + 1) >>> 0
+    sub._key = this._nextKey
+    this._byKey.set(sub._key, sub)
+    return sub._key
+  }
+
+  /** A promise for the outcome of the emit handed to the store under `ticket`. */
+  _outcome(ticket) {
+    return new Promise((resolve, reject) => this._pending.set(ticket, { resolve, reject }))
+  }
+
+  /** True when running on the embedded in-memory store. */
+  get embedded() {
+    return this._native.embedded
+  }
+
+  /** Append one event; resolves to its stored record. */
+  async emit(event, options) {
+    const o = checkOptions(options, 'options', { type: 'string' })
+    const json = serialize(event, 'the event')
+    // handed to the store before this returns, so emits keep their call order
+    let ticket
+    try {
+      ticket = this._native.emit(json, o.type)
+    } catch (err) {
+      throw withCode(err)
+    }
+    return this._outcome(ticket)
+  }
+
+  /** Append many events in one atomic step; one invalid event rejects them all. */
+  async emitMany(events, options) {
+    const o = checkOptions(options, 'options', { type: 'string' })
+    if (!Array.isArray(events)) throw new LeanEventsError('EVENT_INVALID', 'emitMany takes an array of events')
+    const parts = events.map((e, i) => serialize(e, `event ${i}`))
+    let ticket
+    try {
+      ticket = this._native.emitMany(`[${parts.join(',')}]`, o.type)
+    } catch (err) {
+      throw withCode(err)
+    }
+    return this._outcome(ticket)
+  }
+
+  /** Read a range of a stream: exclusive `after`/`before`, `limit` (default 100), `reverse`. */
+  async read(stream, options) {
+    checkStream(stream)
+    const o = checkOptions(options, 'options', { after: 'string', before: 'string', limit: 'int', reverse: 'boolean' })
+    return JSON.parse(await native(this._native.read(stream.type, stream.id, o)))
+  }
+
+  /**
+   * Subscribe to a stream: `after` (exclusive) or `backfill: N` first, then live, gap-free.
+   * With a handler, events are pushed to it; without, iterate the subscription.
+   */
+  async subscribe(stream, handler, options) {
+    checkStream(stream)
+    ;[handler, options] = handlerAndOptions(handler, options)
+    const o = checkOptions(options, 'options', {
+      after: 'string',
+      backfill: 'int',
+      maxQueue: 'int',
+      onError: 'function',
+      onGap: 'function',
+    })
+    return this._open(handler, o, (key) =>
+      this._native.subscribe(
+        stream.type,
+        stream.id,
+        { after: o.after, backfill: o.backfill, maxQueue: o.maxQueue, notifyGaps: !!o.onGap },
+        key,
+      ),
+    )
+  }
+
+  /** Every event of one kind, from every stream and every instance, while connected. */
+  async onKind(kind, handler, options) {
+    if (typeof kind !== 'string') throw argError('kind must be a string')
+    ;[handler, options] = handlerAndOptions(handler, options)
+    const o = checkOptions(options, 'options', { maxQueue: 'int', onError: 'function' })
+    return this._open(handler, o, (key) => this._native.onKind(kind, o.maxQueue, key))
+  }
+
+  /**
+   * A subscription registered under a new key, opened on the native side by `open(key)` and
+   * attached once open (on failure its key is released).
+   */
+  async _open(handler, o, open) {
+    const sub = new Subscription(this, handler || null, o)
+    const key = this._register(sub)
+    let nativeSub
+    try {
+      nativeSub = await native(open(key))
+    } catch (err) {
+      this._byKey.delete(key)
+      throw err
+    }
+    this._subs.add(sub)
+    sub._attach(nativeSub)
+    return sub
+  }
+
+  /** Runs of a flow, newest first: `[{ id, startedAt }]`. */
+  async listRuns(flowName, options) {
+    if (typeof flowName !== 'string') throw argError('flowName must be a string')
+    const o = checkOptions(options, 'options', { limit: 'int', offset: 'int' })
+    return JSON.parse(await native(this._native.listRuns(flowName, o.limit ?? 50, o.offset ?? 0)))
+  }
+
+  /** The reduced state of a stream: TriggerState for `trigger` streams, FlowState otherwise. */
+  async state(stream) {
+    checkStream(stream)
+    return JSON.parse(await native(this._native.state(stream.type, stream.id)))
+  }
+
+  /** Number of Pub/Sub channels this bus holds (0 once every subscription has ended). */
+  get channelCount() {
+    return this._native.channelCount
+  }
+
+  /** Number of open subscriptions. */
+  get subscriptionCount() {
+    return this._native.subscriptionCount
+  }
+
+  /** End every subscription and connection; later calls reject with `BUS_CLOSED`. */
+  async close() {
+    try {
+      this._native.close()
+    } catch (err) {
+      throw withCode(err)
+    }
+    for (const sub of [...this._subs]) sub._stop()
+  }
+}
+
+module.exports = { EventBus }
