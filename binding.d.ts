@@ -11,8 +11,11 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 /** The event bus, native half. */
 export declare class NativeBus {
-  /** Connect to Redis, or open the embedded store when no url is given. */
-  static connect(options: ConnectOptions, keepAlive: KeepAliveFn, settled: SettleFn, ready: WakeFn): Promise<NativeBus>
+  /**
+   * Connect to Redis, or open the embedded store when no url is given. `warned` is called
+   * when warnings wait in `takeWarnings()`.
+   */
+  static connect(options: ConnectOptions, keepAlive: KeepAliveFn, settled: SettleFn, ready: ReadyFn, warned: WarnFn): Promise<NativeBus>
   /** True when the bus runs on the embedded in-memory store. */
   get embedded(): boolean
   /**
@@ -26,6 +29,10 @@ export declare class NativeBus {
    * array of records.
    */
   emitMany(events: string, streamType?: string | undefined | null): number
+  /** Warnings queued since the last call, as a JSON array of `{code, message, detail?}`. */
+  takeWarnings(): string
+  /** How many warnings of each code this bus raised, as a JSON object `{CODE: count}`. */
+  get warningCounts(): string
   /**
    * Keys of the subscriptions that may have something to take (a key can show up again
    * after its subscription was drained another way; taking then finds nothing).
@@ -33,7 +40,7 @@ export declare class NativeBus {
   takeReady(): Array<number>
   /**
    * The emit outcomes ready so far, as JSON: `[[ticket, 1, record or [records]],
-   * [ticket, 0, "CODE: message"], ...]`.
+   * [ticket, 0, {code, message, …}], ...]` (the error as `error::error_json` writes it).
    */
   takeSettled(): string
   /** Read a range of a stream; resolves to a JSON array of records. */
@@ -50,7 +57,7 @@ export declare class NativeBus {
   /** The reduced state of a stream, as JSON text. */
   state(streamType: string, id: string): Promise<string>
   /** Start a scheduler instance on this bus; `wake` is called when it has work. */
-  scheduler(options: NativeSchedulerOptions, wake: WakeFn): Promise<NativeScheduler>
+  scheduler(options: NativeSchedulerOptions, wake: ReadyFn): Promise<NativeScheduler>
   /** Open channels of this bus (for leak checks). */
   get channelCount(): number
   /** Open subscriptions of this bus. */
@@ -121,6 +128,11 @@ export interface ConnectOptions {
   durability?: string
   /** With `replicated`: how long to wait for a replica, default 1000 ms. */
   replicationTimeoutMs?: number
+  /**
+   * Most emits handed to the store and not yet settled, default 100 000; past it an emit
+   * fails at once with `BACKPRESSURE`.
+   */
+  maxPendingEmits?: number
 }
 
 /** Options of `read`. */

@@ -60,6 +60,7 @@ export type ErrorCode =
   | 'STORE_UNAVAILABLE'
   | 'TIMEOUT'
   | 'BUS_CLOSED'
+  | 'BACKPRESSURE'
   | 'SUBSCRIBER_OVERFLOW'
   | 'STREAM_GAP'
   | 'WRONG_TYPE'
@@ -84,7 +85,17 @@ export declare class LeanEventsError extends Error {
   step?: string
   /** For `STEP_FAILED`: what the handler threw, as plain data. */
   cause?: { message: string; name?: string; code?: string | number }
+  /** More about the failure, as the engine recorded it (JSON data), when there is more. */
+  detail?: unknown
 }
+
+/**
+ * Called for failures of background work nobody awaits (a lost live connection, a lease
+ * renewal, a timer, a repair pass): `code` is stable (`LIVE_CONNECTION_LOST`,
+ * `LEASE_RENEWAL_FAILED`, …), `detail` the underlying error, if any. Every warning is also
+ * counted in `bus.warningCounts`.
+ */
+export type WarningHandler = (code: string, message: string, detail?: string) => void
 
 /** Options of `EventBus.connect`. */
 export interface ConnectOptions {
@@ -121,6 +132,26 @@ export interface ConnectOptions {
   durability?: 'local' | 'replicated'
   /** With `durability: 'replicated'`: how long to wait for a replica, ms (default 1000, below `timeoutMs`). */
   replicationTimeoutMs?: number
+  /**
+   * Most emits (calls of `emit`/`emitMany`) handed to the store whose promise has not settled
+   * (default 100 000). Past it an emit rejects at once with `BACKPRESSURE` and nothing is
+   * queued: memory stays bounded while Redis is slow or away. Wait for some emits to settle
+   * (await them, or limit how many you keep in flight) and emit again.
+   */
+  maxPendingEmits?: number
+  /**
+   * Where warnings go (see `WarningHandler`). Default: one `console.warn` line per code at
+   * most every 10 s, saying how many were left out.
+   */
+  onWarning?: WarningHandler
+  /**
+   * With no `url` and no `cluster`, `connect` refuses the embedded store in a process that is
+   * one of several of a Node cluster (a worker, or a primary with workers — Nitro's
+   * `node-cluster` preset, say), with `INVALID_ARGUMENT`: each process would have its own
+   * store and never see the others' events. Set `REDIS_URL`/`url` instead, or pass
+   * `'per-process'` when separate stores are what you want.
+   */
+  embedded?: 'per-process'
 }
 
 /** A step of a flow run, as the reducer sees it. */
@@ -252,13 +283,20 @@ export declare class EventBus {
   readonly channelCount: number
   /** Open subscriptions, including the 2 a `Scheduler` on this bus holds until `close()`. */
   readonly subscriptionCount: number
+  /** How many warnings of each code this bus and what runs on it raised: `{ CODE: count }`. */
+  readonly warningCounts: Record<string, number>
   /** Validate, store, publish and index one event atomically; resolves to its record. */
   emit(event: EventInput, options?: { type?: string }): Promise<EventRecord>
   /** Validate all, then append all in one atomic step; one bad event rejects the batch. */
   emitMany(events: EventInput[], options?: { type?: string }): Promise<EventRecord[]>
   /** Read a range of a stream. */
   read(stream: StreamRef, options?: ReadOptions): Promise<EventRecord[]>
-  /** Catch up (`after` / `backfill`), then deliver live events to `handler`, gap-free. */
+  /**
+   * Catch up (`after` / `backfill`), then deliver live events to `handler`, gap-free. A handler
+   * that returns a promise gets the next event once that promise settled (in order, one at a
+   * time; a rejection goes to `onError`); events arriving meanwhile wait in the subscription's
+   * queue, bounded by `maxQueue` (past it: `SUBSCRIBER_OVERFLOW`).
+   */
   subscribe(stream: StreamRef, handler: (event: EventRecord) => unknown, options?: SubscribeOptions): Promise<Subscription>
   /** The same, consumed with `for await (const event of sub)`. */
   subscribe(stream: StreamRef, options?: SubscribeOptions): Promise<Subscription>

@@ -150,7 +150,13 @@ test('Pub/Sub disconnects while a writer emits: every subscription still gets ev
     fs.rmSync(dir, { recursive: true, force: true })
   })
   await waitFor(async () => (await cli(port, ['PING'])) === 'PONG' || server.done, 10_000, 'redis-server up')
-  bus = await EventBus.connect({ url: `redis://127.0.0.1:${port}`, prefix: uniquePrefix('kill'), timeoutMs: TIMEOUT_MS })
+  const warnings = []
+  bus = await EventBus.connect({
+    url: `redis://127.0.0.1:${port}`,
+    prefix: uniquePrefix('kill'),
+    timeoutMs: TIMEOUT_MS,
+    onWarning: (code, message) => warnings.push([code, message]),
+  })
   const id = uniqueId('kill')
   const stream = { type: 'flow', id }
   await bus.emitMany(Array.from({ length: 20 }, (_, i) => ({ kind: 'tick', subject: id, data: { i: -20 + i } })))
@@ -177,5 +183,8 @@ test('Pub/Sub disconnects while a writer emits: every subscription still gets ev
   assert.deepEqual(subs[1].got, all.slice(15), 'backfill 5: the last 5 before, then everything')
   assert.deepEqual(subs[2].got, all.slice(20), 'live-only: everything after it started')
   for (const s of subs) assert.deepEqual(s.errors, [])
+  // each loss of the live connection is a warning, handed to onWarning and counted
+  await waitFor(() => (bus.warningCounts.LIVE_CONNECTION_LOST ?? 0) === kills, 10_000, () => JSON.stringify(bus.warningCounts))
+  assert.equal(warnings.filter(([code]) => code === 'LIVE_CONNECTION_LOST').length, kills)
   for (const s of subs) await s.sub.unsubscribe()
 })

@@ -4,7 +4,9 @@
 // parsed from JSON once, subscriptions woken by key.
 
 const { NativeBus } = require('../binding.js')
-const { LeanEventsError, withCode, native, argError } = require('./errors.js')
+const { LeanEventsError, fromJson, withCode, native, argError } = require('./errors.js')
+const { embeddedInSeveralProcesses } = require('./processes.js')
+const { defaultOnWarning } = require('./warnings.js')
 const { isPlainObject, checkOptions, checkStream, serialize } = require('./options.js')
 const { Subscription, reportError } = require('./subscription.js')
 
@@ -19,8 +21,9 @@ function handlerAndOptions(handler, options) {
 
 /** The event bus: emit, read, subscribe, list runs. */
 class EventBus {
-  constructor(nativeBus) {
+  constructor(nativeBus, onWarning) {
     this._native = nativeBus
+    this._onWarning = onWarning
     this._subs = new Set()
     // emits handed to the store, by ticket, until their outcome is taken
     this._pending = new Map()
@@ -45,7 +48,24 @@ class EventBus {
       stateCacheSize: 'int',
       durability: 'string',
       replicationTimeoutMs: 'int',
+      maxPendingEmits: 'int',
+      onWarning: 'function',
+      embedded: 'string',
     })
+    if (o.embedded !== undefined && o.embedded !== 'per-process') {
+      throw argError(`options.embedded must be 'per-process' (got '${o.embedded}')`)
+    }
+    if (o.url === undefined && o.cluster === undefined && o.embedded !== 'per-process') {
+      const why = embeddedInSeveralProcesses()
+      if (why) {
+        throw argError(
+          `no Redis is configured, and ${why}: each process would get its own embedded store, so an ` +
+            'event emitted in one would never reach a subscriber in another. Set REDIS_URL (or pass ' +
+            "url) to share one store, or pass embedded: 'per-process' if separate stores are intended.",
+        )
+      }
+    }
+    const onWarning = o.onWarning || defaultOnWarning()
     let bus = null
     const nativeBus = await native(
       NativeBus.connect(
@@ -60,14 +80,28 @@ class EventBus {
           stateCacheSize: o.stateCacheSize,
           durability: o.durability,
           replicationTimeoutMs: o.replicationTimeoutMs,
+          maxPendingEmits: o.maxPendingEmits,
         },
         () => {},
         () => bus && bus._settle(),
         () => bus && bus._wakeReady(),
+        () => bus && bus._warn(),
       ),
     )
-    bus = new EventBus(nativeBus)
+    bus = new EventBus(nativeBus, onWarning)
+    bus._warn()
     return bus
+  }
+
+  /** Hand every queued warning to `onWarning` (a throwing handler is reported, not thrown). */
+  _warn() {
+    for (const w of JSON.parse(this._native.takeWarnings())) {
+      try {
+        this._onWarning(w.code, w.message, w.detail ?? undefined)
+      } catch (err) {
+        console.error('[lean-events] onWarning threw:', err)
+      }
+    }
   }
 
   /** Settle every emit whose outcome is ready: one call and one JSON.parse per wake-up. */
@@ -78,7 +112,7 @@ class EventBus {
       if (!p) continue
       this._pending.delete(ticket)
       if (ok) p.resolve(value)
-      else p.reject(withCode(new Error(value)))
+      else p.reject(fromJson(value))
     }
   }
 
@@ -217,6 +251,14 @@ class EventBus {
   /** Number of Pub/Sub channels this bus holds (0 once every subscription has ended). */
   get channelCount() {
     return this._native.channelCount
+  }
+
+  /**
+   * How many warnings of each code this bus (and what runs on it) raised: `{ CODE: count }`.
+   * Each was also handed to `onWarning`.
+   */
+  get warningCounts() {
+    return JSON.parse(this._native.warningCounts)
   }
 
   /** Number of open subscriptions. */

@@ -104,31 +104,45 @@ class Subscription {
     this._release()
   }
 
+  /**
+   * Deliver buffered events to the handler, one at a time: when the handler returns a promise,
+   * the next event waits until it settles (order kept, no handler runs twice at once; the
+   * native queue meanwhile fills up to `maxQueue`, past which the subscription is cut off with
+   * SUBSCRIBER_OVERFLOW).
+   */
   _drain() {
     if (this._draining) return
     this._draining = true
+    let parked = false
     try {
       while (!this._stopped) {
         if (this._buffer.length === 0) {
           this._pull()
           if (this._buffer.length === 0) break
         }
-        const events = this._buffer
-        this._buffer = []
-        for (const event of events) {
-          if (this._stopped) return
-          this.lastId = event.id
-          try {
-            const r = this._handler(event)
-            if (r && typeof r.then === 'function') r.then(undefined, (err) => reportError(this._onError, err, event))
-          } catch (err) {
-            reportError(this._onError, err, event)
-          }
+        const event = this._buffer.shift()
+        this.lastId = event.id
+        let r
+        try {
+          r = this._handler(event)
+        } catch (err) {
+          reportError(this._onError, err, event)
+          continue
+        }
+        if (r && typeof r.then === 'function') {
+          parked = true
+          Promise.resolve(r)
+            .then(undefined, (err) => reportError(this._onError, err, event))
+            .then(() => {
+              this._draining = false
+              this._drain()
+            })
+          return
         }
       }
       this._settle()
     } finally {
-      this._draining = false
+      if (!parked) this._draining = false
     }
   }
 

@@ -3,61 +3,26 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use lean_events_core::bus::config::{durability, non_negative, positive};
 use lean_events_core::bus::Config;
-use lean_events_core::{Bus, Error, ReadOptions, Start, StreamRef, SubscribeOptions};
+use lean_events_core::diagnostics::Warning;
+use lean_events_core::{Bus, Error, ErrorCode, ReadOptions, Start, StreamRef, SubscribeOptions};
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::{
-    ThreadsafeFunction, ThreadsafeFunctionCallMode, UnknownReturnValue,
-};
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
-use crate::error::{guarded, guarded_sync};
+use crate::error::{error_json, guarded, guarded_sync};
 use crate::subscription::NativeSubscription;
+use crate::wake_queue::{lock, WakeFn, WakeQueue};
 
 /// Called (weakly) when a subscription has something to take.
-type WakeFn = ThreadsafeFunction<(), UnknownReturnValue, (), Status, false, true>;
+type ReadyFn = WakeFn<true>;
 /// Held while the bus is open so Node stays alive, as an open socket would.
-type KeepAliveFn = ThreadsafeFunction<(), UnknownReturnValue, (), Status, false, false>;
-/// Called when emit outcomes are waiting in `takeSettled()` (see `Settle`).
-type SettleFn = ThreadsafeFunction<(), UnknownReturnValue, (), Status, false, false>;
-
-/// Items waiting for JavaScript, and the function that wakes it: the JavaScript thread is
-/// woken once when the queue goes from empty to non-empty, then takes everything queued by
-/// then in one call. Emit outcomes come back this way (one wake-up per group commit, not one
-/// per emit), and so do the keys of subscriptions with something to take (one wake-up for a
-/// burst over many subscriptions, no thread-safe function and libuv handle per subscription).
-/// The function is dropped by `close()` (for emit outcomes, once none is pending): it refers
-/// to the JavaScript bus, which refers to this one.
-struct WakeQueue<T, const WEAK: bool> {
-    items: Mutex<Vec<T>>,
-    wake: Mutex<Option<ThreadsafeFunction<(), UnknownReturnValue, (), Status, false, WEAK>>>,
-}
-
-impl<T, const WEAK: bool> WakeQueue<T, WEAK> {
-    fn new(wake: ThreadsafeFunction<(), UnknownReturnValue, (), Status, false, WEAK>) -> Self {
-        WakeQueue {
-            items: Mutex::new(Vec::new()),
-            wake: Mutex::new(Some(wake)),
-        }
-    }
-
-    fn push(&self, item: T) {
-        let was_empty = {
-            let mut items = lock(&self.items);
-            items.push(item);
-            items.len() == 1
-        };
-        if was_empty {
-            if let Some(wake) = lock(&self.wake).as_ref() {
-                wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
-            }
-        }
-    }
-
-    fn take(&self) -> Vec<T> {
-        std::mem::take(&mut *lock(&self.items))
-    }
-}
+type KeepAliveFn = WakeFn<false>;
+/// Called when emit outcomes are waiting in `takeSettled()`.
+type SettleFn = WakeFn<false>;
+/// Called (weakly) when warnings are waiting in `takeWarnings()`.
+type WarnFn = WakeFn<true>;
 
 /// Emit outcomes by ticket; its function is referenced only while emits are pending, so a
 /// pending emit keeps Node alive and an idle bus does not.
@@ -65,15 +30,19 @@ type Settle = WakeQueue<(u32, lean_events_core::Result<String>), false>;
 /// Keys of subscriptions with something to take; a weak function (the bus's keep-alive holds
 /// Node while it is open).
 type Ready = WakeQueue<u32, true>;
+/// Warnings for `onWarning`, at most `MAX_QUEUED_WARNINGS` between two takes (all counted).
+type Warnings = WakeQueue<Warning, true>;
+
+/// Warnings kept for JavaScript between two takes; more are counted, not queued.
+const MAX_QUEUED_WARNINGS: usize = 1000;
 
 /// Emits handed to the store whose outcome JavaScript has not taken yet.
 struct Tickets {
     next: u32,
     pending: u64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    /// `maxPendingEmits`: past it an emit is refused with `BACKPRESSURE`, so the outcomes
+    /// waiting for JavaScript are bounded too.
+    max: u64,
 }
 
 /// Options of `NativeBus.connect`.
@@ -99,24 +68,9 @@ pub struct ConnectOptions {
     pub durability: Option<String>,
     /// With `replicated`: how long to wait for a replica, default 1000 ms.
     pub replication_timeout_ms: Option<i64>,
-}
-
-/// The WAIT bound of `durability`, or none for `local`.
-fn replication(
-    durability: Option<&str>,
-    timeout_ms: Option<i64>,
-) -> std::result::Result<Option<Duration>, Error> {
-    let wait = positive("replicationTimeoutMs", timeout_ms)?;
-    match durability {
-        None | Some("local") if wait.is_some() => Err(Error::argument(
-            "replicationTimeoutMs applies only with durability: 'replicated'",
-        )),
-        None | Some("local") => Ok(None),
-        Some("replicated") => Ok(Some(Duration::from_millis(wait.unwrap_or(1000)))),
-        Some(other) => Err(Error::argument(format!(
-            "durability must be 'local' or 'replicated' (got '{other}')"
-        ))),
-    }
+    /// Most emits handed to the store and not yet settled, default 100 000; past it an emit
+    /// fails at once with `BACKPRESSURE`.
+    pub max_pending_emits: Option<i64>,
 }
 
 /// Options of `read`.
@@ -145,16 +99,6 @@ pub struct NativeSubscribeOptions {
     pub notify_gaps: Option<bool>,
 }
 
-fn positive(what: &str, v: Option<i64>) -> std::result::Result<Option<u64>, Error> {
-    match v {
-        None => Ok(None),
-        Some(n) if n >= 1 => Ok(Some(n as u64)),
-        Some(n) => Err(Error::argument(format!(
-            "{what} must be a positive integer (got {n})"
-        ))),
-    }
-}
-
 fn stream_ref(stream_type: &str, id: &str) -> std::result::Result<StreamRef, Error> {
     StreamRef::new(stream_type, id)
 }
@@ -167,17 +111,20 @@ pub struct NativeBus {
     settle: Arc<Settle>,
     tickets: Mutex<Tickets>,
     ready: Arc<Ready>,
+    warnings: Arc<Warnings>,
 }
 
 #[napi]
 impl NativeBus {
-    /// Connect to Redis, or open the embedded store when no url is given.
+    /// Connect to Redis, or open the embedded store when no url is given. `warned` is called
+    /// when warnings wait in `takeWarnings()`.
     #[napi(factory)]
     pub async fn connect(
         options: ConnectOptions,
         keep_alive: KeepAliveFn,
         settled: SettleFn,
-        ready: WakeFn,
+        ready: ReadyFn,
+        warned: WarnFn,
     ) -> Result<NativeBus> {
         guarded(async move {
             let defaults = Config::default();
@@ -196,31 +143,36 @@ impl NativeBus {
                 max_queue: positive("maxQueue", options.max_queue)?
                     .map(|n| n as usize)
                     .unwrap_or(defaults.max_queue),
-                state_cache_size: match options.state_cache_size {
-                    None => defaults.state_cache_size,
-                    Some(n) if n >= 0 => n as usize,
-                    Some(n) => {
-                        return Err(Error::argument(format!(
-                            "stateCacheSize must be 0 or more (got {n})"
-                        )))
-                    }
-                },
-                replicated: replication(
+                state_cache_size: non_negative("stateCacheSize", options.state_cache_size)?
+                    .map(|n| n as usize)
+                    .unwrap_or(defaults.state_cache_size),
+                replicated: durability(
                     options.durability.as_deref(),
                     options.replication_timeout_ms,
                 )?,
-                max_pending_emits: defaults.max_pending_emits,
+                max_pending_emits: positive("maxPendingEmits", options.max_pending_emits)?
+                    .map(|n| n as usize)
+                    .unwrap_or(defaults.max_pending_emits),
             };
+            let max_pending = config.max_pending_emits as u64;
             let bus = Bus::connect(config).await?;
+            let warnings = Arc::new(Warnings::new(warned, Some(MAX_QUEUED_WARNINGS)));
+            let sink = warnings.clone();
+            bus.diagnostics()
+                .set_sink(Some(Arc::new(move |w: &Warning| {
+                    sink.push(w.clone());
+                })));
             Ok(NativeBus {
                 bus,
                 keep_alive: Mutex::new(Some(keep_alive)),
-                settle: Arc::new(Settle::new(settled)),
+                settle: Arc::new(Settle::new(settled, None)),
                 tickets: Mutex::new(Tickets {
                     next: 0,
                     pending: 0,
+                    max: max_pending,
                 }),
-                ready: Arc::new(Ready::new(ready)),
+                ready: Arc::new(Ready::new(ready, None)),
+                warnings,
             })
         })
         .await
@@ -251,6 +203,26 @@ impl NativeBus {
         })
     }
 
+    /// Warnings queued since the last call, as a JSON array of `{code, message, detail?}`.
+    #[napi]
+    pub fn take_warnings(&self) -> String {
+        let taken: Vec<serde_json::Value> = self
+            .warnings
+            .take()
+            .into_iter()
+            .map(
+                |w| serde_json::json!({ "code": w.code, "message": w.message, "detail": w.detail }),
+            )
+            .collect();
+        serde_json::Value::Array(taken).to_string()
+    }
+
+    /// How many warnings of each code this bus raised, as a JSON object `{CODE: count}`.
+    #[napi(getter)]
+    pub fn warning_counts(&self) -> String {
+        serde_json::to_string(&self.bus.diagnostics().counts()).unwrap_or_default()
+    }
+
     /// Keys of the subscriptions that may have something to take (a key can show up again
     /// after its subscription was drained another way; taking then finds nothing).
     #[napi]
@@ -259,7 +231,7 @@ impl NativeBus {
     }
 
     /// The emit outcomes ready so far, as JSON: `[[ticket, 1, record or [records]],
-    /// [ticket, 0, "CODE: message"], ...]`.
+    /// [ticket, 0, {code, message, …}], ...]` (the error as `error::error_json` writes it).
     #[napi]
     pub fn take_settled(&self, env: Env) -> String {
         let taken = self.settle.take();
@@ -275,8 +247,8 @@ impl NativeBus {
                     out.push_str(json);
                 }
                 Err(e) => {
-                    let text = serde_json::to_string(&e.to_string()).unwrap_or_default();
-                    out.push_str(&format!("[{ticket},0,{text}"));
+                    out.push_str(&format!("[{ticket},0,"));
+                    out.push_str(&error_json(e));
                 }
             }
             out.push(']');
@@ -421,7 +393,7 @@ impl NativeBus {
     pub async fn scheduler(
         &self,
         options: crate::scheduler::NativeSchedulerOptions,
-        wake: WakeFn,
+        wake: ReadyFn,
     ) -> Result<crate::scheduler::NativeScheduler> {
         guarded(async {
             let opts = lean_events_core::scheduler::SchedulerOptions {
@@ -458,6 +430,7 @@ impl NativeBus {
         // Released on the JS thread, as Node requires.
         drop(lock(&self.keep_alive).take());
         drop(lock(&self.ready.wake).take());
+        drop(lock(&self.warnings.wake).take());
         let pending = lock(&self.tickets).pending;
         self.hold_process(&env, pending);
         Ok(())
@@ -474,6 +447,16 @@ impl NativeBus {
     ) -> Result<u32> {
         let ticket = {
             let mut t = lock(&self.tickets);
+            if t.pending >= t.max {
+                return Err(crate::error::to_napi(Error::new(
+                    ErrorCode::Backpressure,
+                    format!(
+                        "{} emits are waiting to settle already (maxPendingEmits); wait for some \
+                         to settle, or raise maxPendingEmits",
+                        t.max
+                    ),
+                )));
+            }
             t.next = t.next.wrapping_add(1);
             t.next
         };
@@ -482,8 +465,8 @@ impl NativeBus {
             let outcome = outcome.and_then(|mut records| match (many, records.len()) {
                 (true, _) => Ok(json_array(records.iter().map(|r| r.json.as_str()))),
                 (false, 1) => Ok(records.pop().map(|r| r.json).unwrap_or_default()),
-                (false, n) => Err(lean_events_core::Error::new(
-                    lean_events_core::ErrorCode::Internal,
+                (false, n) => Err(Error::new(
+                    ErrorCode::Internal,
                     format!("one event appended, {n} records returned"),
                 )),
             });
@@ -521,10 +504,12 @@ impl NativeBus {
 /// A subscription's waker: it queues the subscription's key on the bus's ready list.
 fn waker_for(ready: &Arc<Ready>, key: u32) -> lean_events_core::live::Waker {
     let ready = ready.clone();
-    Box::new(move || ready.push(key))
+    Box::new(move || {
+        ready.push(key);
+    })
 }
 
-fn waker(wake: WakeFn) -> lean_events_core::live::Waker {
+fn waker(wake: ReadyFn) -> lean_events_core::live::Waker {
     Box::new(move || {
         wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
     })

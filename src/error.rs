@@ -1,4 +1,10 @@
 //! Core errors to JavaScript errors, and panics kept out of Node.
+//!
+//! A core error becomes an `Error` whose message is the core's message and whose `cause` is
+//! an `Error` carrying the whole error as JSON: `{code, message, lastId?, firstId?, detail?}`.
+//! The JavaScript layer (`lib/errors.js`) turns that into a `LeanEventsError` with `code`,
+//! `lastId`, `firstId` and `detail` as fields. The same JSON is what `takeSettled()` gives for
+//! a failed emit.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -6,20 +12,44 @@ use std::panic::AssertUnwindSafe;
 use futures_util::FutureExt;
 use lean_events_core::{Error, ErrorCode};
 
-/// A core error as a JavaScript `Error`. The message starts with the stable code
-/// (`"EVENT_INVALID: ..."`); the JavaScript layer moves it to `err.code`.
+/// The whole error as JSON: `{"code","message","lastId"?,"firstId"?,"detail"?}` (`detail` as
+/// JSON when it is JSON, else as a string).
+pub fn error_json(e: &Error) -> String {
+    let mut v = serde_json::json!({ "code": e.code.as_str(), "message": e.message });
+    if let Some(id) = &e.last_id {
+        v["lastId"] = id.clone().into();
+    }
+    if let Some(id) = &e.first_id {
+        v["firstId"] = id.clone().into();
+    }
+    if let Some(d) = &e.detail {
+        v["detail"] = serde_json::from_str(d).unwrap_or_else(|_| d.clone().into());
+    }
+    v.to_string()
+}
+
+/// A core error as a JavaScript `Error` (see the module's doc).
 pub fn to_napi(e: Error) -> napi::Error {
-    napi::Error::new(napi::Status::GenericFailure, e.to_string())
+    let mut err = napi::Error::new(napi::Status::GenericFailure, e.message.clone());
+    err.cause = Some(Box::new(napi::Error::new(
+        napi::Status::GenericFailure,
+        error_json(&e),
+    )));
+    err
+}
+
+fn panicked() -> Error {
+    Error::new(
+        ErrorCode::Internal,
+        "a bug in lean-events (a panic was caught); please report it",
+    )
 }
 
 /// Run a future, turning a panic into an `INTERNAL` error instead of unwinding into Node.
 pub async fn guarded<T>(fut: impl Future<Output = Result<T, Error>>) -> napi::Result<T> {
     match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(r) => r.map_err(to_napi),
-        Err(_) => Err(to_napi(Error::new(
-            ErrorCode::Internal,
-            "a bug in lean-events (a panic was caught); please report it",
-        ))),
+        Err(_) => Err(to_napi(panicked())),
     }
 }
 
@@ -27,9 +57,6 @@ pub async fn guarded<T>(fut: impl Future<Output = Result<T, Error>>) -> napi::Re
 pub fn guarded_sync<T>(f: impl FnOnce() -> Result<T, Error>) -> napi::Result<T> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r.map_err(to_napi),
-        Err(_) => Err(to_napi(Error::new(
-            ErrorCode::Internal,
-            "a bug in lean-events (a panic was caught); please report it",
-        ))),
+        Err(_) => Err(to_napi(panicked())),
     }
 }

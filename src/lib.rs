@@ -6,6 +6,7 @@ mod bus;
 mod error;
 mod scheduler;
 mod subscription;
+mod wake_queue;
 
 pub use bus::NativeBus;
 pub use scheduler::NativeScheduler;

@@ -1083,3 +1083,79 @@ async fn cached_state_applies_only_new_events() {
     );
     bus.close();
 }
+
+/// Reducing a long stream does not hold the task that asked: other tasks of the same (one)
+/// worker thread run meanwhile. On the embedded store a read never waits, so a reduction done
+/// inline would let nothing else run until it is done.
+#[tokio::test(flavor = "current_thread")]
+async fn reducing_a_long_stream_leaves_the_worker_free() {
+    let bus = connect(Backend::Memory, "reduce-off-worker").await;
+    for chunk in 0..10 {
+        let batch: Vec<String> = (0..500)
+            .map(|i| event("log", "long", chunk * 500 + i))
+            .collect();
+        bus.emit_many(&format!("[{}]", batch.join(",")), None)
+            .await
+            .unwrap();
+    }
+    let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (t, s) = (ticks.clone(), stop.clone());
+    let counter = tokio::spawn(async move {
+        while !s.load(std::sync::atomic::Ordering::Acquire) {
+            t.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            tokio::task::yield_now().await;
+        }
+    });
+    let state = bus.state(&flow("long")).await.unwrap();
+    let during = ticks.load(std::sync::atomic::Ordering::Acquire);
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    counter.await.unwrap();
+    assert!(state.is_object());
+    assert!(
+        during > 0,
+        "nothing else ran while 5000 events were reduced"
+    );
+    bus.close();
+}
+
+/// A subscription's wake-up may call back into the bus (as a host's wake-up does when it
+/// looks at the bus): fan-out holds no registry lock while it wakes consumers.
+#[test]
+fn a_wake_up_may_call_into_the_bus() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let bus = connect(Backend::Memory, "wake-reenter").await;
+            let inner = bus.clone();
+            let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let s = seen.clone();
+            let waker: lean_events_core::live::Waker = Box::new(move || {
+                s.store(
+                    inner.subscription_count(),
+                    std::sync::atomic::Ordering::Release,
+                );
+            });
+            let sub = bus
+                .subscribe(&flow("w"), SubscribeOptions::default(), Some(waker))
+                .await
+                .unwrap();
+            // live: the next event is queued, and its consumer woken, by the fan-out itself
+            wait_until(5, || sub.is_live()).await;
+            bus.emit(&event("tick", "w", 1), None).await.unwrap();
+            let woken = || seen.load(std::sync::atomic::Ordering::Acquire) > 0;
+            wait_until(5, woken).await;
+            let count = seen.load(std::sync::atomic::Ordering::Acquire);
+            bus.close();
+            let _ = done_tx.send(count);
+        });
+    });
+    let count = done_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the emit's fan-out deadlocked on its own registry");
+    assert_eq!(count, 1);
+}

@@ -125,6 +125,15 @@ pub(crate) async fn run(
         }
         drop(conn);
         let Some(h) = hub.upgrade() else { return };
+        if h.is_closed() {
+            return;
+        }
+        diagnostics.warn(
+            "LIVE_CONNECTION_LOST",
+            "the live (Pub/Sub) connection to Redis was lost; reconnecting, then every stream \
+             subscription catches up from its last delivered id",
+            None,
+        );
         h.on_lost();
         lost_before = true;
     }

@@ -1,0 +1,65 @@
+//! Items waiting for JavaScript, and the function that wakes it: the JavaScript thread is
+//! woken once when the queue goes from empty to non-empty, then takes everything queued by
+//! then in one call. Emit outcomes come back this way (one wake-up per group commit, not one
+//! per emit), and so do the keys of subscriptions with something to take (one wake-up for a
+//! burst over many subscriptions, no thread-safe function and libuv handle per subscription)
+//! and warnings.
+
+use std::sync::{Mutex, MutexGuard};
+
+use napi::threadsafe_function::{
+    ThreadsafeFunction, ThreadsafeFunctionCallMode, UnknownReturnValue,
+};
+use napi::Status;
+
+/// A wake-up call into JavaScript; `WEAK` ones do not keep Node alive by themselves.
+pub type WakeFn<const WEAK: bool> =
+    ThreadsafeFunction<(), UnknownReturnValue, (), Status, false, WEAK>;
+
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A queue of `T` for JavaScript and its wake-up call. The function is dropped by the
+/// owner's `close()`: it refers to the JavaScript object, which refers back to this one.
+pub struct WakeQueue<T, const WEAK: bool> {
+    items: Mutex<Vec<T>>,
+    /// Most items kept; past it new items are dropped (`None`: no bound).
+    bound: Option<usize>,
+    pub wake: Mutex<Option<WakeFn<WEAK>>>,
+}
+
+impl<T, const WEAK: bool> WakeQueue<T, WEAK> {
+    /// A queue that wakes JavaScript with `wake`, keeping at most `bound` items.
+    pub fn new(wake: WakeFn<WEAK>, bound: Option<usize>) -> Self {
+        WakeQueue {
+            items: Mutex::new(Vec::new()),
+            bound,
+            wake: Mutex::new(Some(wake)),
+        }
+    }
+
+    /// Queue an item, waking JavaScript if the queue was empty. Returns false when the queue
+    /// was full and the item was dropped.
+    pub fn push(&self, item: T) -> bool {
+        let was_empty = {
+            let mut items = lock(&self.items);
+            if self.bound.is_some_and(|b| items.len() >= b) {
+                return false;
+            }
+            items.push(item);
+            items.len() == 1
+        };
+        if was_empty {
+            if let Some(wake) = lock(&self.wake).as_ref() {
+                wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
+            }
+        }
+        true
+    }
+
+    /// Everything queued so far.
+    pub fn take(&self) -> Vec<T> {
+        std::mem::take(&mut *lock(&self.items))
+    }
+}
