@@ -16,6 +16,11 @@ export declare class NativeBus {
    * when warnings wait in `takeWarnings()`.
    */
   static connect(options: ConnectOptions, keepAlive: KeepAliveFn, settled: SettleFn, ready: ReadyFn, warned: WarnFn): Promise<NativeBus>
+  /**
+   * Close this bus when the Node environment that calls this (the main thread, or a worker
+   * thread) is torn down, before its wake-up calls would outlive it.
+   */
+  closeWithEnvironment(): void
   /** True when the bus runs on the embedded in-memory store. */
   get embedded(): boolean
   /**

@@ -88,6 +88,8 @@ class EventBus {
         () => bus && bus._warn(),
       ),
     )
+    // closed with this thread's Node environment (a terminated worker included)
+    nativeBus.closeWithEnvironment()
     bus = new EventBus(nativeBus, onWarning)
     bus._warn()
     return bus

@@ -8,12 +8,12 @@ use lean_events_core::bus::Config;
 use lean_events_core::diagnostics::Warning;
 use lean_events_core::{Bus, Error, ErrorCode, ReadOptions, Start, StreamRef, SubscribeOptions};
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
-use crate::error::{error_json, guarded, guarded_sync};
+use crate::environment::CloseWithEnvironment;
+use crate::error::{error_json, guarded, guarded_sync, spawn};
 use crate::subscription::NativeSubscription;
-use crate::wake_queue::{lock, WakeFn, WakeQueue};
+use crate::wake_queue::{lock, WakeFn, WakeQueue, WakeSlot};
 
 /// Called (weakly) when a subscription has something to take.
 type ReadyFn = WakeFn<true>;
@@ -106,12 +106,42 @@ fn stream_ref(stream_type: &str, id: &str) -> std::result::Result<StreamRef, Err
 /// The event bus, native half.
 #[napi]
 pub struct NativeBus {
+    shared: Arc<Shared>,
+    tickets: Mutex<Tickets>,
+}
+
+/// The bus and its wake-up calls into JavaScript, closed together (by `close()`, or when the
+/// environment that made them is torn down).
+struct Shared {
     bus: Bus,
     keep_alive: Mutex<Option<KeepAliveFn>>,
     settle: Arc<Settle>,
-    tickets: Mutex<Tickets>,
     ready: Arc<Ready>,
     warnings: Arc<Warnings>,
+    /// The wake-up calls of this bus's schedulers (emptied with the rest).
+    scheduler_wakes: Mutex<Vec<WakeSlot<true>>>,
+}
+
+impl Shared {
+    /// Close the bus and release the wake-up calls that refer to the JavaScript bus (on the
+    /// JavaScript thread, as Node requires). The settle call stays while emits are pending,
+    /// so their promises still settle and Node waits for them (see `hold_process`).
+    fn close(&self) {
+        self.bus.close();
+        drop(lock(&self.keep_alive).take());
+        drop(lock(&self.ready.wake).take());
+        drop(lock(&self.warnings.wake).take());
+        for slot in lock(&self.scheduler_wakes).drain(..) {
+            slot.empty();
+        }
+    }
+}
+
+impl CloseWithEnvironment for Shared {
+    fn close_with_environment(&self) {
+        self.close();
+        drop(lock(&self.settle.wake).take());
+    }
 }
 
 #[napi]
@@ -163,25 +193,36 @@ impl NativeBus {
                     sink.push(w.clone());
                 })));
             Ok(NativeBus {
-                bus,
-                keep_alive: Mutex::new(Some(keep_alive)),
-                settle: Arc::new(Settle::new(settled, None)),
+                shared: Arc::new(Shared {
+                    bus,
+                    keep_alive: Mutex::new(Some(keep_alive)),
+                    settle: Arc::new(Settle::new(settled, None)),
+                    ready: Arc::new(Ready::new(ready, None)),
+                    warnings,
+                    scheduler_wakes: Mutex::new(Vec::new()),
+                }),
                 tickets: Mutex::new(Tickets {
                     next: 0,
                     pending: 0,
                     max: max_pending,
                 }),
-                ready: Arc::new(Ready::new(ready, None)),
-                warnings,
             })
         })
         .await
     }
 
+    /// Close this bus when the Node environment that calls this (the main thread, or a worker
+    /// thread) is torn down, before its wake-up calls would outlive it.
+    #[napi]
+    pub fn close_with_environment(&self, env: Env) -> Result<()> {
+        let shared: Arc<dyn CloseWithEnvironment> = self.shared.clone();
+        crate::environment::close_with(&env, Arc::downgrade(&shared))
+    }
+
     /// True when the bus runs on the embedded in-memory store.
     #[napi(getter)]
     pub fn embedded(&self) -> bool {
-        self.bus.is_embedded()
+        self.shared.bus.is_embedded()
     }
 
     /// Append one event (JSON text). Validation and the hand-off to the store happen before
@@ -207,6 +248,7 @@ impl NativeBus {
     #[napi]
     pub fn take_warnings(&self) -> String {
         let taken: Vec<serde_json::Value> = self
+            .shared
             .warnings
             .take()
             .into_iter()
@@ -220,21 +262,21 @@ impl NativeBus {
     /// How many warnings of each code this bus raised, as a JSON object `{CODE: count}`.
     #[napi(getter)]
     pub fn warning_counts(&self) -> String {
-        serde_json::to_string(&self.bus.diagnostics().counts()).unwrap_or_default()
+        serde_json::to_string(&self.shared.bus.diagnostics().counts()).unwrap_or_default()
     }
 
     /// Keys of the subscriptions that may have something to take (a key can show up again
     /// after its subscription was drained another way; taking then finds nothing).
     #[napi]
     pub fn take_ready(&self) -> Vec<u32> {
-        self.ready.take()
+        self.shared.ready.take()
     }
 
     /// The emit outcomes ready so far, as JSON: `[[ticket, 1, record or [records]],
     /// [ticket, 0, {code, message, …}], ...]` (the error as `error::error_json` writes it).
     #[napi]
     pub fn take_settled(&self, env: Env) -> String {
-        let taken = self.settle.take();
+        let taken = self.shared.settle.take();
         let mut out = String::with_capacity(2 + taken.len() * 300);
         out.push('[');
         for (i, (ticket, outcome)) in taken.iter().enumerate() {
@@ -263,14 +305,16 @@ impl NativeBus {
     }
 
     /// Read a range of a stream; resolves to a JSON array of records.
-    #[napi]
-    pub async fn read(
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn read(
         &self,
+        env: Env,
         stream_type: String,
         id: String,
         options: NativeReadOptions,
-    ) -> Result<String> {
-        guarded(async {
+    ) -> Result<PromiseRaw<'static, String>> {
+        let bus = self.shared.bus.clone();
+        spawn(env, async move {
             let stream = stream_ref(&stream_type, &id)?;
             let opts = ReadOptions {
                 after: options.after.as_deref().map(str::parse).transpose()?,
@@ -284,22 +328,23 @@ impl NativeBus {
                 },
                 reverse: options.reverse.unwrap_or(false),
             };
-            let records = self.bus.read(&stream, opts).await?;
+            let records = bus.read(&stream, opts).await?;
             Ok(json_array(records.iter().map(|r| r.json.as_str())))
         })
-        .await
     }
 
     /// Subscribe to a stream; `key` shows up in `takeReady()` whenever `take()` has something.
-    #[napi]
-    pub async fn subscribe(
+    #[napi(ts_return_type = "Promise<NativeSubscription>")]
+    pub fn subscribe(
         &self,
+        env: Env,
         stream_type: String,
         id: String,
         options: NativeSubscribeOptions,
         key: u32,
-    ) -> Result<NativeSubscription> {
-        guarded(async {
+    ) -> Result<PromiseRaw<'static, NativeSubscription>> {
+        let (bus, waker) = (self.shared.bus.clone(), waker_for(&self.shared.ready, key));
+        spawn(env, async move {
             let stream = stream_ref(&stream_type, &id)?;
             let start = match (options.after, options.backfill) {
                 (Some(_), Some(_)) => {
@@ -316,39 +361,40 @@ impl NativeBus {
                 max_queue: positive("maxQueue", options.max_queue)?.unwrap_or(0) as usize,
                 notify_gaps: options.notify_gaps.unwrap_or(false),
             };
-            let sub = self
-                .bus
-                .subscribe(&stream, opts, Some(waker_for(&self.ready, key)))
-                .await?;
+            let sub = bus.subscribe(&stream, opts, Some(waker)).await?;
             Ok(NativeSubscription::new(sub))
         })
-        .await
     }
 
     /// Every event of `kind` from every stream and instance, live only (`key` as in
     /// `subscribe`).
-    #[napi]
-    pub async fn on_kind(
+    #[napi(ts_return_type = "Promise<NativeSubscription>")]
+    pub fn on_kind(
         &self,
+        env: Env,
         kind: String,
         max_queue: Option<i64>,
         key: u32,
-    ) -> Result<NativeSubscription> {
-        guarded(async {
+    ) -> Result<PromiseRaw<'static, NativeSubscription>> {
+        let (bus, waker) = (self.shared.bus.clone(), waker_for(&self.shared.ready, key));
+        spawn(env, async move {
             let max_queue = positive("maxQueue", max_queue)?.map(|n| n as usize);
-            let sub = self
-                .bus
-                .on_kind(&kind, max_queue, Some(waker_for(&self.ready, key)))
-                .await?;
+            let sub = bus.on_kind(&kind, max_queue, Some(waker)).await?;
             Ok(NativeSubscription::new(sub))
         })
-        .await
     }
 
     /// Runs of a flow, newest first, as a JSON array of `{ id, startedAt }`.
-    #[napi]
-    pub async fn list_runs(&self, name: String, limit: i64, offset: i64) -> Result<String> {
-        guarded(async {
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn list_runs(
+        &self,
+        env: Env,
+        name: String,
+        limit: i64,
+        offset: i64,
+    ) -> Result<PromiseRaw<'static, String>> {
+        let bus = self.shared.bus.clone();
+        spawn(env, async move {
             if !(1..=10_000).contains(&limit) {
                 return Err(Error::argument(format!(
                     "limit must be 1-10000 (got {limit})"
@@ -359,8 +405,7 @@ impl NativeBus {
                     "offset must be 0 or more (got {offset})"
                 )));
             }
-            let runs = self
-                .bus
+            let runs = bus
                 .list_runs(&name, limit as usize, offset as usize)
                 .await?;
             let items: Vec<String> = runs
@@ -375,62 +420,64 @@ impl NativeBus {
                 .collect();
             Ok(json_array(items.iter().map(String::as_str)))
         })
-        .await
     }
 
     /// The reduced state of a stream, as JSON text.
-    #[napi]
-    pub async fn state(&self, stream_type: String, id: String) -> Result<String> {
-        guarded(async {
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn state(
+        &self,
+        env: Env,
+        stream_type: String,
+        id: String,
+    ) -> Result<PromiseRaw<'static, String>> {
+        let bus = self.shared.bus.clone();
+        spawn(env, async move {
             let stream = stream_ref(&stream_type, &id)?;
-            Ok(self.bus.state(&stream).await?.to_string())
+            Ok(bus.state(&stream).await?.to_string())
         })
-        .await
     }
 
     /// Start a scheduler instance on this bus; `wake` is called when it has work.
-    #[napi]
-    pub async fn scheduler(
+    #[napi(ts_return_type = "Promise<NativeScheduler>")]
+    pub fn scheduler(
         &self,
+        env: Env,
         options: crate::scheduler::NativeSchedulerOptions,
         wake: ReadyFn,
-    ) -> Result<crate::scheduler::NativeScheduler> {
-        guarded(async {
+    ) -> Result<PromiseRaw<'static, crate::scheduler::NativeScheduler>> {
+        let bus = self.shared.bus.clone();
+        let slot = WakeSlot::new(wake);
+        lock(&self.shared.scheduler_wakes).push(slot.clone());
+        spawn(env, async move {
             let opts = lean_events_core::scheduler::SchedulerOptions {
                 instance_id: options.instance_id,
                 lease_ms: positive("leaseMs", options.lease_ms)?.unwrap_or(5000),
             };
-            let s =
-                lean_events_core::scheduler::Scheduler::start(&self.bus, opts, Some(waker(wake)))
-                    .await?;
+            let waker: lean_events_core::live::Waker = Box::new(move || slot.call());
+            let s = lean_events_core::scheduler::Scheduler::start(&bus, opts, Some(waker)).await?;
             Ok(crate::scheduler::NativeScheduler::new(s))
         })
-        .await
     }
 
     /// Open channels of this bus (for leak checks).
     #[napi(getter)]
     pub fn channel_count(&self) -> u32 {
-        self.bus.channel_count() as u32
+        self.shared.bus.channel_count() as u32
     }
 
     /// Open subscriptions of this bus.
     #[napi(getter)]
     pub fn subscription_count(&self) -> u32 {
-        self.bus.subscription_count() as u32
+        self.shared.bus.subscription_count() as u32
     }
 
     /// End subscriptions, drop connections and let the process exit. Idempotent.
     #[napi]
     pub fn close(&self, env: Env) -> Result<()> {
         guarded_sync(|| {
-            self.bus.close();
+            self.shared.close();
             Ok(())
         })?;
-        // Released on the JS thread, as Node requires.
-        drop(lock(&self.keep_alive).take());
-        drop(lock(&self.ready.wake).take());
-        drop(lock(&self.warnings.wake).take());
         let pending = lock(&self.tickets).pending;
         self.hold_process(&env, pending);
         Ok(())
@@ -460,7 +507,7 @@ impl NativeBus {
             t.next = t.next.wrapping_add(1);
             t.next
         };
-        let settle = self.settle.clone();
+        let settle = self.shared.settle.clone();
         let done: lean_events_core::OnStored = Box::new(move |outcome| {
             let outcome = outcome.and_then(|mut records| match (many, records.len()) {
                 (true, _) => Ok(json_array(records.iter().map(|r| r.json.as_str()))),
@@ -472,7 +519,7 @@ impl NativeBus {
             });
             settle.push((ticket, outcome));
         });
-        guarded_sync(|| hand_off(&self.bus, done))?;
+        guarded_sync(|| hand_off(&self.shared.bus, done))?;
         let pending = {
             let mut t = lock(&self.tickets);
             t.pending += 1;
@@ -487,8 +534,8 @@ impl NativeBus {
     /// Once the bus is closed and nothing is pending, the callback is dropped instead: it
     /// refers to the JavaScript bus, which refers to this one, and only this breaks the cycle.
     fn hold_process(&self, env: &Env, pending: u64) {
-        let closed = lock(&self.keep_alive).is_none();
-        let mut slot = lock(&self.settle.wake);
+        let closed = lock(&self.shared.keep_alive).is_none();
+        let mut slot = lock(&self.shared.settle.wake);
         if pending == 0 && closed {
             drop(slot.take());
         } else if let Some(wake) = slot.as_mut() {
@@ -506,12 +553,6 @@ fn waker_for(ready: &Arc<Ready>, key: u32) -> lean_events_core::live::Waker {
     let ready = ready.clone();
     Box::new(move || {
         ready.push(key);
-    })
-}
-
-fn waker(wake: ReadyFn) -> lean_events_core::live::Waker {
-    Box::new(move || {
-        wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
     })
 }
 

@@ -60,3 +60,22 @@ pub fn guarded_sync<T>(f: impl FnOnce() -> Result<T, Error>) -> napi::Result<T> 
         Err(_) => Err(to_napi(panicked())),
     }
 }
+
+/// Run `fut` as a promise, panics caught. `fut` must own everything it uses: the JavaScript
+/// object that started it may be collected, or its environment torn down, before it ends (an
+/// `async fn` on `&self` would keep a reference to that object's native half instead).
+pub fn spawn<T, F>(
+    env: napi::Env,
+    fut: F,
+) -> napi::Result<napi::bindgen_prelude::PromiseRaw<'static, T>>
+where
+    T: 'static + Send + napi::bindgen_prelude::ToNapiValue,
+    F: 'static + Send + Future<Output = Result<T, Error>>,
+{
+    use napi::bindgen_prelude::JsValue;
+    let promise = env.spawn_future(guarded(fut))?;
+    Ok(napi::bindgen_prelude::PromiseRaw::new(
+        env.raw(),
+        promise.raw(),
+    ))
+}

@@ -3,6 +3,7 @@
 #![deny(clippy::all)]
 
 mod bus;
+mod environment;
 mod error;
 mod scheduler;
 mod subscription;

@@ -63,3 +63,29 @@ impl<T, const WEAK: bool> WakeQueue<T, WEAK> {
         std::mem::take(&mut *lock(&self.items))
     }
 }
+
+/// A wake-up call the core may hold (in a closure) beyond the life of the JavaScript side:
+/// the thread-safe function itself stays with its owner, which empties the slot on `close()`
+/// or when the environment is torn down — on the JavaScript thread, as Node requires — so
+/// whatever drops the closure later drops only an empty slot.
+#[derive(Clone)]
+pub struct WakeSlot<const WEAK: bool>(std::sync::Arc<Mutex<Option<WakeFn<WEAK>>>>);
+
+impl<const WEAK: bool> WakeSlot<WEAK> {
+    /// A slot holding `wake`.
+    pub fn new(wake: WakeFn<WEAK>) -> Self {
+        WakeSlot(std::sync::Arc::new(Mutex::new(Some(wake))))
+    }
+
+    /// Call it, if it is still there (non-blocking).
+    pub fn call(&self) {
+        if let Some(wake) = lock(&self.0).as_ref() {
+            wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
+
+    /// Drop the function (call on the JavaScript thread).
+    pub fn empty(&self) {
+        drop(lock(&self.0).take());
+    }
+}
