@@ -5,7 +5,7 @@
 // their `code`, keeps user handlers from hurting the process, and makes subscriptions
 // async-iterable.
 
-const { NativeBus } = require('./binding.js')
+const { NativeBus } = require('./lib/native.js')
 
 const TAKE_BATCH = 1024
 const CODE_PREFIX = /^([A-Z][A-Z_]+): ([\s\S]*)$/
