@@ -85,3 +85,9 @@ test('engines names the Node lines the suite runs on (20, 22, 24) and this Node 
   const major = Number(process.versions.node.split('.')[0])
   assert.ok(major === 20 || major === 22 || major >= 24, `Node ${process.versions.node} is covered by ${PKG.engines.node}`)
 })
+
+test('the napi CLI that builds from source is pinned to one version, the one installed for development', () => {
+  const pinned = PKG.devDependencies['@napi-rs/cli']
+  assert.match(pinned, /^\d+\.\d+\.\d+$/, 'scripts/install.js runs npx -p @napi-rs/cli@<this>')
+  assert.equal(require('@napi-rs/cli/package.json').version, pinned)
+})

@@ -84,7 +84,6 @@ function diagnose(output) {
   if (/Could not find directory of OpenSSL installation|failed to run custom build command for `openssl-sys/.test(output)) {
     return "OpenSSL's development files are missing (libssl-dev and pkg-config on Debian/Ubuntu, openssl-dev on Alpine, openssl-devel on Fedora)"
   }
-  if (/error: (?:toolchain|rustc|the `.*` target may not be installed)/.test(output)) return 'the Rust toolchain is incomplete'
   return null
 }
 
@@ -113,21 +112,21 @@ function failureMessage(platform, problem) {
 }
 
 /**
- * How to run the napi CLI: the devDependency in a development checkout, else the same pinned
- * version through npx. `-p … napi` names the bin, as the package has two.
+ * How to run the napi CLI at the version pinned in devDependencies: the installed one when it
+ * is that version (a development checkout), else through npx. `-p … napi` names the bin, as
+ * the package has two.
  */
 function napiCommand() {
-  const own = require('../package.json')
+  const pinned = require('../package.json').devDependencies['@napi-rs/cli']
   try {
     const pkgPath = require.resolve('@napi-rs/cli/package.json', { paths: [ROOT] })
     const pkg = JSON.parse(fs.readFileSync(pkgPath, 'utf8'))
     const bin = typeof pkg.bin === 'string' ? pkg.bin : pkg.bin && pkg.bin.napi
-    if (bin) return { cmd: process.execPath, args: [path.join(path.dirname(pkgPath), bin), ...BUILD_ARGS] }
+    if (bin && pkg.version === pinned) return { cmd: process.execPath, args: [path.join(path.dirname(pkgPath), bin), ...BUILD_ARGS] }
   } catch {
     // an app installing lean-events does not get its devDependencies
   }
-  const version = own.devDependencies['@napi-rs/cli']
-  return { cmd: WINDOWS ? 'npx.cmd' : 'npx', args: ['--yes', '-p', `@napi-rs/cli@${version}`, '--', 'napi', ...BUILD_ARGS] }
+  return { cmd: WINDOWS ? 'npx.cmd' : 'npx', args: ['--yes', '-p', `@napi-rs/cli@${pinned}`, '--', 'napi', ...BUILD_ARGS] }
 }
 
 /** Run `cmd`, passing its output through as it comes, and resolve with its exit and output tail. */
