@@ -1,13 +1,13 @@
 'use strict'
 // lean-events/nitro: the h3 handlers and adapters in-process, the example Nitro app over HTTP
 // (SSE backfill + live, Last-Event-ID resume, the trigger webhook, authorization, shutdown),
-// its run page in Debian's chromium, and the package installed from its npm tarball.
+// and its run page in Debian's chromium. The package installed from its npm tarball, with
+// lean-events/nitro imported in the app, is in install.test.js.
 
 const test = require('node:test')
 const { describe, before, after } = test
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
-const os = require('node:os')
 const path = require('node:path')
 const nodeHttp = require('node:http')
 const { spawn, execFileSync } = require('node:child_process')
@@ -773,77 +773,6 @@ describe('run page in chromium', { timeout: 180_000 }, () => {
     } finally {
       if (browser) await browser.close()
       await stopServer(server)
-    }
-  })
-})
-
-// ---------------------------------------------------------------------------------------------
-// Installed like an app installs it
-
-describe('npm package', { timeout: 300_000 }, () => {
-  test('npm pack → npm install <tarball> in an empty app: require, import lean-events/nitro and /client', async () => {
-    const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm'
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lean-events-pack-'))
-    try {
-      const t0 = Date.now()
-      const packed = JSON.parse(execFileSync(npm, ['pack', '--json', '--pack-destination', tmp], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }))
-      const files = packed[0].files.map((f) => f.path)
-      const tarball = path.join(tmp, packed[0].filename)
-      const { platformName } = require('../scripts/install.js')
-      const binary = `lean-events.${platformName()}.node`
-      // every module the entries load, in lib/ and nitro/ too
-      const modules = ['lib', 'nitro'].flatMap((dir) => fs.readdirSync(path.join(ROOT, dir)).map((f) => `${dir}/${f}`))
-      for (const f of ['index.js', 'binding.js', ...modules, 'client/index.js', 'scripts/install.js', binary]) {
-        assert.ok(files.includes(f), `${f} is in the tarball`)
-      }
-      assert.ok(!files.some((f) => f.startsWith('target/') || f.startsWith('node_modules/') || f.startsWith('examples/')), 'no build output or examples')
-
-      const appDir = path.join(tmp, 'app')
-      fs.mkdirSync(appDir)
-      fs.writeFileSync(path.join(appDir, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true, allowScripts: { 'lean-events': true } }))
-      const h3Version = require('h3/package.json').version
-      // the tarball has no dependencies; h3 (the optional peer the Nitro entry imports) comes from the npm cache
-      const out = execFileSync(
-        npm,
-        ['install', tarball, `h3@${h3Version}`, '--no-audit', '--no-fund', '--prefer-offline', '--foreground-scripts'],
-        { cwd: appDir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
-      )
-      const installed = path.join(appDir, 'node_modules', 'lean-events')
-      assert.ok(fs.statSync(installed).isDirectory() && !fs.lstatSync(installed).isSymbolicLink(), 'a real copy')
-      // npm runs the install script (allowed in the app's package.json): the shipped binary is used
-      assert.match(out, /lean-events: using the prebuilt binary/, out)
-
-      const script = `
-        const { EventBus, Scheduler } = require('lean-events')
-        ;(async () => {
-          const bus = await EventBus.connect()
-          const rec = await bus.emit({ kind: 'flow.started', subject: 'pkg-1', data: { name: 'pkg' } })
-          const nitro = await import('lean-events/nitro')
-          const client = await import('lean-events/client')
-          const names = ['useLeanEvents', 'createStreamAdapter', 'createBusAdapter', 'eventStreamHandler', 'stateHandler', 'runsHandler', 'triggerHandler', 'leanEventsPlugin']
-          const missing = names.filter((n) => typeof nitro[n] !== 'function')
-          const state = client.reduceFlowState(await bus.read({ type: 'flow', id: 'pkg-1' }))
-          new Scheduler(bus)
-          await bus.close()
-          console.log(JSON.stringify({ id: rec.id, missing, status: state.status, handler: typeof nitro.eventStreamHandler({ type: 'flow' }) }))
-        })().catch((err) => { console.error(err); process.exit(1) })`
-      const result = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: appDir, encoding: 'utf8' }).trim().split('\n').pop())
-      assert.deepEqual(result.missing, [])
-      assert.equal(result.status, 'running')
-      assert.equal(result.handler, 'function')
-
-      // without a binary and without cargo, the install script says so clearly (and fails)
-      fs.rmSync(path.join(installed, binary))
-      const noCargo = require('node:child_process').spawnSync(process.execPath, [path.join(installed, 'scripts', 'install.js')], {
-        cwd: installed,
-        encoding: 'utf8',
-        env: { ...process.env, PATH: path.dirname(process.execPath) },
-      })
-      assert.notEqual(noCargo.status, 0)
-      assert.match(noCargo.stderr, /`cargo` \(the Rust toolchain\) was not found/)
-      console.log(`packed and installed in ${seconds(Date.now() - t0)} (${files.length} files, ${(packed[0].size / 1e6).toFixed(1)} MB)`)
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true })
     }
   })
 })

@@ -3,7 +3,7 @@
 // The event bus over the native binding: emits settled in batches per wake-up, reads and state
 // parsed from JSON once, subscriptions woken by key.
 
-const { NativeBus } = require('../binding.js')
+const { NativeBus } = require('./native.js')
 const { LeanEventsError, fromJson, withCode, native, argError } = require('./errors.js')
 const { embeddedInSeveralProcesses } = require('./processes.js')
 const { defaultOnWarning } = require('./warnings.js')
