@@ -100,3 +100,21 @@ test('the default onWarning is one line per code at most every 10 s', async () =
   }
   assert.deepEqual(lines, ['[lean-events] A_FAILED: first (cause)', '[lean-events] B_FAILED: other'])
 })
+
+test('the primary of a Node cluster gets the bus but starts no scheduler; its workers do', async () => {
+  const { REDIS_URL, uniquePrefix, deleteRedisPrefix } = require('./helpers')
+  const prefix = uniquePrefix('primary')
+  const script = path.join(__dirname, 'fixtures', 'nitro-cluster-primary.mjs')
+  const child = startChild(process.execPath, [script, REDIS_URL, prefix])
+  const { code } = await child.exited
+  await deleteRedisPrefix(prefix)
+  assert.equal(code, 0, `${child.stdout}\n${child.stderr}`)
+  const lines = child.stdout.trim().split('\n').map((l) => JSON.parse(l))
+  assert.deepEqual(
+    lines.sort((a, b) => a.role.localeCompare(b.role)),
+    [
+      { role: 'primary', bus: 'function', scheduler: 'INVALID_ARGUMENT' },
+      { role: 'worker', bus: 'function', scheduler: 'started' },
+    ],
+  )
+})

@@ -13,6 +13,11 @@ import type {
 /** The process's shared instance. */
 export interface LeanEvents {
   bus: EventBus
+  /**
+   * This process's scheduler instance. In the primary process of a Node cluster (Nitro's
+   * `node-cluster` preset), which only forks the workers that serve the app, none is started:
+   * reading it there throws `INVALID_ARGUMENT`.
+   */
   scheduler: Scheduler
   /** The key prefix in use (`nq` unless configured). */
   prefix: string

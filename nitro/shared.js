@@ -3,6 +3,7 @@
 
 // The package's own CommonJS entry (a relative import: nitro/ is an ESM package scope of its
 // own, so the package cannot self-reference by name from here).
+import cluster from 'node:cluster'
 import leanEvents from '../index.js'
 import { argError } from './errors.js'
 
@@ -41,6 +42,19 @@ export function useLeanEvents() {
     const prefix = connect.prefix ?? (process.env.LEAN_EVENTS_PREFIX || undefined)
     const p = (async () => {
       const bus = await EventBus.connect({ ...connect, url, prefix })
+      if (isClusterPrimary()) {
+        // the primary of a Node cluster (Nitro's node-cluster preset) only forks the workers
+        // that serve the app: a scheduler instance here would take jobs no handler runs
+        return {
+          bus,
+          get scheduler() {
+            throw argError(
+              'no scheduler runs in the primary process of a Node cluster: use useLeanEvents() in the workers, which serve the app',
+            )
+          },
+          prefix: prefix || 'nq',
+        }
+      }
       const scheduler = new Scheduler(bus, schedulerOptions)
       return { bus, scheduler, prefix: prefix || 'nq' }
     })()
@@ -51,6 +65,11 @@ export function useLeanEvents() {
     })
   }
   return s.promise
+}
+
+/** True in the primary process of a Node cluster that has forked workers. */
+function isClusterPrimary() {
+  return cluster.isPrimary && !!cluster.workers && Object.keys(cluster.workers).length > 0
 }
 
 /** Close the shared scheduler and bus (idempotent); the next useLeanEvents() reconnects. */
