@@ -68,20 +68,7 @@ pub async fn connect(
 ) -> Result<Arc<dyn Store>> {
     let conn = Connection::cluster(nodes, opts.timeout).await?;
     let cmds = Arc::new(Commands::new(conn, Keys::cluster(&opts.prefix)));
-    let shared = Arc::new(Shared {
-        cmds: cmds.clone(),
-        scripts: Scripts {
-            append: Script::new(APPEND_CLUSTER_LUA),
-            second: Script::new(INDEX_AWAITS_LUA),
-            outbox_done: Script::new(OUTBOX_DONE_LUA),
-        },
-        slots: SlotMap::default(),
-        max_len: opts.max_len,
-        replicated: opts.replicated,
-        repair_due: AtomicBool::new(false),
-        closed: AtomicBool::new(false),
-        diagnostics,
-    });
+    let shared = Arc::new(Shared::new(cmds.clone(), opts, diagnostics));
     tokio::spawn(repair::run(Arc::downgrade(&shared), opts.repair_interval));
     let pubsub = pubsub::ClusterPubSub::new(nodes, opts.timeout);
     Ok(Arc::new(RedisStore::new(
@@ -180,6 +167,23 @@ fn outbox_member(id: &str, stream_type: &str, subject: &str, index: &str) -> Str
 }
 
 impl Shared {
+    fn new(cmds: Arc<Commands>, opts: &StoreOptions, diagnostics: Arc<Diagnostics>) -> Self {
+        Shared {
+            cmds,
+            scripts: Scripts {
+                append: Script::new(APPEND_CLUSTER_LUA),
+                second: Script::new(INDEX_AWAITS_LUA),
+                outbox_done: Script::new(OUTBOX_DONE_LUA),
+            },
+            slots: SlotMap::default(),
+            max_len: opts.max_len,
+            replicated: opts.replicated,
+            repair_due: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            diagnostics,
+        }
+    }
+
     fn keys(&self) -> &Keys {
         &self.cmds.keys
     }
@@ -494,20 +498,7 @@ mod tests {
         };
         let conn = Connection::cluster(&nodes, opts.timeout).await.unwrap();
         let cmds = Arc::new(Commands::new(conn, Keys::cluster(&opts.prefix)));
-        let shared = Arc::new(Shared {
-            cmds: cmds.clone(),
-            scripts: Scripts {
-                append: Script::new(APPEND_CLUSTER_LUA),
-                second: Script::new(INDEX_AWAITS_LUA),
-                outbox_done: Script::new(OUTBOX_DONE_LUA),
-            },
-            slots: SlotMap::default(),
-            max_len: None,
-            replicated: None,
-            repair_due: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-            diagnostics: Default::default(),
-        });
+        let shared = Arc::new(Shared::new(cmds.clone(), &opts, Default::default()));
         let real = shared.slots.get(&cmds.conn).await.unwrap();
         assert!(real.values().any(|&n| n != 0), "more than one master");
         let stale: HashMap<Slot, usize> = real.keys().map(|s| (*s, 0)).collect();
