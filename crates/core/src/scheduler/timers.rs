@@ -1,0 +1,202 @@
+//! Durable timers: what each one does (a retry, an `await.time`, an await's timeout), the
+//! loop that claims them when due, and their effects.
+
+use std::sync::atomic::Ordering;
+use std::sync::Weak;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::events;
+use super::model::{field, AwaitStatus, AwaitType};
+use super::{Instance, Scheduler};
+use crate::clock::now_ms;
+use crate::error::{ErrorCode, Result};
+use crate::store::awaits::RESOLVED_TTL_MS;
+use crate::store::Expect;
+
+/// Timers claimed per store call.
+const CLAIM_BATCH: usize = 256;
+/// Longest sleep of the timer loop without a wake-up (a safety re-check).
+const TIMER_RECHECK: Duration = Duration::from_secs(30);
+
+/// What a timer does when it is due (its payload, as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub(super) enum TimerTask {
+    /// Start attempt `attempt` of `job`.
+    Retry { job: String, attempt: u32 },
+    /// Resolve an `await.time`.
+    Time {
+        #[serde(rename = "await")]
+        await_id: String,
+    },
+    /// Time an await out.
+    Timeout {
+        #[serde(rename = "await")]
+        await_id: String,
+    },
+}
+
+impl TimerTask {
+    /// The timer's id: one timer per task.
+    pub fn id(&self) -> String {
+        match self {
+            TimerTask::Retry { job, attempt } => format!("retry:{job}:{attempt}"),
+            TimerTask::Time { await_id } => format!("time:{await_id}"),
+            TimerTask::Timeout { await_id } => format!("timeout:{await_id}"),
+        }
+    }
+
+    /// Its payload.
+    pub fn payload(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl Scheduler {
+    /// How long a claimed timer stays with its claimer before any instance may claim it again.
+    pub(super) fn claim_lease_ms(&self) -> u64 {
+        self.instance.lease_ms.max(1000)
+    }
+
+    /// Add the timer of `task`, due at `due`, and wake every timer loop.
+    pub(super) async fn add_timer(&self, task: &TimerTask, due: u64) -> Result<()> {
+        self.store()
+            .timer_add(&task.id(), due, &task.payload())
+            .await?;
+        self.wake_timers(due).await
+    }
+
+    /// A timer due at `due` was added: wake the timer loops of every instance.
+    pub(super) async fn wake_timers(&self, due: u64) -> Result<()> {
+        self.instance.wakeups.timers.notify_one();
+        self.tell_all_timer_added(due).await
+    }
+
+    /// A due timer: a retry, an `await.time`, or an await timeout.
+    async fn on_timer(&self, payload: &str, due_ms: u64) -> Result<()> {
+        let late = now_ms().saturating_sub(due_ms);
+        match serde_json::from_str::<TimerTask>(payload) {
+            Ok(TimerTask::Retry { job, attempt }) => self.on_retry(&job, attempt, late).await,
+            Ok(TimerTask::Time { await_id }) => self.resolve_time(&await_id, late).await,
+            Ok(TimerTask::Timeout { await_id }) => self.time_out(&await_id, late).await,
+            // a timer this version does not know: nothing to do
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// An `await.time` is due: resolve it (once) and route the resume.
+    async fn resolve_time(&self, id: &str, late: u64) -> Result<()> {
+        let r = self
+            .store()
+            .hash_cas(
+                &self.await_key(id),
+                field::STATUS,
+                Expect::Value(AwaitStatus::Pending.as_str()),
+                AwaitStatus::Resolved.as_str(),
+                RESOLVED_TTL_MS,
+                &[
+                    (field::RESULT, "null".into()),
+                    (field::RESOLVED_MS, now_ms().to_string()),
+                    (field::LATE_MS, late.to_string()),
+                ],
+            )
+            .await?;
+        if !r.set {
+            return Ok(());
+        }
+        let state = self.read_await(id).await?;
+        self.route_resolution(id, &state).await
+    }
+
+    /// An await's timeout is due: time it out (once), announce it and route the outcome.
+    async fn time_out(&self, id: &str, late: u64) -> Result<()> {
+        let r = self
+            .store()
+            .hash_cas(
+                &self.await_key(id),
+                field::STATUS,
+                Expect::Value(AwaitStatus::Pending.as_str()),
+                AwaitStatus::Timeout.as_str(),
+                RESOLVED_TTL_MS,
+                &[
+                    (field::RESOLVED_MS, now_ms().to_string()),
+                    (field::LATE_MS, late.to_string()),
+                ],
+            )
+            .await?;
+        if !r.set {
+            return Ok(());
+        }
+        let state = self.read_await(id).await?;
+        if state.await_type == Some(AwaitType::Event) {
+            if let Some(kind) = &state.event_kind {
+                self.store()
+                    .hash_del(&self.keys().event_awaits(kind), &[id])
+                    .await?;
+            }
+        }
+        let timed_out = events::await_timeout(&state, late);
+        self.instance.bus.emit(&timed_out, None).await?;
+        if state.await_type == Some(AwaitType::Trigger) {
+            let event = events::trigger_timeout(id, &state, late);
+            self.instance.bus.emit(&event, None).await?;
+        }
+        self.route_resolution(id, &state).await
+    }
+}
+
+/// Claim due timers and carry them out, until the scheduler is closed or dropped.
+pub(super) async fn timer_loop(instance: Weak<Instance>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let Some(strong) = instance.upgrade() else {
+            return;
+        };
+        let s = Scheduler { instance: strong };
+        if s.instance.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let claimed = s
+            .store()
+            .timer_claim(now_ms(), CLAIM_BATCH, s.claim_lease_ms())
+            .await;
+        let sleep_for = match claimed {
+            Err(e) if e.code == ErrorCode::BusClosed => return,
+            Err(_) => {
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff
+            }
+            Ok(timers) => {
+                backoff = Duration::from_millis(50);
+                let full = timers.len() == CLAIM_BATCH;
+                for t in timers {
+                    if s.on_timer(&t.payload, t.due_ms).await.is_ok() {
+                        let _ = s.store().timer_remove(&t.id).await;
+                    }
+                }
+                if full {
+                    continue;
+                }
+                match s.store().timer_next().await {
+                    Ok(Some(next)) => {
+                        Duration::from_millis(next.saturating_sub(now_ms())).min(TIMER_RECHECK)
+                    }
+                    Ok(None) => TIMER_RECHECK,
+                    Err(_) => backoff,
+                }
+            }
+        };
+        let wakeups = s.instance.wakeups.clone();
+        drop(s);
+        if sleep_for.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(sleep_for) => {}
+            _ = wakeups.timers.notified() => {}
+            _ = wakeups.stop.notified() => return,
+        }
+    }
+}

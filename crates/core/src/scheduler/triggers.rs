@@ -1,0 +1,220 @@
+//! Triggers: an await a step registers under a fresh 128-bit id (a capability) that anyone
+//! holding the id can fire or cancel, exactly once, from any process.
+
+use serde_json::Value;
+
+use super::events::{self, raw};
+use super::model::{field, Await, AwaitSpec, AwaitStatus};
+use super::timers::TimerTask;
+use super::{lock, random_id, Scheduler};
+use crate::clock::now_ms;
+use crate::error::{Error, ErrorCode, Result};
+use crate::event;
+use crate::store::awaits::RESOLVED_TTL_MS;
+use crate::store::Expect;
+
+/// Whether `id` has the shape of a trigger id (32 lowercase hex characters).
+fn is_trigger_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl Scheduler {
+    /// `ctx.await.trigger`: registers a trigger (a fresh 128-bit id, or on replay the id this
+    /// call got before) and returns its id; `wait_trigger` waits for it.
+    pub async fn register_trigger(
+        &self,
+        job: &str,
+        attempt: u32,
+        seq: u32,
+        trigger_type: &str,
+        payload: Option<&str>,
+        timeout_ms: Option<u64>,
+    ) -> Result<String> {
+        self.check_open()?;
+        event::validate_id("trigger type", trigger_type).map_err(|e| Error::argument(e.message))?;
+        let payload = payload
+            .map(|p| {
+                serde_json::from_str::<Value>(p)
+                    .map(|v| raw(&v.to_string()))
+                    .map_err(|e| Error::argument(format!("payload is not JSON: {e}")))
+            })
+            .transpose()?;
+        let slot = field::trigger_slot(attempt, seq);
+        let candidate = random_id()?;
+        let claimed = self
+            .store()
+            .hash_cas(
+                &self.job_key(job),
+                &slot,
+                Expect::Absent,
+                &candidate,
+                0,
+                &[],
+            )
+            .await?;
+        if !claimed.exists {
+            return Err(Error::argument(format!("job '{job}' does not exist")));
+        }
+        let id = if claimed.set {
+            candidate
+        } else {
+            claimed.current.unwrap_or_default()
+        };
+        let spec = AwaitSpec::Trigger {
+            trigger_type: trigger_type.to_owned(),
+            timeout_ms,
+        };
+        let o = self.open_await(&id, job, attempt, seq, &spec).await?;
+        lock(&self.instance.waiters).remove(&id);
+        // as in `await_time`
+        if o.pending {
+            let flow = &o.job.flow;
+            if let Some(t) = timeout_ms {
+                let task = TimerTask::Timeout {
+                    await_id: id.clone(),
+                };
+                self.add_timer(&task, o.created_ms.saturating_add(t))
+                    .await?;
+            }
+            if o.announce {
+                let registered = events::trigger_registered(&id, flow, trigger_type, timeout_ms);
+                self.instance.bus.emit(&registered, None).await?;
+                let waiting = events::await_trigger(
+                    flow,
+                    &o.job.step,
+                    &id,
+                    trigger_type,
+                    payload.as_deref(),
+                    timeout_ms,
+                    job,
+                );
+                self.instance.bus.emit(&waiting, None).await?;
+                self.await_announced(&id, job, None).await?;
+            }
+        }
+        Ok(id)
+    }
+
+    /// Wait for a trigger registered by `register_trigger`: resolves to the fired payload.
+    pub async fn wait_trigger(&self, trigger_id: &str) -> Result<String> {
+        self.check_open()?;
+        if !is_trigger_id(trigger_id) {
+            return Err(Error::new(ErrorCode::TriggerNotFound, "no such trigger"));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        lock(&self.instance.waiters)
+            .entry(trigger_id.to_owned())
+            .or_default()
+            .push(tx);
+        let state = self.read_await(trigger_id).await?;
+        let Some(status) = state.status else {
+            lock(&self.instance.waiters).remove(trigger_id);
+            return Err(Error::new(
+                ErrorCode::TriggerNotFound,
+                format!("trigger {trigger_id} does not exist"),
+            ));
+        };
+        if status != AwaitStatus::Pending {
+            self.settle(trigger_id).await?;
+        }
+        Self::wait(rx).await
+    }
+
+    /// Fire a trigger: exactly one `fire` (or timeout, or cancel) wins.
+    pub async fn fire(&self, trigger_id: &str, payload: &str) -> Result<()> {
+        self.check_open()?;
+        let max = self.instance.bus.max_event_bytes();
+        if payload.len() > max {
+            return Err(Error::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "the payload is {} bytes; the limit is {max} (maxEventBytes)",
+                    payload.len()
+                ),
+            ));
+        }
+        let payload: Value = serde_json::from_str(payload)
+            .map_err(|e| Error::invalid(format!("the payload is not JSON: {e}")))?;
+        let payload = raw(&payload.to_string());
+        let state = self
+            .resolve_trigger(
+                trigger_id,
+                AwaitStatus::Resolved,
+                &[(field::RESULT, payload.get().to_owned())],
+            )
+            .await?;
+        let fired = events::trigger_fired(trigger_id, &state.flow, &payload);
+        self.instance.bus.emit(&fired, None).await?;
+        let timeout = TimerTask::Timeout {
+            await_id: trigger_id.to_owned(),
+        };
+        let _ = self.store().timer_remove(&timeout.id()).await;
+        self.route_resolution(trigger_id, &state).await
+    }
+
+    /// Cancel a pending trigger; the waiting step's `wait()` rejects with `TRIGGER_CANCELLED`.
+    pub async fn cancel(&self, trigger_id: &str, reason: &str) -> Result<()> {
+        self.check_open()?;
+        let state = self
+            .resolve_trigger(
+                trigger_id,
+                AwaitStatus::Cancelled,
+                &[(field::REASON, reason.to_owned())],
+            )
+            .await?;
+        let cancelled = events::trigger_cancelled(trigger_id, &state.flow, reason);
+        self.instance.bus.emit(&cancelled, None).await?;
+        let timeout = TimerTask::Timeout {
+            await_id: trigger_id.to_owned(),
+        };
+        let _ = self.store().timer_remove(&timeout.id()).await;
+        self.route_resolution(trigger_id, &state).await
+    }
+
+    /// Compare-and-set a trigger from pending to `status`; the typed errors of fire/cancel.
+    async fn resolve_trigger(
+        &self,
+        trigger_id: &str,
+        status: AwaitStatus,
+        extra: &[(&str, String)],
+    ) -> Result<Await> {
+        if !is_trigger_id(trigger_id) {
+            return Err(Error::new(
+                ErrorCode::TriggerNotFound,
+                "no such trigger: trigger ids are 32 hexadecimal characters",
+            ));
+        }
+        let mut all = vec![(field::RESOLVED_MS, now_ms().to_string())];
+        all.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
+        let r = self
+            .store()
+            .hash_cas(
+                &self.await_key(trigger_id),
+                field::STATUS,
+                Expect::Value(AwaitStatus::Pending.as_str()),
+                status.as_str(),
+                RESOLVED_TTL_MS,
+                &all,
+            )
+            .await?;
+        if !r.exists {
+            return Err(Error::new(
+                ErrorCode::TriggerNotFound,
+                format!("trigger {trigger_id} does not exist or has expired"),
+            ));
+        }
+        if !r.set {
+            return Err(Error::new(
+                ErrorCode::TriggerResolved,
+                format!(
+                    "trigger {trigger_id} was already resolved ({})",
+                    r.current.unwrap_or_default()
+                ),
+            ));
+        }
+        self.read_await(trigger_id).await
+    }
+}
