@@ -1389,3 +1389,216 @@ async fn payloads_the_bus_refuses_do_not_strand_a_job() {
         bus.close();
     }
 }
+
+/// Move a stream aside and put a string in its place: appends to it fail until
+/// `restore_stream` puts it back.
+async fn break_stream(con: &mut lean_events_core::RawConnection, key: &str) {
+    let saved = format!("{key}:saved");
+    let _: () = redis::pipe()
+        .cmd("RENAME")
+        .arg(key)
+        .arg(&saved)
+        .cmd("SET")
+        .arg(key)
+        .arg("not a stream")
+        .query_async(con)
+        .await
+        .unwrap();
+}
+
+async fn restore_stream(con: &mut lean_events_core::RawConnection, key: &str) {
+    let _: () = redis::pipe()
+        .cmd("DEL")
+        .arg(key)
+        .cmd("RENAME")
+        .arg(format!("{key}:saved"))
+        .arg(key)
+        .query_async(con)
+        .await
+        .unwrap();
+}
+
+async fn trigger_kinds(bus: &Bus, id: &str) -> Vec<String> {
+    let records = bus
+        .read(
+            &StreamRef::new("trigger", id).unwrap(),
+            ReadOptions::default(),
+        )
+        .await
+        .unwrap();
+    let evs: Vec<Value> = records
+        .iter()
+        .map(|r| serde_json::from_str(&r.json).unwrap())
+        .collect();
+    kinds(&evs)
+}
+
+/// A trigger fired, cancelled or timed out while its stream refuses appends: the state change
+/// carries its events, so they are written once the stream takes them again, before the
+/// waiting step carries on; a second fire is refused, as the first one won.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolutions_events_are_written_after_a_failed_write() {
+    let bus = connect(Backend::Redis, "sched-pending").await;
+    let s = scheduler(&bus).await;
+    s.define("approve", RetryPolicy::default()).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    host(
+        &s,
+        Arc::new(move |s, w| {
+            let tx = tx.clone();
+            Box::pin(async move {
+                let job = w["jobId"].as_str().unwrap().to_owned();
+                let a = w["attempt"].as_u64().unwrap() as u32;
+                let timeout = w["input"]["timeout"].as_u64();
+                let id = s
+                    .register_trigger(&job, a, 0, "webhook", None, timeout)
+                    .await
+                    .unwrap();
+                tx.send(id.clone()).unwrap();
+                match s.wait_trigger(&id).await {
+                    Ok(p) => Ok(serde_json::from_str(&p).unwrap()),
+                    Err(e) => Ok(json!({"code": e.code.as_str()})),
+                }
+            })
+        }),
+    );
+    let mut con = redis_con().await;
+    for (case, flow) in [("fire", "pe-f"), ("cancel", "pe-c"), ("timeout", "pe-t")] {
+        let input = if case == "timeout" {
+            json!({"timeout": 200})
+        } else {
+            json!({})
+        };
+        let run = {
+            let s = s.clone();
+            tokio::spawn(async move { s.run("approve", flow, &input.to_string(), None).await })
+        };
+        let id = rx.recv().await.unwrap();
+        let stream = bus.stream_key(&StreamRef::new("trigger", &id).unwrap());
+        break_stream(&mut con, &stream).await;
+        let (outcome, event) = match case {
+            "fire" => {
+                s.fire(&id, r#"{"ok":1}"#)
+                    .await
+                    .expect("the fire took effect");
+                (json!({"ok": 1}), "trigger.fired")
+            }
+            "cancel" => {
+                s.cancel(&id, "not needed")
+                    .await
+                    .expect("the cancel took effect");
+                (json!({"code": "TRIGGER_CANCELLED"}), "trigger.cancelled")
+            }
+            _ => {
+                let key = format!("{}:await:{id}", bus.coord_prefix());
+                eventually!(
+                    "the timeout",
+                    hget(&mut con, &key, "status").await.as_deref() == Some("timeout")
+                );
+                (json!({"code": "AWAIT_TIMEOUT"}), "trigger.timeout")
+            }
+        };
+        assert_eq!(
+            s.fire(&id, "{}").await.unwrap_err().code,
+            ErrorCode::TriggerResolved,
+            "{case}"
+        );
+        // the step waits for the events
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!run.is_finished(), "{case}: the step carried on first");
+        restore_stream(&mut con, &stream).await;
+        let result = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .unwrap_or_else(|_| panic!("{case}: the run settles"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&result).unwrap(), outcome);
+        assert_eq!(
+            trigger_kinds(&bus, &id).await,
+            ["trigger.registered", event],
+            "{case}"
+        );
+        let steps = kinds(&events(&bus, flow).await);
+        let expected: &[&str] = match case {
+            "fire" => &[
+                "step.started",
+                "step.await.trigger",
+                "step.resumed",
+                "step.completed",
+            ],
+            "cancel" => &["step.started", "step.await.trigger", "step.completed"],
+            _ => &[
+                "step.started",
+                "step.await.trigger",
+                "step.await.timeout",
+                "step.completed",
+            ],
+        };
+        assert_eq!(steps, expected, "{case}");
+    }
+    let deferred = bus.diagnostics().counts().get("EVENTS_DEFERRED").copied();
+    assert_eq!(deferred, Some(3), "each deferral leaves a trace");
+    s.close().await;
+    bus.close();
+}
+
+/// An event await that times out while its flow's stream refuses appends: `step.await.timeout`
+/// is written once the stream takes it, and before what the step does next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_await_timeout_is_announced_after_a_failed_write() {
+    let bus = connect(Backend::Redis, "sched-pending-timeout").await;
+    let s = scheduler(&bus).await;
+    s.define("wait", RetryPolicy::default()).unwrap();
+    host(
+        &s,
+        Arc::new(|s, w| {
+            Box::pin(async move {
+                let job = w["jobId"].as_str().unwrap().to_owned();
+                let a = w["attempt"].as_u64().unwrap() as u32;
+                match s
+                    .await_event(&job, a, 0, "never.comes", "{}", Some(200))
+                    .await
+                {
+                    Err(e) => Ok(json!(e.code.as_str())),
+                    Ok(_) => Ok(json!("resolved")),
+                }
+            })
+        }),
+    );
+    let run = {
+        let s = s.clone();
+        tokio::spawn(async move { s.run("wait", "pe-e", "{}", Some("j-pe-e")).await })
+    };
+    eventually!(
+        "step.await.event",
+        has_kind(&bus, "pe-e", "step.await.event").await
+    );
+    let mut con = redis_con().await;
+    let stream = bus.stream_key(&StreamRef::new("flow", "pe-e").unwrap());
+    break_stream(&mut con, &stream).await;
+    let key = format!("{}:await:j-pe-e:1:0", bus.coord_prefix());
+    eventually!(
+        "the timeout",
+        hget(&mut con, &key, "status").await.as_deref() == Some("timeout")
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!run.is_finished(), "the step carried on first");
+    restore_stream(&mut con, &stream).await;
+    let result = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the run settles")
+        .unwrap()
+        .unwrap();
+    assert_eq!(result, r#""AWAIT_TIMEOUT""#);
+    assert_eq!(
+        kinds(&events(&bus, "pe-e").await),
+        [
+            "step.started",
+            "step.await.event",
+            "step.await.timeout",
+            "step.completed"
+        ]
+    );
+    s.close().await;
+    bus.close();
+}

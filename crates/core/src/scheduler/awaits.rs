@@ -14,7 +14,8 @@ use super::{lock, AwaitOutcome, Scheduler};
 use crate::clock::now_ms;
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::{self, record_from_live};
-use crate::store::{Expect, NewTimer};
+use crate::store::awaits::RESOLVED_TTL_MS;
+use crate::store::{CasResult, Expect, NewTimer};
 
 /// An await as a call found or made it.
 pub(super) struct AwaitCall {
@@ -240,9 +241,128 @@ impl Scheduler {
         Self::wait(o.rx).await
     }
 
+    /// Resolve the pending await `id` to `status` (a compare-and-set from `pending`, so one
+    /// resolution wins), setting `extra`. The events the resolution writes go into the await
+    /// in the same step, with a timer that writes them if the caller does not get to it
+    /// (`publish_resolution` writes them, then routes the outcome).
+    pub(super) async fn resolve_await(
+        &self,
+        id: &str,
+        status: AwaitStatus,
+        mut extra: Vec<(&str, String)>,
+        events: &[String],
+    ) -> Result<CasResult> {
+        let task = TimerTask::Events {
+            await_id: id.to_owned(),
+        };
+        let (timer_id, payload) = (task.id(), task.payload());
+        let timer = (!events.is_empty()).then(|| NewTimer {
+            id: &timer_id,
+            due_ms: now_ms().saturating_add(self.writer_grace_ms()),
+            payload: &payload,
+        });
+        if !events.is_empty() {
+            extra.push((field::PENDING_EVENTS, Await::encode_events(events)));
+        }
+        self.store()
+            .hash_cas_with(
+                &self.await_key(id),
+                (
+                    field::STATUS,
+                    Expect::Value(AwaitStatus::Pending.as_str()),
+                    status.as_str(),
+                ),
+                &[],
+                (&extra, RESOLVED_TTL_MS),
+                timer,
+                &[],
+            )
+            .await
+    }
+
+    /// After `resolve_await` won: write the resolution's events, then hand the outcome on.
+    /// When the events cannot be written now, the await keeps them and its timer, due at
+    /// once, writes them (and hands the outcome on) when the store takes them: the
+    /// resolution stands, and nothing of it is lost.
+    pub(super) async fn publish_resolution(&self, id: &str, state: &Await) -> Result<()> {
+        match self.write_pending_events(id, &state.pending_events).await {
+            Ok(()) => self.route_resolution(id, state).await,
+            Err(e) => {
+                self.instance.bus.warn(
+                    "EVENTS_DEFERRED",
+                    format!("the events of await {id} are written later"),
+                    Some(e.to_string()),
+                );
+                let task = TimerTask::Events {
+                    await_id: id.to_owned(),
+                };
+                let retried = self.add_timer(&task, now_ms()).await;
+                self.repair_on_error(retried)
+            }
+        }
+    }
+
+    /// The events timer of an await is due: write what its resolver did not, then hand the
+    /// outcome on.
+    pub(super) async fn write_resolution_events(&self, id: &str) -> Result<()> {
+        let state = self.read_await(id).await?;
+        if state.pending_events.is_empty() {
+            return Ok(());
+        }
+        self.write_pending_events(id, &state.pending_events).await?;
+        self.route_resolution(id, &state).await
+    }
+
+    /// Write `pending` (an await's unwritten events) in order, dropping each from the await
+    /// once written: dying in between writes that one event twice, never zero times.
+    async fn write_pending_events(&self, id: &str, pending: &[String]) -> Result<()> {
+        for (i, event) in pending.iter().enumerate() {
+            if let Err(e) = self.instance.bus.emit(event, None).await {
+                // one refused for good is not tried again
+                if !matches!(e.code, ErrorCode::PayloadTooLarge | ErrorCode::EventInvalid) {
+                    return Err(e);
+                }
+            }
+            let dropped = self
+                .store()
+                .hash_cas(
+                    &self.await_key(id),
+                    field::PENDING_EVENTS,
+                    Expect::Value(&Await::encode_events(&pending[i..])),
+                    &Await::encode_events(&pending[i + 1..]),
+                    0,
+                    &[],
+                )
+                .await?;
+            if !dropped.set {
+                // another instance is writing them (this one was taken for gone)
+                return Ok(());
+            }
+        }
+        if !pending.is_empty() {
+            let task = TimerTask::Events {
+                await_id: id.to_owned(),
+            };
+            let removed = self.store().timer_remove(&task.id()).await;
+            if let Err(e) = removed {
+                // harmless: due, it finds nothing to write
+                self.instance.bus.warn(
+                    "TIMER_FAILED",
+                    format!("the events timer of await {id} was not removed"),
+                    Some(e.to_string()),
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// An await this instance may be waiting on changed state: hand its outcome to waiters.
     pub(super) async fn settle(&self, await_id: &str) -> Result<()> {
         let state = self.read_await(await_id).await?;
+        if !state.pending_events.is_empty() {
+            // its events come first: whoever writes them hands the outcome on afterwards
+            return Ok(());
+        }
         let outcome: AwaitOutcome = match state.status {
             Some(AwaitStatus::Resolved) => {
                 if !self.write_resumed(await_id, &state).await? {

@@ -24,7 +24,10 @@
 //!
 //! Exactly once: every resolution (timer, fire, cancel, timeout, matching event) is a
 //! compare-and-set of the await's `status` from `pending`; only the winner emits the events
-//! and routes the resume. `step.resumed` is written by the instance that hands the result to
+//! and routes the resume. The events (`trigger.fired`, `trigger.cancelled`,
+//! `step.await.timeout`, `trigger.timeout`) are stored in the await by that compare-and-set,
+//! with a timer that writes them if the winner does not (it failed or died), and the step
+//! gets the outcome only once they are written. `step.resumed` is written by the instance that hands the result to
 //! the step, just before it does (marked `resumed` on the await), so it always precedes what
 //! the step does next. A timer is claimed by one instance (moved to in-flight atomically);
 //! a claim whose instance died is claimed again after its lease, and its effect, a

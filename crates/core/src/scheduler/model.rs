@@ -10,7 +10,9 @@
 //! - await (`<coord>:await:<awaitId>`, hash): type (see `AwaitType`), job, flow, step, attempt,
 //!   seq, owner, status (see `AwaitStatus`), createdMs, result, `announced` (its
 //!   `step.await.*` event is written), `resumed` (its `step.resumed` is written), and per type
-//!   resumeAt / kind + match / triggerType, timeoutMs. `awaitId` is `<jobId>:<attempt>:<seq>`,
+//!   resumeAt / kind + match / triggerType, timeoutMs; `pendingEvents` (a JSON array of the
+//!   events its resolution writes, set by the compare-and-set that resolves it, emptied as
+//!   they are written). `awaitId` is `<jobId>:<attempt>:<seq>`,
 //!   or for a trigger its id: 32 random hex characters (128 bits), a capability. Expires 7
 //!   days after it resolves.
 
@@ -48,6 +50,7 @@ pub(super) mod field {
     pub const TRIGGER_TYPE: &str = "triggerType";
     pub const TIMEOUT_MS: &str = "timeoutMs";
     pub const REASON: &str = "reason";
+    pub const PENDING_EVENTS: &str = "pendingEvents";
 
     /// The job field that holds the trigger id of call `seq` of `attempt`.
     pub fn trigger_slot(attempt: u32, seq: u32) -> String {
@@ -334,6 +337,8 @@ pub struct Await {
     pub timeout_ms: Option<u64>,
     /// Why a trigger was cancelled.
     pub reason: String,
+    /// The events its resolution writes that are not written yet, in order.
+    pub pending_events: Vec<String>,
 }
 
 impl Await {
@@ -354,12 +359,25 @@ impl Await {
             flow: text(&mut f, field::FLOW),
             step: text(&mut f, field::STEP),
             reason: text(&mut f, field::REASON),
+            pending_events: f
+                .get(field::PENDING_EVENTS)
+                .and_then(|e| serde_json::from_str(e).ok())
+                .unwrap_or_default(),
         }
     }
 
     /// The await's type as events name it (`await` when unknown).
     pub fn type_name(&self) -> &'static str {
         self.await_type.map_or("await", AwaitType::as_str)
+    }
+
+    /// The stored form of events still to write (empty: none).
+    pub fn encode_events(events: &[String]) -> String {
+        if events.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(events).unwrap_or_default()
+        }
     }
 
     /// How long it waited, in ms.

@@ -32,8 +32,10 @@ impl Scheduler {
             .await
     }
 
-    /// How long after a job ended another instance may write its last event for the owner.
-    fn final_event_grace_ms(&self) -> u64 {
+    /// How long the events of a job's end or of an await's resolution are left to the
+    /// instance that made it before another instance writes them (it may be slow, not gone:
+    /// longer than a store call may take, so both writing is rare).
+    pub(super) fn writer_grace_ms(&self) -> u64 {
         self.claim_lease_ms().max(10_000)
     }
 
@@ -46,7 +48,7 @@ impl Scheduler {
             return Ok(());
         }
         if final_event.is_some()
-            && now_ms().saturating_sub(record.ended_ms) < self.final_event_grace_ms()
+            && now_ms().saturating_sub(record.ended_ms) < self.writer_grace_ms()
         {
             // an instance taken for dead (under load, say) may still be writing it
             return Ok(());

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::events;
-use super::model::{field, AwaitStatus, AwaitType};
+use super::model::{field, Await, AwaitStatus, AwaitType};
 use super::{Instance, Scheduler};
 use crate::clock::now_ms;
 use crate::error::{ErrorCode, Result};
@@ -36,6 +36,11 @@ pub(super) enum TimerTask {
         #[serde(rename = "await")]
         await_id: String,
     },
+    /// Write the events a resolution carries, if the resolver did not (it failed or died).
+    Events {
+        #[serde(rename = "await")]
+        await_id: String,
+    },
 }
 
 impl TimerTask {
@@ -45,6 +50,7 @@ impl TimerTask {
             TimerTask::Retry { job, attempt } => format!("retry:{job}:{attempt}"),
             TimerTask::Time { await_id } => format!("time:{await_id}"),
             TimerTask::Timeout { await_id } => format!("timeout:{await_id}"),
+            TimerTask::Events { await_id } => format!("events:{await_id}"),
         }
     }
 
@@ -81,6 +87,7 @@ impl Scheduler {
             Ok(TimerTask::Retry { job, attempt }) => self.on_retry(&job, attempt, late).await,
             Ok(TimerTask::Time { await_id }) => self.resolve_time(&await_id, late).await,
             Ok(TimerTask::Timeout { await_id }) => self.time_out(&await_id, late).await,
+            Ok(TimerTask::Events { await_id }) => self.write_resolution_events(&await_id).await,
             // a timer this version does not know: nothing to do
             Err(_) => Ok(()),
         }
@@ -112,38 +119,39 @@ impl Scheduler {
 
     /// An await's timeout is due: time it out (once), announce it and route the outcome.
     async fn time_out(&self, id: &str, late: u64) -> Result<()> {
-        let r = self
-            .store()
-            .hash_cas(
-                &self.await_key(id),
-                field::STATUS,
-                Expect::Value(AwaitStatus::Pending.as_str()),
-                AwaitStatus::Timeout.as_str(),
-                RESOLVED_TTL_MS,
-                &[
-                    (field::RESOLVED_MS, now_ms().to_string()),
-                    (field::LATE_MS, late.to_string()),
-                ],
-            )
-            .await?;
-        if !r.set {
+        let state = self.read_await(id).await?;
+        if state.status != Some(AwaitStatus::Pending) {
             return Ok(());
         }
-        let state = self.read_await(id).await?;
         if state.await_type == Some(AwaitType::Event) {
             if let Some(kind) = &state.event_kind {
+                // an event stored from now on no longer resolves it (harmless if the timeout
+                // loses the race below: the await is resolved then)
                 self.store()
                     .hash_del(&self.keys().event_awaits(kind), &[id])
                     .await?;
             }
         }
-        let timed_out = events::await_timeout(&state, late);
-        self.instance.bus.emit(&timed_out, None).await?;
+        let mut announced = vec![events::await_timeout(&state, late)];
         if state.await_type == Some(AwaitType::Trigger) {
-            let event = events::trigger_timeout(id, &state, late);
-            self.instance.bus.emit(&event, None).await?;
+            announced.push(events::trigger_timeout(id, &state, late));
         }
-        self.route_resolution(id, &state).await
+        let extra = vec![
+            (field::RESOLVED_MS, now_ms().to_string()),
+            (field::LATE_MS, late.to_string()),
+        ];
+        let resolved = self
+            .resolve_await(id, AwaitStatus::Timeout, extra, &announced)
+            .await?;
+        if !resolved.set {
+            return Ok(());
+        }
+        let state = Await {
+            status: Some(AwaitStatus::Timeout),
+            pending_events: announced,
+            ..state
+        };
+        self.publish_resolution(id, &state).await
     }
 }
 

@@ -10,7 +10,6 @@ use super::{lock, random_id, Scheduler};
 use crate::clock::now_ms;
 use crate::error::{Error, ErrorCode, Result};
 use crate::event;
-use crate::store::awaits::RESOLVED_TTL_MS;
 use crate::store::Expect;
 
 /// Whether `id` has the shape of a trigger id (32 lowercase hex characters).
@@ -139,82 +138,96 @@ impl Scheduler {
         let payload: Value = serde_json::from_str(payload)
             .map_err(|e| Error::invalid(format!("the payload is not JSON: {e}")))?;
         let payload = raw(&payload.to_string());
-        let state = self
-            .resolve_trigger(
-                trigger_id,
-                AwaitStatus::Resolved,
-                &[(field::RESULT, payload.get().to_owned())],
-            )
-            .await?;
+        let state = self.pending_trigger(trigger_id).await?;
         let fired = events::trigger_fired(trigger_id, &state.flow, &payload);
-        self.instance.bus.emit(&fired, None).await?;
-        let timeout = TimerTask::Timeout {
-            await_id: trigger_id.to_owned(),
-        };
-        let _ = self.store().timer_remove(&timeout.id()).await;
-        self.route_resolution(trigger_id, &state).await
+        let extra = vec![
+            (field::RESOLVED_MS, now_ms().to_string()),
+            (field::RESULT, payload.get().to_owned()),
+        ];
+        self.resolve_trigger(trigger_id, state, AwaitStatus::Resolved, extra, fired)
+            .await
     }
 
     /// Cancel a pending trigger; the waiting step's `wait()` rejects with `TRIGGER_CANCELLED`.
     pub async fn cancel(&self, trigger_id: &str, reason: &str) -> Result<()> {
         self.check_open()?;
-        let state = self
-            .resolve_trigger(
-                trigger_id,
-                AwaitStatus::Cancelled,
-                &[(field::REASON, reason.to_owned())],
-            )
-            .await?;
+        let state = self.pending_trigger(trigger_id).await?;
         let cancelled = events::trigger_cancelled(trigger_id, &state.flow, reason);
-        self.instance.bus.emit(&cancelled, None).await?;
-        let timeout = TimerTask::Timeout {
-            await_id: trigger_id.to_owned(),
-        };
-        let _ = self.store().timer_remove(&timeout.id()).await;
-        self.route_resolution(trigger_id, &state).await
+        let extra = vec![
+            (field::RESOLVED_MS, now_ms().to_string()),
+            (field::REASON, reason.to_owned()),
+        ];
+        self.resolve_trigger(trigger_id, state, AwaitStatus::Cancelled, extra, cancelled)
+            .await
     }
 
-    /// Compare-and-set a trigger from pending to `status`; the typed errors of fire/cancel.
-    async fn resolve_trigger(
-        &self,
-        trigger_id: &str,
-        status: AwaitStatus,
-        extra: &[(&str, String)],
-    ) -> Result<Await> {
+    /// The trigger `trigger_id`, pending (the typed errors of fire and cancel otherwise).
+    async fn pending_trigger(&self, trigger_id: &str) -> Result<Await> {
         if !is_trigger_id(trigger_id) {
             return Err(Error::new(
                 ErrorCode::TriggerNotFound,
                 "no such trigger: trigger ids are 32 hexadecimal characters",
             ));
         }
-        let mut all = vec![(field::RESOLVED_MS, now_ms().to_string())];
-        all.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
+        let state = self.read_await(trigger_id).await?;
+        match state.status {
+            None => Err(not_found(trigger_id)),
+            Some(AwaitStatus::Pending) => Ok(state),
+            Some(other) => Err(resolved_already(trigger_id, other.as_str())),
+        }
+    }
+
+    /// Resolve a pending trigger to `status` with its `event`; then write the event, stop its
+    /// timeout and hand the outcome to its step.
+    async fn resolve_trigger(
+        &self,
+        trigger_id: &str,
+        state: Await,
+        status: AwaitStatus,
+        extra: Vec<(&str, String)>,
+        event: String,
+    ) -> Result<()> {
+        let events = [event];
         let r = self
-            .store()
-            .hash_cas(
-                &self.await_key(trigger_id),
-                field::STATUS,
-                Expect::Value(AwaitStatus::Pending.as_str()),
-                status.as_str(),
-                RESOLVED_TTL_MS,
-                &all,
-            )
+            .resolve_await(trigger_id, status, extra, &events)
             .await?;
         if !r.exists {
-            return Err(Error::new(
-                ErrorCode::TriggerNotFound,
-                format!("trigger {trigger_id} does not exist or has expired"),
-            ));
+            return Err(not_found(trigger_id));
         }
         if !r.set {
-            return Err(Error::new(
-                ErrorCode::TriggerResolved,
-                format!(
-                    "trigger {trigger_id} was already resolved ({})",
-                    r.current.unwrap_or_default()
-                ),
-            ));
+            let current = r.current.unwrap_or_default();
+            return Err(resolved_already(trigger_id, &current));
         }
-        self.read_await(trigger_id).await
+        let timeout = TimerTask::Timeout {
+            await_id: trigger_id.to_owned(),
+        };
+        if let Err(e) = self.store().timer_remove(&timeout.id()).await {
+            // harmless: due, it finds the trigger resolved
+            self.instance.bus.warn(
+                "TIMER_FAILED",
+                format!("the timeout of trigger {trigger_id} was not removed"),
+                Some(e.to_string()),
+            );
+        }
+        let state = Await {
+            status: Some(status),
+            pending_events: events.into(),
+            ..state
+        };
+        self.publish_resolution(trigger_id, &state).await
     }
+}
+
+fn not_found(trigger_id: &str) -> Error {
+    Error::new(
+        ErrorCode::TriggerNotFound,
+        format!("trigger {trigger_id} does not exist or has expired"),
+    )
+}
+
+fn resolved_already(trigger_id: &str, status: &str) -> Error {
+    Error::new(
+        ErrorCode::TriggerResolved,
+        format!("trigger {trigger_id} was already resolved ({status})"),
+    )
 }
