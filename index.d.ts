@@ -330,7 +330,10 @@ export interface StepContext {
   emit(kind: string, data?: unknown): Promise<EventRecord>
   /** Durable waits. Each resolves once, even across process deaths (then by replay). */
   await: {
-    /** Wait `ms` milliseconds, or until a Date. */
+    /**
+     * Wait `ms` milliseconds, or until a Date. The first call fixes the time: a replay of the
+     * step (after a take-over) resumes when that call said, not `ms` after the replay.
+     */
     time(when: number | Date): Promise<void>
     /** Wait for an event of `kind` matching `match` (dotted paths → values), stored after this call, on any instance. Rejects with `AWAIT_TIMEOUT`. */
     event(spec: { kind: string; match?: Record<string, unknown>; timeoutMs?: number }): Promise<EventRecord>

@@ -664,9 +664,11 @@ class Scheduler {
       emit: (kind, data) => bus.emit(data === undefined ? { kind, subject: flow, step } : { kind, subject: flow, step, data }),
       await: {
         time: (when) => {
-          const at = when instanceof Date ? when.getTime() : typeof when === 'number' ? Date.now() + when : NaN
-          if (!Number.isFinite(at)) return Promise.reject(argError('await.time takes a number of ms or a Date'))
-          return native(n.awaitTime(jobId, attempt, seq++, Math.max(0, at))).then(() => undefined)
+          // a delay counts from the first call of this await: a replay keeps its time
+          const relative = typeof when === 'number'
+          const ms = when instanceof Date ? when.getTime() : relative ? when : NaN
+          if (!Number.isFinite(ms)) return Promise.reject(argError('await.time takes a number of ms or a Date'))
+          return native(n.awaitTime(jobId, attempt, seq++, Math.max(0, ms), relative)).then(() => undefined)
         },
         event: (spec) => {
           const o = checkOptions(spec, 'await.event options', { kind: 'string', match: 'object', timeoutMs: 'int' })

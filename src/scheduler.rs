@@ -1,7 +1,7 @@
 //! `NativeScheduler`: the core `Scheduler` behind napi. The JavaScript side runs handlers for
 //! the work it takes and reports each outcome back.
 
-use lean_events_core::scheduler::{RetryPolicy, Scheduler};
+use lean_events_core::scheduler::{Due, RetryPolicy, Scheduler};
 use lean_events_core::{Error, ErrorCode};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -101,18 +101,25 @@ impl NativeScheduler {
         guarded(self.inner.fail(&job_id, attempt, &error)).await
     }
 
-    /// `ctx.await.time`: resolves at `resumeAtMs` (Unix ms).
+    /// `ctx.await.time`: resolves `ms` after the first call of this await (`relative`), or at
+    /// the Unix time `ms`; a replay resumes when the first call said.
     #[napi]
     pub async fn await_time(
         &self,
         job_id: String,
         attempt: u32,
         seq: u32,
-        resume_at_ms: f64,
+        ms: f64,
+        relative: bool,
     ) -> Result<String> {
         guarded(async {
-            let at = ms("resumeAt", Some(resume_at_ms))?.unwrap_or(0);
-            self.inner.await_time(&job_id, attempt, seq, at).await
+            let ms = self::ms("await.time", Some(ms))?.unwrap_or(0);
+            let due = if relative {
+                Due::After(ms)
+            } else {
+                Due::At(ms)
+            };
+            self.inner.await_time(&job_id, attempt, seq, due).await
         })
         .await
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use lean_events_core::scheduler::{RetryPolicy, Scheduler, SchedulerOptions};
+use lean_events_core::scheduler::{Due, RetryPolicy, Scheduler, SchedulerOptions};
 use lean_events_core::{Bus, ErrorCode, ReadOptions, StreamRef};
 use serde_json::{json, Value};
 
@@ -230,7 +230,7 @@ async fn awaits_time_event_and_timeouts() {
                                 .unwrap()
                                 .as_millis() as u64
                                 + 80;
-                            s.await_time(&job, a, 0, due)
+                            s.await_time(&job, a, 0, Due::At(due))
                                 .await
                                 .map_err(|e| json!({"message": e.message}))?;
                             Ok(json!("slept"))
@@ -504,7 +504,7 @@ async fn two_instances_fire_each_timer_once() {
                 Arc::new(move |s, w| {
                     Box::pin(async move {
                         let job = w["jobId"].as_str().unwrap().to_owned();
-                        s.await_time(&job, 1, 0, due)
+                        s.await_time(&job, 1, 0, Due::At(due))
                             .await
                             .map_err(|e| json!({"message": e.message}))?;
                         Ok(json!(1))
@@ -696,7 +696,7 @@ async fn closing_an_instance_does_not_fail_its_jobs() {
             Arc::new(|s, w| {
                 Box::pin(async move {
                     let job = w["jobId"].as_str().unwrap().to_owned();
-                    s.await_time(&job, 1, 0, u64::MAX / 4)
+                    s.await_time(&job, 1, 0, Due::At(u64::MAX / 4))
                         .await
                         .map_err(|e| json!({"message": e.message}))?;
                     Ok(json!(1))
@@ -1601,4 +1601,100 @@ async fn an_await_timeout_is_announced_after_a_failed_write() {
     );
     s.close().await;
     bus.close();
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The ms part of an event's id: when it was stored.
+fn stored_ms(e: &Value) -> u64 {
+    e["id"]
+        .as_str()
+        .unwrap()
+        .split('-')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A step sleeping `await.time(1500)` is taken over after its instance died: the replay asks
+/// for 1500 ms again, yet the step resumes when the first call said, not 1500 ms after the
+/// replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_relative_await_time_keeps_its_first_due_time() {
+    for (backend, relative) in [
+        (Backend::Redis, true),
+        (Backend::Redis, false),
+        (Backend::Memory, true),
+        (Backend::Memory, false),
+    ] {
+        let a_bus = connect(backend, "sched-replay-time").await;
+        let b_bus = match backend {
+            Backend::Redis => {
+                connect_with(backend, "x", |c| c.prefix = a_bus.prefix().to_owned()).await
+            }
+            Backend::Memory => a_bus.clone(),
+        };
+        let naps: Handler = Arc::new(move |s, w| {
+            Box::pin(async move {
+                let job = w["jobId"].as_str().unwrap().to_owned();
+                let a = w["attempt"].as_u64().unwrap() as u32;
+                let due = if relative {
+                    Due::After(1500)
+                } else {
+                    // as the JavaScript host passed it before: a time computed by each call
+                    Due::At(now_ms() + 1500)
+                };
+                s.await_time(&job, a, 0, due)
+                    .await
+                    .map_err(|e| json!({"message": e.message}))?;
+                Ok(json!("rested"))
+            })
+        });
+        let opts = || SchedulerOptions {
+            lease_ms: 300,
+            ..Default::default()
+        };
+        let a = Scheduler::start(&a_bus, opts(), None).await.unwrap();
+        a.define("nap", RetryPolicy::default()).unwrap();
+        let a_host = host(&a, naps.clone());
+        let run = {
+            let a = a.clone();
+            tokio::spawn(async move { a.run("nap", "rt", "{}", Some("j-rt")).await })
+        };
+        eventually!(
+            "step.await.time",
+            has_kind(&a_bus, "rt", "step.await.time").await
+        );
+        a_host.abort();
+        run.abort();
+        drop(a);
+        if matches!(backend, Backend::Redis) {
+            a_bus.close();
+        }
+        // the take-over comes two seconds later than it would
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        let b = Scheduler::start(&b_bus, opts(), None).await.unwrap();
+        b.define("nap", RetryPolicy::default()).unwrap();
+        host(&b, naps);
+        eventually!(
+            "step.completed",
+            has_kind(&b_bus, "rt", "step.completed").await
+        );
+        let evs = events(&b_bus, "rt").await;
+        let asleep = evs.iter().find(|e| e["kind"] == "step.await.time").unwrap();
+        let resumed = evs.iter().find(|e| e["kind"] == "step.resumed").unwrap();
+        let slept = stored_ms(resumed) - stored_ms(asleep);
+        assert!(
+            (1500..3000).contains(&slept),
+            "{backend:?} (relative: {relative}): resumed {slept} ms after the first call, which asked for 1500"
+        );
+        b.close().await;
+        b_bus.close();
+    }
 }

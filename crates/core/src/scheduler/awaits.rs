@@ -29,6 +29,17 @@ pub(super) struct AwaitCall {
     pub job: Job,
     /// When the await was first created (ms): timeouts count from there, also on a replay.
     pub created_ms: u64,
+    /// The await as an earlier call of this attempt made it (`None`: made by this call).
+    pub earlier: Option<Await>,
+}
+
+/// When an `await.time` resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// At this Unix time (ms).
+    At(u64),
+    /// This many ms after the first call (a replay of the call keeps the first call's time).
+    After(u64),
 }
 
 impl Scheduler {
@@ -62,12 +73,12 @@ impl Scheduler {
             .entry(await_id.to_owned())
             .or_default()
             .push(tx);
-        let opened: Result<(bool, bool, Job, u64)> = async {
+        let now = now_ms();
+        let opened: Result<(bool, bool, Job, Option<Await>)> = async {
             let record = self.read_job(job).await?;
             if record.status.is_none() {
                 return Err(Error::argument(format!("job '{job}' does not exist")));
             }
-            let now = now_ms();
             let mut all = vec![
                 (field::JOB, job.to_owned()),
                 (field::FLOW, record.flow.clone()),
@@ -91,7 +102,7 @@ impl Scheduler {
                 )
                 .await?;
             if created.set {
-                return Ok((true, true, record, now));
+                return Ok((true, true, record, None));
             }
             // A replay: this instance now owns the await; settle at once if already resolved.
             self.store()
@@ -99,20 +110,20 @@ impl Scheduler {
                 .await?;
             if created.current.as_deref() != Some(AwaitStatus::Pending.as_str()) {
                 self.settle(await_id).await?;
-                return Ok((false, false, record, now));
+                return Ok((false, false, record, None));
             }
             let state = self.read_await(await_id).await?;
-            let created_ms = state.created_ms.unwrap_or(now);
-            Ok((!state.announced, true, record, created_ms))
+            Ok((!state.announced, true, record, Some(state)))
         }
         .await;
         match opened {
-            Ok((announce, pending, job, created_ms)) => Ok(AwaitCall {
+            Ok((announce, pending, job, earlier)) => Ok(AwaitCall {
                 announce,
                 pending,
                 rx,
                 job,
-                created_ms,
+                created_ms: earlier.as_ref().and_then(|e| e.created_ms).unwrap_or(now),
+                earlier,
             }),
             Err(e) => {
                 lock(&self.instance.waiters).remove(await_id);
@@ -146,20 +157,22 @@ impl Scheduler {
         rx.await.unwrap_or_else(|_| Err(Error::closed()))
     }
 
-    /// `ctx.await.time`: resolves (to `null`) at `resume_at_ms`, durably.
-    pub async fn await_time(
-        &self,
-        job: &str,
-        attempt: u32,
-        seq: u32,
-        resume_at_ms: u64,
-    ) -> Result<String> {
+    /// `ctx.await.time`: resolves (to `null`) when `due`, durably. The first call of an
+    /// attempt fixes the time: a replay resumes then, whatever it asks for.
+    pub async fn await_time(&self, job: &str, attempt: u32, seq: u32, due: Due) -> Result<String> {
         self.check_open()?;
         let id = Self::await_id(job, attempt, seq);
-        let spec = AwaitSpec::Time {
-            resume_at: resume_at_ms,
+        let asked = match due {
+            Due::At(at) => at,
+            Due::After(ms) => now_ms().saturating_add(ms),
         };
+        let spec = AwaitSpec::Time { resume_at: asked };
         let o = self.open_await(&id, job, attempt, seq, &spec).await?;
+        let resume_at_ms = o
+            .earlier
+            .as_ref()
+            .and_then(|e| e.resume_at)
+            .unwrap_or(asked);
         // Each step below is repeated by a replay while the await is pending, so an instance
         // dying between them leaves nothing undone (registering twice is harmless).
         if o.pending {

@@ -69,6 +69,7 @@ use crate::live::{self, Subscription};
 use crate::store::Store;
 
 pub use crate::store::awaits::RESOLVED_TTL_MS;
+pub use awaits::Due;
 pub use policy::{Backoff, BackoffKind, RetryPolicy};
 
 use jobs::Attempt;

@@ -328,6 +328,8 @@ pub struct Await {
     pub created_ms: Option<u64>,
     pub resolved_ms: u64,
     pub late_ms: u64,
+    /// An `await.time`'s due time (Unix ms).
+    pub resume_at: Option<u64>,
     /// What it resolved to (JSON; for an event await the event's live payload).
     pub result: Option<String>,
     pub announced: bool,
@@ -350,6 +352,7 @@ impl Await {
             created_ms: number(&f, field::CREATED_MS),
             resolved_ms: number(&f, field::RESOLVED_MS).unwrap_or(0),
             late_ms: number(&f, field::LATE_MS).unwrap_or(0),
+            resume_at: number(&f, field::RESUME_AT),
             timeout_ms: number(&f, field::TIMEOUT_MS),
             announced: f.contains_key(field::ANNOUNCED),
             resumed: f.contains_key(field::RESUMED),
