@@ -426,6 +426,7 @@ impl NativeBus {
             let opts = lean_events_core::scheduler::SchedulerOptions {
                 instance_id: options.instance_id,
                 lease_ms: positive("leaseMs", options.lease_ms)?.unwrap_or(5000),
+                ..Default::default()
             };
             let s =
                 lean_events_core::scheduler::Scheduler::start(&self.bus, opts, Some(waker(wake)))

@@ -859,6 +859,7 @@ async fn a_restarted_instance_carries_on_its_running_jobs() {
         let opts = || SchedulerOptions {
             instance_id: Some("node-1".into()),
             lease_ms: 300,
+            ..Default::default()
         };
         let a = Scheduler::start(&a_bus, opts(), None).await.unwrap();
         a.define("slow", RetryPolicy::default()).unwrap();
@@ -1697,4 +1698,137 @@ async fn a_replayed_relative_await_time_keeps_its_first_due_time() {
         b.close().await;
         b_bus.close();
     }
+}
+
+/// A control channel cut off (here: more notes than its queue holds) is subscribed again,
+/// with a warning: notes sent afterwards still arrive, so a trigger fired on another instance
+/// resumes the step at once, not at the next periodic re-check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_channel_cut_off_is_subscribed_again() {
+    for backend in BACKENDS {
+        let a_bus = connect(backend, "sched-control").await;
+        let b_bus = match backend {
+            Backend::Redis => {
+                connect_with(backend, "x", |c| c.prefix = a_bus.prefix().to_owned()).await
+            }
+            Backend::Memory => a_bus.clone(),
+        };
+        let a = Scheduler::start(
+            &a_bus,
+            SchedulerOptions {
+                lease_ms: 600,
+                control_queue: 2,
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+        let b = scheduler(&b_bus).await;
+        a.define("approve", RetryPolicy::default()).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        host(
+            &a,
+            Arc::new(move |s, w| {
+                let tx = tx.clone();
+                Box::pin(async move {
+                    let job = w["jobId"].as_str().unwrap().to_owned();
+                    let id = s
+                        .register_trigger(&job, 1, 0, "webhook", None, None)
+                        .await
+                        .unwrap();
+                    tx.send(id.clone()).unwrap();
+                    let p = s.wait_trigger(&id).await.map_err(|e| json!(e.message))?;
+                    Ok(serde_json::from_str(&p).unwrap())
+                })
+            }),
+        );
+        let run = {
+            let a = a.clone();
+            tokio::spawn(async move { a.run("approve", "cc", "{}", None).await })
+        };
+        let id = rx.recv().await.unwrap();
+        // notes about nothing, faster than they are taken
+        let sep = lean_events_core::event::LIVE_SEP;
+        let note = format!(
+            "0-0{sep}sched{sep}x{sep}kind{sep}sched.ended{sep}data{sep}{{\"job\":\"none\"}}"
+        );
+        let inbox = format!("{}:sched:inst:{}", a_bus.coord_prefix(), a.instance_id());
+        let wake = format!("{}:sched:wake", a_bus.coord_prefix());
+        let lost = || {
+            a_bus
+                .diagnostics()
+                .counts()
+                .get("CONTROL_CHANNEL_LOST")
+                .copied()
+                .unwrap_or(0)
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while lost() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{backend:?}: no channel was cut off ({} warnings)",
+                lost()
+            );
+            for _ in 0..200 {
+                b_bus.publish(&inbox, &note).await.unwrap();
+                b_bus.publish(&wake, &note).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        b.fire(&id, r#"{"ok":true}"#).await.unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(3), run)
+            .await
+            .unwrap_or_else(|_| panic!("{backend:?}: the note got through"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(result, r#"{"ok":true}"#);
+        a.close().await;
+        b.close().await;
+        a_bus.close();
+        b_bus.close();
+    }
+}
+
+/// A failure in background work leaves a counted warning: here a timer whose await cannot be
+/// read (its key holds a string).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_timer_is_reported() {
+    let bus = connect(Backend::Redis, "sched-warn").await;
+    let s = scheduler(&bus).await;
+    let prefix = bus.coord_prefix();
+    let mut con = redis_con().await;
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(format!("{prefix}:await:broken"))
+        .arg("not a hash")
+        .cmd("HSET")
+        .arg(format!("{prefix}:sched:timer-data"))
+        .arg("time:broken")
+        .arg(json!({"type": "time", "await": "broken"}).to_string())
+        .cmd("ZADD")
+        .arg(format!("{prefix}:sched:timers"))
+        .arg(1)
+        .arg("time:broken")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    // the timer loop looks again when told a timer was added
+    bus.publish(
+        &format!("{prefix}:sched:wake"),
+        "0-0\u{1f}sched\u{1f}wake\u{1f}kind\u{1f}sched.wake\u{1f}data\u{1f}1",
+    )
+    .await
+    .unwrap();
+    let failed = || {
+        bus.diagnostics()
+            .counts()
+            .get("TIMER_FAILED")
+            .copied()
+            .unwrap_or(0)
+    };
+    eventually!("a TIMER_FAILED warning", failed() >= 1);
+    s.close().await;
+    bus.close();
 }

@@ -161,9 +161,10 @@ impl Scheduler {
             runner: self.instance.id.clone(),
             ..Job::default()
         };
-        let _ = self
+        let started = self
             .start_attempt(&job, &created, 1, StartReason::Moved, None)
             .await;
+        self.report("JOB_START_FAILED", &format!("starting job {job}"), started);
         rx.await.unwrap_or_else(|_| Err(Error::closed()))
     }
 

@@ -82,6 +82,10 @@ pub struct SchedulerOptions {
     pub instance_id: Option<String>,
     /// How long an instance counts as alive after its last heartbeat (default 5000 ms).
     pub lease_ms: u64,
+    /// Most notes queued on each control channel before it is cut off (it is then subscribed
+    /// again, with a `CONTROL_CHANNEL_LOST` warning, and what it may have carried is looked
+    /// up); default 100 000.
+    pub control_queue: usize,
 }
 
 impl Default for SchedulerOptions {
@@ -89,6 +93,7 @@ impl Default for SchedulerOptions {
         SchedulerOptions {
             instance_id: None,
             lease_ms: 5000,
+            control_queue: 100_000,
         }
     }
 }
@@ -103,6 +108,7 @@ struct Instance {
     keys: Keys,
     id: String,
     lease_ms: u64,
+    control_queue: usize,
     /// The steps this instance runs, with their policies.
     steps: Mutex<HashMap<String, RetryPolicy>>,
     work: WorkQueue,
@@ -213,11 +219,15 @@ impl Scheduler {
         if opts.lease_ms < 100 {
             return Err(Error::argument("leaseMs must be at least 100"));
         }
+        if opts.control_queue == 0 {
+            return Err(Error::argument("control_queue must be at least 1"));
+        }
         let instance = Arc::new(Instance {
             bus: bus.clone(),
             keys: bus.keys().clone(),
             id,
             lease_ms: opts.lease_ms,
+            control_queue: opts.control_queue,
             steps: Mutex::new(HashMap::new()),
             work: WorkQueue::new(work_waker),
             runs: Mutex::new(HashMap::new()),
@@ -258,9 +268,20 @@ impl Scheduler {
             ControlChannel::Inbox => self.instance.keys.inbox_channel(&self.instance.id),
             ControlChannel::Wake => self.instance.keys.wake_channel(),
         };
-        let sub = Arc::new(self.instance.bus.listen(name, 100_000).await?);
+        let sub = Arc::new(
+            self.instance
+                .bus
+                .listen(name, self.instance.control_queue)
+                .await?,
+        );
         lock(&self.instance.channels).push(sub.clone());
         Ok(sub)
+    }
+
+    /// Count a failure of background work nobody awaits under `code` and hand it to the
+    /// bus's warning sink (see `Diagnostics`); pass the value on.
+    fn report<T>(&self, code: &'static str, what: &str, r: Result<T>) -> Option<T> {
+        self.instance.bus.diagnostics().check(code, what, r)
     }
 
     fn store(&self) -> &Store {
@@ -341,9 +362,11 @@ impl Scheduler {
         lock(&self.instance.runs).clear();
         lock(&self.instance.waiters).clear();
         lock(&self.instance.work.waker).take();
-        let _ = self
+        // until it is gone, its jobs wait for the lease to run out before anyone takes them
+        let released = self
             .store()
             .delete(&self.lease_key(&self.instance.id))
             .await;
+        self.report("LEASE_RELEASE_FAILED", "releasing the lease", released);
     }
 }

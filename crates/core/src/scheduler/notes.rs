@@ -4,14 +4,15 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Instance, Scheduler};
-use crate::error::Result;
+use super::{lock, Instance, Scheduler};
+use crate::error::{ErrorCode, Result};
 use crate::event::LIVE_SEP;
-use crate::live::{Item, Subscription};
+use crate::live::{End, Item, Subscription};
 
 /// A control message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,15 +104,25 @@ impl Scheduler {
 
     /// Act on a note from this instance's inbox.
     async fn receive(&self, note: Note) {
-        let _ = match note {
-            Note::Resolved { await_id } => self.settle(&await_id).await,
-            Note::Ended { job } => self.settle_run(&job).await,
-            Note::Run { job, late_ms } => self.start_owned(&job, late_ms).await,
+        let (what, done) = match &note {
+            Note::Resolved { await_id } => {
+                ("settling a resolved await", self.settle(await_id).await)
+            }
+            Note::Ended { job } => ("settling an ended run", self.settle_run(job).await),
+            Note::Run { job, late_ms } => (
+                "starting a due retry",
+                self.start_owned(job, *late_ms).await,
+            ),
             Note::Wake { .. } => {
                 self.instance.wakeups.timers.notify_one();
-                Ok(())
+                return;
             }
         };
+        if done.is_err() {
+            // what the note asked for is also found by the next repair pass or re-check
+            self.instance.needs_repair.store(true, Ordering::Release);
+        }
+        self.report("CONTROL_NOTE_FAILED", what, done);
     }
 }
 
@@ -124,32 +135,116 @@ pub(super) enum ControlChannel {
     Wake,
 }
 
-/// Receive notes on `channel` until the scheduler is closed or dropped.
+impl ControlChannel {
+    fn name(self) -> &'static str {
+        match self {
+            ControlChannel::Inbox => "inbox",
+            ControlChannel::Wake => "timer wake-up",
+        }
+    }
+}
+
+/// Receive notes on `channel` until the scheduler is closed or dropped; a channel cut off
+/// (its queue overflowed) is subscribed again.
 pub(super) async fn control_loop(
     instance: Weak<Instance>,
     channel: ControlChannel,
-    sub: Arc<Subscription>,
+    mut sub: Arc<Subscription>,
 ) {
     loop {
         let batch = sub.next_batch(1000).await;
-        let Some(instance) = instance.upgrade() else {
-            return;
-        };
-        if instance.closed.load(Ordering::Acquire) || batch.end.is_some() {
-            return;
-        }
-        if channel == ControlChannel::Wake {
-            // one wake-up covers the whole batch
-            instance.wakeups.timers.notify_one();
-            continue;
-        }
-        let s = Scheduler { instance };
-        for item in batch.items {
-            let Item::Event(rec) = item else { continue };
-            if let Some(note) = Note::decode(&rec.json) {
-                s.receive(note).await;
+        {
+            let Some(strong) = instance.upgrade() else {
+                return;
+            };
+            if strong.closed.load(Ordering::Acquire) {
+                return;
+            }
+            let s = Scheduler { instance: strong };
+            if channel == ControlChannel::Wake {
+                // one wake-up covers the whole batch
+                if !batch.items.is_empty() {
+                    s.instance.wakeups.timers.notify_one();
+                }
+            } else {
+                for item in batch.items {
+                    let Item::Event(rec) = item else { continue };
+                    if let Some(note) = Note::decode(&rec.json) {
+                        s.receive(note).await;
+                    }
+                }
             }
         }
+        if let Some(end) = batch.end {
+            match subscribe_again(&instance, channel, &sub, end).await {
+                Some(again) => sub = again,
+                None => return,
+            }
+        }
+    }
+}
+
+/// `old` on `channel` ended without the scheduler closing: warn, subscribe again (trying
+/// until it works, the scheduler closes or the bus is closed), then look up what the channel
+/// may have carried meanwhile.
+async fn subscribe_again(
+    instance: &Weak<Instance>,
+    channel: ControlChannel,
+    old: &Arc<Subscription>,
+    end: End,
+) -> Option<Arc<Subscription>> {
+    let wakeups = {
+        let strong = instance.upgrade()?;
+        lock(&strong.channels).retain(|c| !Arc::ptr_eq(c, old));
+        let detail = match end {
+            End::Failed(e) => e.to_string(),
+            End::Closed => "closed".to_owned(),
+        };
+        strong.bus.warn(
+            "CONTROL_CHANNEL_LOST",
+            format!(
+                "the scheduler's {} channel was cut off; subscribing again",
+                channel.name()
+            ),
+            Some(detail),
+        );
+        strong.wakeups.clone()
+    };
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let s = Scheduler {
+            instance: instance.upgrade()?,
+        };
+        if s.instance.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        match s.listen(channel).await {
+            Ok(sub) => {
+                if s.instance.closed.load(Ordering::Acquire) {
+                    sub.unsubscribe();
+                    return None;
+                }
+                match channel {
+                    ControlChannel::Inbox => {
+                        s.instance.needs_repair.store(true, Ordering::Release);
+                        s.recheck().await;
+                    }
+                    ControlChannel::Wake => s.instance.wakeups.timers.notify_one(),
+                }
+                return Some(sub);
+            }
+            Err(e) if e.code == ErrorCode::BusClosed => return None,
+            Err(e) => {
+                let what = format!("subscribing the {} channel again", channel.name());
+                s.report::<()>("CONTROL_CHANNEL_LOST", &what, Err(e));
+            }
+        }
+        drop(s);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = wakeups.stop.notified() => return None,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 

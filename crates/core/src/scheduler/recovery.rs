@@ -10,7 +10,7 @@ use super::jobs::StartReason;
 use super::model::{field, JobStatus};
 use super::{lock, Instance, Scheduler};
 use crate::clock::now_ms;
-use crate::error::Result;
+use crate::error::{ErrorCode, Result};
 use crate::store::{Expect, SetChange};
 
 /// Lease ticks between two re-checks of every pending await (a belt to the notifications,
@@ -143,7 +143,7 @@ impl Scheduler {
             let Ok(record) = self.read_job(&job).await else {
                 continue;
             };
-            let _ = match record.status {
+            let done = match record.status {
                 // in the owned set but owned elsewhere: not this pass's to change (a take-over
                 // moves both in one step)
                 _ if record.owner != self.instance.id => Ok(()),
@@ -160,19 +160,28 @@ impl Scheduler {
                 },
                 _ => Ok(()),
             };
+            // the next pass tries again
+            self.report("REPAIR_FAILED", &format!("repairing job {job}"), done);
         }
         Ok(())
     }
 
     /// Re-check the awaits this instance waits on (covers a lost notification).
-    async fn recheck(&self) {
+    pub(super) async fn recheck(&self) {
+        // what fails here is looked at again by the next re-check
         let ids: Vec<String> = lock(&self.instance.waiters).keys().cloned().collect();
         for id in ids {
-            let _ = self.settle(&id).await;
+            let settled = self.settle(&id).await;
+            self.report(
+                "RECHECK_FAILED",
+                &format!("re-checking await {id}"),
+                settled,
+            );
         }
         let jobs: Vec<String> = lock(&self.instance.runs).keys().cloned().collect();
         for job in jobs {
-            let _ = self.settle_run(&job).await;
+            let settled = self.settle_run(&job).await;
+            self.report("RECHECK_FAILED", &format!("re-checking job {job}"), settled);
         }
     }
 }
@@ -207,32 +216,46 @@ pub(super) async fn lease_loop(instance: Weak<Instance>) {
             return;
         }
         if repair_only {
-            let _ = s.repair().await;
+            let repaired = s.repair().await;
+            s.report("REPAIR_FAILED", "the repair pass", repaired);
             continue;
         }
-        let _ = s.renew_lease().await;
+        match s.renew_lease().await {
+            Err(e) if e.code == ErrorCode::BusClosed => return,
+            // other instances may take this one for dead and run its jobs too
+            renewed => {
+                s.report("LEASE_RENEWAL_FAILED", "renewing the lease", renewed);
+            }
+        }
         tick += 1;
         if tick.is_multiple_of(3) {
             // taken for dead once (and dropped from the list by a reaper), an instance that
             // lives on must be listed again, or its later jobs would not be found when it dies
-            let _ = s
+            let listed = s
                 .store()
                 .set_update(&s.keys().instances(), &s.instance.id, true)
                 .await;
+            s.report("LEASE_RENEWAL_FAILED", "listing the instance", listed);
         }
         let reconnects = s.instance.bus.reconnects();
         let reconnected = reconnects != reconnects_seen;
         if tick.is_multiple_of(3) {
             // what it guards against needs no more than this period: keep it small
             lock(&s.instance.ended).clear();
-            let _ = s.reap().await;
+            let reaped = s.reap().await;
+            s.report(
+                "REAP_FAILED",
+                "taking over the jobs of dead instances",
+                reaped,
+            );
             // after a failed store call or a Pub/Sub reconnect (a note may be lost), and now and
             // then in any case
             if s.instance.needs_repair.swap(false, Ordering::AcqRel)
                 || reconnected
                 || tick.is_multiple_of(REPAIR_EVERY_TICKS)
             {
-                let _ = s.repair().await;
+                let repaired = s.repair().await;
+                s.report("REPAIR_FAILED", "the repair pass", repaired);
             }
         }
         if reconnected || tick.is_multiple_of(RECHECK_EVERY_TICKS) {

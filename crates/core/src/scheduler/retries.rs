@@ -6,10 +6,10 @@ use super::jobs::{Attempt, FailureRecorded, StartReason};
 use super::model::{field, JobStatus};
 use super::notes::Note;
 use super::policy::RetryPolicy;
-use super::timers::TimerTask;
+use super::timers::{TimerDone, TimerTask};
 use super::Scheduler;
 use crate::clock::now_ms;
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::Result;
 use crate::store::{Expect, NewTimer};
 
 impl Scheduler {
@@ -94,7 +94,7 @@ impl Scheduler {
     /// A due retry of `job` at `attempt`: the job moves from `retrying` (or a `failing` left
     /// behind) at `attempt - 1` to `running` at `attempt` (one compare-and-set), and runs on
     /// its owner, or here if the owner is gone.
-    pub(super) async fn on_retry(&self, job: &str, attempt: u32, late: u64) -> Result<()> {
+    pub(super) async fn on_retry(&self, job: &str, attempt: u32, late: u64) -> Result<TimerDone> {
         let mut record = self.read_job(job).await?;
         for _ in 0..2 {
             if record.attempt == attempt && record.status == Some(JobStatus::Running) {
@@ -104,10 +104,10 @@ impl Scheduler {
             if record.attempt.checked_add(1) != Some(attempt) {
                 // a timer of an attempt that has run already: claimed again after its claimer
                 // died before removing it
-                return Ok(());
+                return Ok(TimerDone::Done);
             }
             let Some(status) = record.status else {
-                return Ok(());
+                return Ok(TimerDone::Done);
             };
             match status {
                 JobStatus::Retrying => {}
@@ -119,13 +119,11 @@ impl Scheduler {
                         || self.store().exists(&self.lease_key(&record.owner)).await?;
                     let since = record.failing_ms;
                     if owner_alive && now_ms().saturating_sub(since) < self.claim_lease_ms() {
-                        return Err(Error::new(
-                            ErrorCode::Internal,
-                            "retry due before its events were written",
-                        ));
+                        // due before its events were written
+                        return Ok(TimerDone::Keep);
                     }
                 }
-                _ => return Ok(()),
+                _ => return Ok(TimerDone::Done),
             }
             let (from, to) = (record.attempt.to_string(), attempt.to_string());
             let moved = self
@@ -159,26 +157,24 @@ impl Scheduler {
                 )
             {
                 // still due, but the job kept changing under this call: keep the timer
-                return Err(Error::new(
-                    ErrorCode::Internal,
-                    "the job changed while its retry started",
-                ));
+                return Ok(TimerDone::Keep);
             }
-            return Ok(());
+            return Ok(TimerDone::Done);
         }
         let owner = record.owner.clone();
         if owner == self.instance.id {
             return self
                 .start_attempt(job, &record, attempt, StartReason::Moved, Some(late))
-                .await;
+                .await
+                .map(|()| TimerDone::Done);
         }
         if self.store().exists(&self.lease_key(&owner)).await? {
             let note = Note::Run {
                 job: job.to_owned(),
                 late_ms: Some(late),
             };
-            return self.tell(&owner, note).await;
+            return self.tell(&owner, note).await.map(|()| TimerDone::Done);
         }
-        self.adopt(job, &owner).await
+        self.adopt(job, &owner).await.map(|()| TimerDone::Done)
     }
 }

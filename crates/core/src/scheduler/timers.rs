@@ -43,6 +43,15 @@ pub(super) enum TimerTask {
     },
 }
 
+/// What became of a due timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TimerDone {
+    /// Its effect happened (or can no longer happen): remove it.
+    Done,
+    /// Not yet: it is claimed again after its claim lease.
+    Keep,
+}
+
 impl TimerTask {
     /// The timer's id: one timer per task.
     pub fn id(&self) -> String {
@@ -81,16 +90,19 @@ impl Scheduler {
     }
 
     /// A due timer: a retry, an `await.time`, or an await timeout.
-    async fn on_timer(&self, payload: &str, due_ms: u64) -> Result<()> {
+    async fn on_timer(&self, payload: &str, due_ms: u64) -> Result<TimerDone> {
         let late = now_ms().saturating_sub(due_ms);
-        match serde_json::from_str::<TimerTask>(payload) {
-            Ok(TimerTask::Retry { job, attempt }) => self.on_retry(&job, attempt, late).await,
+        let done = match serde_json::from_str::<TimerTask>(payload) {
+            Ok(TimerTask::Retry { job, attempt }) => {
+                return self.on_retry(&job, attempt, late).await
+            }
             Ok(TimerTask::Time { await_id }) => self.resolve_time(&await_id, late).await,
             Ok(TimerTask::Timeout { await_id }) => self.time_out(&await_id, late).await,
             Ok(TimerTask::Events { await_id }) => self.write_resolution_events(&await_id).await,
             // a timer this version does not know: nothing to do
             Err(_) => Ok(()),
-        }
+        };
+        done.map(|()| TimerDone::Done)
     }
 
     /// An `await.time` is due: resolve it (once) and route the resume.
@@ -172,7 +184,8 @@ pub(super) async fn timer_loop(instance: Weak<Instance>) {
             .await;
         let sleep_for = match claimed {
             Err(e) if e.code == ErrorCode::BusClosed => return,
-            Err(_) => {
+            Err(e) => {
+                s.report::<()>("TIMER_FAILED", "claiming due timers", Err(e));
                 backoff = (backoff * 2).min(Duration::from_secs(2));
                 backoff
             }
@@ -180,8 +193,12 @@ pub(super) async fn timer_loop(instance: Weak<Instance>) {
                 backoff = Duration::from_millis(50);
                 let full = timers.len() == CLAIM_BATCH;
                 for t in timers {
-                    if s.on_timer(&t.payload, t.due_ms).await.is_ok() {
-                        let _ = s.store().timer_remove(&t.id).await;
+                    let what = format!("timer {}", t.id);
+                    let done = s.on_timer(&t.payload, t.due_ms).await;
+                    if s.report("TIMER_FAILED", &what, done) == Some(TimerDone::Done) {
+                        // not removed, it is claimed again after its lease: harmless
+                        let removed = s.store().timer_remove(&t.id).await;
+                        s.report("TIMER_FAILED", &format!("removing {what}"), removed);
                     }
                 }
                 if full {
@@ -192,7 +209,10 @@ pub(super) async fn timer_loop(instance: Weak<Instance>) {
                         Duration::from_millis(next.saturating_sub(now_ms())).min(TIMER_RECHECK)
                     }
                     Ok(None) => TIMER_RECHECK,
-                    Err(_) => backoff,
+                    Err(e) => {
+                        s.report::<()>("TIMER_FAILED", "looking up the next timer", Err(e));
+                        backoff
+                    }
                 }
             }
         };
