@@ -359,7 +359,12 @@ export declare class Scheduler {
   readonly instanceId: string | undefined
   /** Resolves once the instance is registered in the store. */
   ready(): Promise<this>
-  /** Define a step's handler and retry policy on this instance. */
+  /**
+   * Define a step's handler and retry policy on this instance. What the handler throws decides
+   * the retry: `retriable: false` fails the step at once; `retryAfter` (ms, or a `Date`: retry
+   * then) replaces the back-off. Times past 9999-12-31T23:59:59.999Z (a huge `retryAfter`,
+   * `delayMs`, `timeoutMs` or `await.time`) are kept at that date, never wrapped around.
+   */
   define<I = any, R = any>(step: string, handler: (input: I, ctx: StepContext) => R | Promise<R>, options?: { retry?: RetryPolicy }): this
   /** Run one step of a flow, retries and awaits included; rejects with `STEP_FAILED` when it fails for good. */
   run<R = any>(step: string, options: { flow: string; input?: unknown; jobId?: string }): Promise<R>

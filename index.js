@@ -513,6 +513,7 @@ function errorInfo(err) {
     if (typeof err.code === 'string' || typeof err.code === 'number') info.code = err.code
     if (typeof err.retriable === 'boolean') info.retriable = err.retriable
     if (typeof err.retryAfter === 'number' && Number.isFinite(err.retryAfter)) info.retryAfter = err.retryAfter
+    else if (err.retryAfter instanceof Date && Number.isFinite(err.retryAfter.getTime())) info.retryAt = err.retryAfter.getTime()
   }
   return info
 }

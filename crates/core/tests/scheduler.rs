@@ -206,6 +206,13 @@ fn backoff_policies() {
         let d = j.delay_ms(1);
         assert!((800..=1200).contains(&d), "{d}");
     }
+    let huge = policy(json!({"backoff": {"type": "exponential", "delayMs": u64::MAX}}));
+    assert_eq!(
+        huge.delay_ms(64),
+        lean_events_core::scheduler::FAR_FUTURE_MS
+    );
+    assert!(RetryPolicy::from_json(r#"{"backoff":{"delayMs":-1}}"#).is_err());
+    assert!(RetryPolicy::from_json(r#"{"backoff":{"delayMs":1e20}}"#).is_err());
     assert!(RetryPolicy::from_json(r#"{"attempts":0}"#).is_err());
     assert!(RetryPolicy::from_json(r#"{"backoff":{"type":"linear"}}"#).is_err());
     assert!(RetryPolicy::from_json(r#"{"tries":3}"#).is_err());
@@ -1831,4 +1838,124 @@ async fn a_failing_timer_is_reported() {
     eventually!("a TIMER_FAILED warning", failed() >= 1);
     s.close().await;
     bus.close();
+}
+
+/// The latest time the scheduler keeps: 9999-12-31T23:59:59.999Z.
+const FAR_FUTURE: &str = "9999-12-31T23:59:59.999Z";
+
+/// Delays and times past any sensible horizon are kept at the far future instead of wrapping
+/// around (or panicking): a `retryAfter` of 1e20 ms does not retry at once, `await.time` and
+/// timeouts of u64::MAX ms wait; a `retryAt` (a date) retries then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_delays_are_kept_at_the_far_future() {
+    for backend in BACKENDS {
+        let bus = connect(backend, "sched-far").await;
+        let s = scheduler(&bus).await;
+        s.define(
+            "later",
+            policy(json!({"attempts": 2, "backoff": {"type": "exponential", "delayMs": u64::MAX}})),
+        )
+        .unwrap();
+        s.define("nap", RetryPolicy::default()).unwrap();
+        host(
+            &s,
+            Arc::new(|s, w| {
+                Box::pin(async move {
+                    let job = w["jobId"].as_str().unwrap().to_owned();
+                    let a = w["attempt"].as_u64().unwrap() as u32;
+                    let at = w["input"]["retryAt"].as_u64();
+                    match (w["step"].as_str().unwrap(), w["input"]["mode"].as_str()) {
+                        ("later", _) if a == 2 => Ok(json!("second")),
+                        ("later", Some("retryAfter")) => {
+                            Err(json!({"message": "much later", "retryAfter": 1e20}))
+                        }
+                        ("later", Some("backoff")) => Err(json!({"message": "by the policy"})),
+                        ("later", _) => Err(json!({"message": "then", "retryAt": at})),
+                        (_, Some("after")) => {
+                            s.await_time(&job, a, 0, Due::After(u64::MAX)).await.ok();
+                            Ok(json!(null))
+                        }
+                        (_, Some("at")) => {
+                            s.await_time(&job, a, 0, Due::At(u64::MAX)).await.ok();
+                            Ok(json!(null))
+                        }
+                        _ => {
+                            s.await_event(&job, a, 0, "never.comes", "{}", Some(u64::MAX))
+                                .await
+                                .ok();
+                            Ok(json!(null))
+                        }
+                    }
+                })
+            }),
+        );
+        for mode in ["retryAfter", "backoff"] {
+            let flow = format!("far-{mode}");
+            let run = {
+                let (s, flow) = (s.clone(), flow.clone());
+                let input = json!({ "mode": mode }).to_string();
+                tokio::spawn(async move { s.run("later", &flow, &input, None).await })
+            };
+            eventually!("step.retry", has_kind(&bus, &flow, "step.retry").await);
+            let evs = events(&bus, &flow).await;
+            assert_eq!(
+                evs[1]["data"]["nextRetryAt"], FAR_FUTURE,
+                "{backend:?} {mode}"
+            );
+            assert_eq!(evs[2]["meta"]["scheduledAt"], FAR_FUTURE);
+            let delay = evs[2]["data"]["delayMs"].as_u64().unwrap();
+            assert!(
+                delay > 200_000_000_000_000 && delay < 253_402_300_799_999,
+                "{backend:?} {mode}: delayMs {delay}"
+            );
+            // a retry due now would start within this time
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let started = kinds(&events(&bus, &flow).await)
+                .iter()
+                .filter(|k| *k == "step.started")
+                .count();
+            assert_eq!(started, 1, "{backend:?} {mode}: retried at once");
+            run.abort();
+        }
+        // a date: retried then
+        let at = now_ms() + 300;
+        let input = json!({ "mode": "date", "retryAt": at }).to_string();
+        assert_eq!(
+            s.run("later", "far-date", &input, None).await.unwrap(),
+            r#""second""#
+        );
+        let evs = events(&bus, "far-date").await;
+        let delay = evs[2]["data"]["delayMs"].as_u64().unwrap();
+        assert!(delay <= 300 && delay > 100, "{backend:?}: delayMs {delay}");
+        assert!(
+            stored_ms(&evs[3]) >= at,
+            "{backend:?}: retried before its date"
+        );
+        for (mode, kind) in [
+            ("after", "step.await.time"),
+            ("at", "step.await.time"),
+            ("timeout", "step.await.event"),
+        ] {
+            let flow = format!("far-{mode}");
+            let input = json!({ "mode": mode }).to_string();
+            let run = {
+                let (s, flow) = (s.clone(), flow.clone());
+                tokio::spawn(async move { s.run("nap", &flow, &input, None).await })
+            };
+            eventually!(kind, has_kind(&bus, &flow, kind).await);
+            let evs = events(&bus, &flow).await;
+            if kind == "step.await.time" {
+                assert_eq!(evs[1]["data"]["resumeAt"], FAR_FUTURE, "{backend:?} {mode}");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(
+                events(&bus, &flow).await.len(),
+                2,
+                "{backend:?} {mode}: woke early"
+            );
+            run.abort();
+        }
+        s.close().await;
+        bus.close();
+    }
 }

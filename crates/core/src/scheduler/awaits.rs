@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use super::events::{self, raw};
 use super::model::{field, Await, AwaitSpec, AwaitStatus, AwaitType, Job};
 use super::notes::Note;
-use super::timers::TimerTask;
+use super::timers::{due_after, TimerTask, FAR_FUTURE_MS};
 use super::{lock, AwaitOutcome, Scheduler};
 use crate::clock::now_ms;
 use crate::error::{Error, ErrorCode, Result};
@@ -163,8 +163,8 @@ impl Scheduler {
         self.check_open()?;
         let id = Self::await_id(job, attempt, seq);
         let asked = match due {
-            Due::At(at) => at,
-            Due::After(ms) => now_ms().saturating_add(ms),
+            Due::At(at) => at.min(FAR_FUTURE_MS),
+            Due::After(ms) => due_after(now_ms(), ms),
         };
         let spec = AwaitSpec::Time { resume_at: asked };
         let o = self.open_await(&id, job, attempt, seq, &spec).await?;
@@ -241,8 +241,7 @@ impl Scheduler {
                 let task = TimerTask::Timeout {
                     await_id: id.clone(),
                 };
-                self.add_timer(&task, o.created_ms.saturating_add(t))
-                    .await?;
+                self.add_timer(&task, due_after(o.created_ms, t)).await?;
             }
             if o.announce {
                 let event =
@@ -271,7 +270,7 @@ impl Scheduler {
         let (timer_id, payload) = (task.id(), task.payload());
         let timer = (!events.is_empty()).then(|| NewTimer {
             id: &timer_id,
-            due_ms: now_ms().saturating_add(self.writer_grace_ms()),
+            due_ms: due_after(now_ms(), self.writer_grace_ms()),
             payload: &payload,
         });
         if !events.is_empty() {

@@ -71,6 +71,7 @@ use crate::store::Store;
 pub use crate::store::awaits::RESOLVED_TTL_MS;
 pub use awaits::Due;
 pub use policy::{Backoff, BackoffKind, RetryPolicy};
+pub use timers::FAR_FUTURE_MS;
 
 use jobs::Attempt;
 use notes::ControlChannel;

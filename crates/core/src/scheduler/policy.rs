@@ -4,6 +4,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::timers::FAR_FUTURE_MS;
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 
 /// How the delay grows from one attempt to the next.
@@ -133,7 +135,8 @@ impl RetryPolicy {
             Some(j) if j > 0.0 => capped * (1.0 - j + 2.0 * j * random_unit()),
             _ => capped,
         };
-        jittered.max(0.0).min(u64::MAX as f64 / 2.0) as u64
+        // a float cast saturates: never wraps, whatever the policy says
+        jittered.max(0.0).min(FAR_FUTURE_MS as f64) as u64
     }
 }
 
@@ -156,9 +159,13 @@ pub struct ThrownError {
     /// `false`: never retried.
     #[serde(default)]
     pub retriable: Option<bool>,
-    /// Retry after this many ms instead of the back-off.
+    /// Retry after this many ms instead of the back-off (ignored unless a number ≥ 0).
     #[serde(default)]
     pub retry_after: Option<f64>,
+    /// Retry at this Unix time in ms instead (a `Date` given as `retryAfter`, as the host
+    /// passes it; one in the past retries at once).
+    #[serde(default)]
+    pub retry_at: Option<f64>,
 }
 
 impl ThrownError {
@@ -184,8 +191,11 @@ impl RetryPolicy {
         let retry = failed < self.max_attempts()
             && thrown.retriable != Some(false)
             && self.retries(thrown.name.as_deref(), code.as_deref());
-        retry.then(|| match thrown.retry_after {
-            Some(ms) if ms.is_finite() && ms >= 0.0 => ms as u64,
+        // float casts saturate (1e20 is u64::MAX, kept at the far future by the caller)
+        let at = thrown.retry_at.filter(|at| at.is_finite());
+        retry.then(|| match (thrown.retry_after, at) {
+            (_, Some(at)) => (at as u64).saturating_sub(now_ms()),
+            (Some(ms), None) if ms.is_finite() && ms >= 0.0 => ms as u64,
             _ => self.delay_ms(failed),
         })
     }

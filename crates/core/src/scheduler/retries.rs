@@ -6,7 +6,7 @@ use super::jobs::{Attempt, FailureRecorded, StartReason};
 use super::model::{field, JobStatus};
 use super::notes::Note;
 use super::policy::RetryPolicy;
-use super::timers::{TimerDone, TimerTask};
+use super::timers::{due_after, TimerDone, TimerTask};
 use super::Scheduler;
 use crate::clock::now_ms;
 use crate::error::Result;
@@ -25,7 +25,10 @@ impl Scheduler {
     ) -> Result<FailureRecorded> {
         let (attempt, flow, step) = (a.attempt, &a.flow, &a.step);
         let max = policy.max_attempts();
-        let due = now_ms() + delay;
+        let now = now_ms();
+        let due = due_after(now, delay);
+        // what is left of it once kept before the far future
+        let delay = due - now;
         let timer = TimerTask::Retry {
             job: job.to_owned(),
             attempt: attempt + 1,

@@ -15,6 +15,16 @@ use crate::error::{ErrorCode, Result};
 use crate::store::awaits::RESOLVED_TTL_MS;
 use crate::store::Expect;
 
+/// The latest due time a timer has: 9999-12-31T23:59:59.999Z, in Unix ms. Later times, and
+/// delays that would pass it, are kept at it — the far future — instead of wrapping around;
+/// events show it as a four-digit year.
+pub const FAR_FUTURE_MS: u64 = 253_402_300_799_999;
+
+/// `delay_ms` after `now_ms`, kept at `FAR_FUTURE_MS` at most.
+pub(super) fn due_after(now_ms: u64, delay_ms: u64) -> u64 {
+    now_ms.saturating_add(delay_ms).min(FAR_FUTURE_MS)
+}
+
 /// Timers claimed per store call.
 const CLAIM_BATCH: usize = 256;
 /// Longest sleep of the timer loop without a wake-up (a safety re-check).

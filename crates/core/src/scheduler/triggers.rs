@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::events::{self, raw};
 use super::model::{field, Await, AwaitSpec, AwaitStatus};
-use super::timers::TimerTask;
+use super::timers::{due_after, TimerTask};
 use super::{lock, random_id, Scheduler};
 use crate::clock::now_ms;
 use crate::error::{Error, ErrorCode, Result};
@@ -75,8 +75,7 @@ impl Scheduler {
                 let task = TimerTask::Timeout {
                     await_id: id.clone(),
                 };
-                self.add_timer(&task, o.created_ms.saturating_add(t))
-                    .await?;
+                self.add_timer(&task, due_after(o.created_ms, t)).await?;
             }
             if o.announce {
                 let registered = events::trigger_registered(&id, flow, trigger_type, timeout_ms);
