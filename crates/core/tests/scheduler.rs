@@ -1959,3 +1959,169 @@ async fn huge_delays_are_kept_at_the_far_future() {
         bus.close();
     }
 }
+
+/// JSON text the way JavaScript writes a string with a lone surrogate (`JSON.stringify('\uD800')`).
+const LONE: &str = r#""\ud800""#;
+
+/// Every path that takes user JSON accepts what `emit` accepts — text with lone-surrogate
+/// escapes — and keeps it as it came: run input, results, trigger payloads, fire payloads,
+/// match values; a thrown error's message is kept (the surrogate replaced by U+FFFD) with
+/// its policy (`retriable: false` is one call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_json_with_lone_surrogates_is_taken_like_emit_takes_it() {
+    for backend in BACKENDS {
+        let bus = connect(backend, "sched-unicode").await;
+        // emit takes it (the yardstick)
+        bus.emit(
+            &format!(r#"{{"kind":"x.y","subject":"u0","data":{LONE}}}"#),
+            None,
+        )
+        .await
+        .unwrap();
+        let s = scheduler(&bus).await;
+        s.define("echo", policy(json!({"attempts": 3}))).unwrap();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // a host whose handlers answer with JSON text (a lone surrogate is no serde_json Value)
+        let host = {
+            let (s, calls) = (s.clone(), calls.clone());
+            tokio::spawn(async move {
+                loop {
+                    for w in s.next_work().await {
+                        let (s, calls) = (s.clone(), calls.clone());
+                        tokio::spawn(async move {
+                            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let readable: Value =
+                                serde_json::from_str(&w.replace(r"\ud800", r"\ufffd")).unwrap();
+                            let job = readable["jobId"].as_str().unwrap().to_owned();
+                            let a = readable["attempt"].as_u64().unwrap() as u32;
+                            let raw_input = w.contains(r#""input":"\ud800""#);
+                            let mode = readable["input"]["mode"].as_str().unwrap_or("echo");
+                            let outcome = match mode {
+                                "echo" => Ok(if raw_input {
+                                    LONE.to_owned()
+                                } else {
+                                    "1".into()
+                                }),
+                                "throw" => Err(r#"{"message":"\ud800","retriable":false}"#),
+                                "later" if a == 1 => {
+                                    Err(r#"{"message":"x\ud800","retryAfter":30}"#)
+                                }
+                                "later" => Ok(r#""done""#.to_owned()),
+                                "trigger" => {
+                                    let id = s
+                                        .register_trigger(&job, a, 0, "t", Some(LONE), None)
+                                        .await
+                                        .unwrap();
+                                    Ok(s.wait_trigger(&id).await.unwrap())
+                                }
+                                _ => Ok(
+                                    match s
+                                        .await_event(
+                                            &job,
+                                            a,
+                                            0,
+                                            "x.y",
+                                            r#"{"data.v":"\ud800"}"#,
+                                            Some(50),
+                                        )
+                                        .await
+                                    {
+                                        Err(e) => format!("{:?}", e.code.as_str()),
+                                        Ok(_) => r#""matched""#.to_owned(),
+                                    },
+                                ),
+                            };
+                            match outcome {
+                                Ok(result) => s.complete(&job, a, &result).await.ok(),
+                                Err(error) => s.fail(&job, a, error).await.ok(),
+                            };
+                        });
+                    }
+                }
+            })
+        };
+        let run = |flow: &'static str, input: String| {
+            let s = s.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(10), s.run("echo", flow, &input, None))
+                    .await
+                    .unwrap_or_else(|_| panic!("{flow}: run() settles"))
+            }
+        };
+        let raw_events = |flow: &'static str| {
+            let bus = bus.clone();
+            async move {
+                let records = bus
+                    .read(
+                        &StreamRef::new("flow", flow).unwrap(),
+                        ReadOptions::default(),
+                    )
+                    .await
+                    .unwrap();
+                records.into_iter().map(|r| r.json).collect::<Vec<_>>()
+            }
+        };
+
+        // run input and result, kept as they came
+        assert_eq!(
+            run("u1", LONE.to_owned()).await.unwrap(),
+            LONE,
+            "{backend:?}"
+        );
+        let evs = raw_events("u1").await;
+        assert!(evs[0].contains(r#""input":"\ud800""#), "{}", evs[0]);
+        assert!(evs[1].contains(r#""result":"\ud800""#), "{}", evs[1]);
+
+        // a thrown error: its message kept, its policy honoured
+        calls.store(0, std::sync::atomic::Ordering::SeqCst);
+        let err = run("u2", json!({"mode": "throw"}).to_string())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::StepFailed);
+        assert!(err.message.ends_with('\u{fffd}'), "{}", err.message);
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "retriable: false"
+        );
+        let evs = events(&bus, "u2").await;
+        assert_eq!(evs[1]["data"]["error"], "\u{fffd}");
+        assert!(
+            err.detail.unwrap().contains(r"\ud800"),
+            "the whole error kept"
+        );
+        let done = run("u3", json!({"mode": "later"}).to_string())
+            .await
+            .unwrap();
+        assert_eq!(done, r#""done""#);
+        let evs = events(&bus, "u3").await;
+        assert_eq!(evs[2]["data"]["delayMs"], 30, "retryAfter kept");
+        assert_eq!(evs[2]["data"]["reason"], "x\u{fffd}");
+
+        // a trigger payload and a fire payload
+        let fired = {
+            let run = tokio::spawn(run("u4", json!({"mode": "trigger"}).to_string()));
+            let id = loop {
+                let evs = raw_events("u4").await;
+                if let Some(e) = evs.iter().find(|e| e.contains("step.await.trigger")) {
+                    assert!(e.contains(r#""payload":"\ud800""#), "{e}");
+                    let v: Value = serde_json::from_str(&e.replace(r"\ud800", "")).unwrap();
+                    break v["data"]["triggerId"].as_str().unwrap().to_owned();
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            };
+            s.fire(&id, &format!(r#"{{"v":{LONE}}}"#)).await.unwrap();
+            run.await.unwrap().unwrap()
+        };
+        assert_eq!(fired, format!(r#"{{"v":{LONE}}}"#));
+
+        // a match value: taken (the await times out: no event has that value)
+        let code = run("u5", json!({"mode": "match"}).to_string())
+            .await
+            .unwrap();
+        assert_eq!(code, r#""AWAIT_TIMEOUT""#, "{backend:?}");
+        host.abort();
+        s.close().await;
+        bus.close();
+    }
+}

@@ -6,7 +6,8 @@
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::events::{self, raw};
+use super::events;
+use super::json;
 use super::model::{field, Await, AwaitSpec, AwaitStatus, AwaitType, Job};
 use super::notes::Note;
 use super::timers::{due_after, TimerTask, FAR_FUTURE_MS};
@@ -214,14 +215,17 @@ impl Scheduler {
     ) -> Result<String> {
         self.check_open()?;
         event::validate_kind(kind).map_err(|e| Error::argument(e.message))?;
-        let cond: Value = serde_json::from_str(if condition.is_empty() {
-            "{}"
-        } else {
-            condition
-        })
-        .map_err(|e| Error::argument(format!("match is not JSON: {e}")))?;
-        crate::matching::validate(&cond)?;
-        let cond = raw(&cond.to_string());
+        let cond = json::checked(
+            "match",
+            if condition.is_empty() {
+                "{}"
+            } else {
+                condition
+            },
+        )?;
+        let readable: Value = json::read_lossy(cond.get())
+            .map_err(|e| Error::argument(format!("match is not JSON: {e}")))?;
+        crate::matching::validate(&readable)?;
         let id = Self::await_id(job, attempt, seq);
         let spec = AwaitSpec::Event {
             kind: kind.to_owned(),

@@ -336,9 +336,3 @@ pub(super) fn work(
         replay,
     })
 }
-
-/// JSON text kept as it is; `null` when it is not JSON (stored values always are).
-pub(super) fn raw(json: &str) -> Box<RawValue> {
-    RawValue::from_string(json.to_owned())
-        .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"))
-}

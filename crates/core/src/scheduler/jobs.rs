@@ -4,10 +4,11 @@
 
 use std::time::Instant;
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
-use super::events::{self, raw, Next};
+use super::events::{self, Next};
+use super::json;
 use super::model::{field, Job, JobStatus};
 use super::notes::Note;
 use super::policy::ThrownError;
@@ -101,9 +102,7 @@ impl Scheduler {
             )));
         }
         event::validate_id("flow", flow).map_err(|e| Error::argument(e.message))?;
-        let input_value: Value = serde_json::from_str(input)
-            .map_err(|e| Error::argument(format!("input is not JSON: {e}")))?;
-        let input = raw(&input_value.to_string());
+        let input = json::checked("input", input)?;
         let job = match job_id {
             Some(j) => {
                 event::validate_id("jobId", j).map_err(|e| Error::argument(e.message))?;
@@ -201,7 +200,7 @@ impl Scheduler {
             );
         }
         let fresh = record.started_attempt < attempt;
-        let input = raw(&record.input);
+        let input = json::stored(&record.input);
         if fresh {
             let started =
                 events::step_started(&record.flow, &record.step, &input, attempt, job, late_ms);
@@ -333,10 +332,8 @@ impl Scheduler {
     pub async fn complete(&self, job: &str, attempt: u32, result: &str) -> Result<()> {
         // A closed instance records nothing: its jobs stay resumable elsewhere.
         self.check_open()?;
-        let result: Value = serde_json::from_str(result)
-            .map_err(|e| Error::argument(format!("result is not JSON: {e}")))?;
-        let result = raw(&result.to_string());
-        let finished: Result<(Option<String>, String)> = async {
+        let finished: Result<(Option<String>, String, Box<RawValue>)> = async {
+            let result = json::checked("the result", result)?;
             let a = self.attempt_info(job, attempt).await?;
             let duration = a.since.elapsed().as_millis() as u64;
             let event = events::step_completed(&a.flow, &a.step, &result, attempt, duration, job);
@@ -350,19 +347,24 @@ impl Scheduler {
                     event,
                 )
                 .await?;
-            Ok((event, a.runner))
+            Ok((event, a.runner, result))
         }
         .await;
         if let Err(e) = &finished {
-            if matches!(e.code, ErrorCode::PayloadTooLarge | ErrorCode::EventInvalid) {
-                // a result its event cannot carry fails the step, for good
+            let unrecordable = matches!(
+                e.code,
+                ErrorCode::PayloadTooLarge | ErrorCode::EventInvalid | ErrorCode::InvalidArgument
+            );
+            if unrecordable {
+                // a result its event cannot carry (or that is not JSON) fails the step, for
+                // good: a job is never left running with nobody to end it
                 let thrown = serde_json::json!({ "message": format!("the step's result cannot be recorded: {}", e.message),
                     "code": e.code.as_str(), "retriable": false });
                 return self.fail(job, attempt, &thrown.to_string()).await;
             }
         }
         let announced = match finished {
-            Ok((Some(event), runner)) => {
+            Ok((Some(event), runner, result)) => {
                 // the run resolves after its last event is written, or could not be
                 let announced = self.announce_final(job, &event).await;
                 let ended = self
@@ -371,7 +373,7 @@ impl Scheduler {
                 announced.and(ended)
             }
             // not this instance's to end: maybe another one ended it
-            Ok((None, runner)) => self.end_run(job, &runner, None).await,
+            Ok((None, runner, _)) => self.end_run(job, &runner, None).await,
             Err(e) => Err(e),
         };
         // Only now is the attempt no longer handled here (the repair pass leaves it alone until

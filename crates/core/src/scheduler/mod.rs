@@ -47,6 +47,7 @@
 mod awaits;
 mod events;
 mod jobs;
+mod json;
 mod model;
 mod notes;
 mod policy;

@@ -2,7 +2,7 @@
 //! exponential, capped, with jitter) and which errors it retries.
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::timers::FAR_FUTURE_MS;
 use crate::clock::now_ms;
@@ -146,40 +146,46 @@ fn random_unit() -> f64 {
 }
 
 /// An error a handler threw, as the host reports it (JSON `{message, name?, code?,
-/// retriable?, retryAfter?}`).
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+/// retriable?, retryAfter?, retryAt?}`).
+#[derive(Debug, Clone, Default)]
 pub struct ThrownError {
-    #[serde(default)]
     pub message: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
-    pub code: Option<Value>,
+    /// Its `code`, as text.
+    pub code: Option<String>,
     /// `false`: never retried.
-    #[serde(default)]
     pub retriable: Option<bool>,
     /// Retry after this many ms instead of the back-off (ignored unless a number ≥ 0).
-    #[serde(default)]
     pub retry_after: Option<f64>,
     /// Retry at this Unix time in ms instead (a `Date` given as `retryAfter`, as the host
     /// passes it; one in the past retries at once).
-    #[serde(default)]
     pub retry_at: Option<f64>,
 }
 
 impl ThrownError {
-    /// Read a reported error (anything unreadable is an error without details).
+    /// Read a reported error field by field, so that one unreadable field (a message with a
+    /// lone surrogate is read with U+FFFD in its place) loses nothing else; what is not an
+    /// object is an error without details.
     pub fn from_json(json: &str) -> ThrownError {
-        serde_json::from_str(json).unwrap_or_default()
-    }
-
-    /// Its `code`, as text.
-    pub fn code(&self) -> Option<String> {
-        self.code.as_ref().map(|c| match c {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
+        let Ok(fields) = super::json::read_lossy::<Map<String, Value>>(json) else {
+            return ThrownError::default();
+        };
+        let text = |k: &str| match fields.get(k) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Null) | None => None,
+            Some(other) => Some(other.to_string()),
+        };
+        ThrownError {
+            message: text("message"),
+            name: fields
+                .get("name")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            code: text("code"),
+            retriable: fields.get("retriable").and_then(Value::as_bool),
+            retry_after: fields.get("retryAfter").and_then(Value::as_f64),
+            retry_at: fields.get("retryAt").and_then(Value::as_f64),
+        }
     }
 }
 
@@ -187,10 +193,9 @@ impl RetryPolicy {
     /// The delay before the next attempt after attempt `failed` threw `thrown`, or `None`
     /// when the step is not tried again.
     pub fn retry_delay(&self, thrown: &ThrownError, failed: u32) -> Option<u64> {
-        let code = thrown.code();
         let retry = failed < self.max_attempts()
             && thrown.retriable != Some(false)
-            && self.retries(thrown.name.as_deref(), code.as_deref());
+            && self.retries(thrown.name.as_deref(), thrown.code.as_deref());
         // float casts saturate (1e20 is u64::MAX, kept at the far future by the caller)
         let at = thrown.retry_at.filter(|at| at.is_finite());
         retry.then(|| match (thrown.retry_after, at) {

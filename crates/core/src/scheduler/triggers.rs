@@ -1,9 +1,8 @@
 //! Triggers: an await a step registers under a fresh 128-bit id (a capability) that anyone
 //! holding the id can fire or cancel, exactly once, from any process.
 
-use serde_json::Value;
-
-use super::events::{self, raw};
+use super::events;
+use super::json;
 use super::model::{field, Await, AwaitSpec, AwaitStatus};
 use super::timers::{due_after, TimerTask};
 use super::{lock, random_id, Scheduler};
@@ -34,13 +33,7 @@ impl Scheduler {
     ) -> Result<String> {
         self.check_open()?;
         event::validate_id("trigger type", trigger_type).map_err(|e| Error::argument(e.message))?;
-        let payload = payload
-            .map(|p| {
-                serde_json::from_str::<Value>(p)
-                    .map(|v| raw(&v.to_string()))
-                    .map_err(|e| Error::argument(format!("payload is not JSON: {e}")))
-            })
-            .transpose()?;
+        let payload = payload.map(|p| json::checked("payload", p)).transpose()?;
         let slot = field::trigger_slot(attempt, seq);
         let candidate = random_id()?;
         let claimed = self
@@ -134,9 +127,8 @@ impl Scheduler {
                 ),
             ));
         }
-        let payload: Value = serde_json::from_str(payload)
-            .map_err(|e| Error::invalid(format!("the payload is not JSON: {e}")))?;
-        let payload = raw(&payload.to_string());
+        let payload =
+            json::checked("the payload", payload).map_err(|e| Error::invalid(e.message))?;
         let state = self.pending_trigger(trigger_id).await?;
         let fired = events::trigger_fired(trigger_id, &state.flow, &payload);
         let extra = vec![
