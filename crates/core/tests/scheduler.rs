@@ -2125,3 +2125,95 @@ async fn user_json_with_lone_surrogates_is_taken_like_emit_takes_it() {
         bus.close();
     }
 }
+
+/// The p-th percentile of `v` (sorted in place).
+fn percentile(v: &mut [u64], p: f64) -> u64 {
+    v.sort_unstable();
+    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+/// Two instances, 200 timers due at the same moment: each fires once, and promptly — the due
+/// timers are claimed in batches and carried out together, not one after the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_due_together_fire_promptly_and_once() {
+    for backend in BACKENDS {
+        let a_bus = connect(backend, "sched-burst").await;
+        let b_bus = match backend {
+            Backend::Redis => {
+                connect_with(backend, "x", |c| c.prefix = a_bus.prefix().to_owned()).await
+            }
+            Backend::Memory => a_bus.clone(),
+        };
+        let a = scheduler(&a_bus).await;
+        let b = scheduler(&b_bus).await;
+        let n = 200u64;
+        let due = now_ms() + 2000;
+        let resumed_late = Arc::new(std::sync::Mutex::new(Vec::new()));
+        for s in [&a, &b] {
+            s.define("nap", RetryPolicy::default()).unwrap();
+            let resumed_late = resumed_late.clone();
+            host(
+                s,
+                Arc::new(move |s, w| {
+                    let resumed_late = resumed_late.clone();
+                    Box::pin(async move {
+                        let job = w["jobId"].as_str().unwrap().to_owned();
+                        s.await_time(&job, 1, 0, Due::At(due))
+                            .await
+                            .map_err(|e| json!({"message": e.message}))?;
+                        resumed_late
+                            .lock()
+                            .unwrap()
+                            .push(now_ms().saturating_sub(due));
+                        Ok(json!(1))
+                    })
+                }),
+            );
+        }
+        let runs: Vec<_> = (0..n)
+            .map(|i| {
+                let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(async move {
+                    s.run(
+                        "nap",
+                        &format!("burst{}", i % 10),
+                        "null",
+                        Some(&format!("j{i}")),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        for r in runs {
+            assert_eq!(r.await.unwrap().unwrap(), "1");
+        }
+        let mut late = Vec::new();
+        for f in 0..10 {
+            for e in events(&a_bus, &format!("burst{f}")).await {
+                match e["kind"].as_str().unwrap() {
+                    "step.await.time" => assert!(stored_ms(&e) < due, "registered too late"),
+                    "step.resumed" => late.push(e["meta"]["lateMs"].as_u64().unwrap()),
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(late.len() as u64, n, "{backend:?}: each fires once");
+        let mut resumed = resumed_late.lock().unwrap().clone();
+        let (fired_p99, resumed_p99) =
+            (percentile(&mut late, 0.99), percentile(&mut resumed, 0.99));
+        eprintln!(
+            "{backend:?}: lateMs p99 {fired_p99}, handlers resumed p99 {resumed_p99} ms late"
+        );
+        // lateMs: claim time − due time (the goal is 10 ms; this is a debug build sharing
+        // the machine with other tests); the handlers follow by what resuming costs
+        assert!(fired_p99 <= 50, "{backend:?}: lateMs p99 {fired_p99}");
+        assert!(
+            resumed_p99 <= 1000,
+            "{backend:?}: resumed p99 {resumed_p99}"
+        );
+        a.close().await;
+        b.close().await;
+        a_bus.close();
+        b_bus.close();
+    }
+}

@@ -8,11 +8,15 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 use super::{lock, Instance, Scheduler};
 use crate::error::{ErrorCode, Result};
 use crate::event::LIVE_SEP;
 use crate::live::{End, Item, Subscription};
+
+/// Most inbox notes one instance acts on at once.
+const NOTE_CONCURRENCY: usize = 128;
 
 /// A control message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +155,7 @@ pub(super) async fn control_loop(
     channel: ControlChannel,
     mut sub: Arc<Subscription>,
 ) {
+    let acting = Arc::new(Semaphore::new(NOTE_CONCURRENCY));
     loop {
         let batch = sub.next_batch(1000).await;
         {
@@ -167,11 +172,21 @@ pub(super) async fn control_loop(
                     s.instance.wakeups.timers.notify_one();
                 }
             } else {
+                // acted on together (each is independent and may be repeated), at most
+                // NOTE_CONCURRENCY at once: timers due together send their notes together
                 for item in batch.items {
                     let Item::Event(rec) = item else { continue };
-                    if let Some(note) = Note::decode(&rec.json) {
+                    let Some(note) = Note::decode(&rec.json) else {
+                        continue;
+                    };
+                    let Ok(slot) = acting.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let s = s.clone();
+                    tokio::spawn(async move {
                         s.receive(note).await;
-                    }
+                        drop(slot);
+                    });
                 }
             }
         }

@@ -2,10 +2,11 @@
 //! loop that claims them when due, and their effects.
 
 use std::sync::atomic::Ordering;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
 use super::events;
 use super::model::{field, Await, AwaitStatus, AwaitType};
@@ -13,7 +14,7 @@ use super::{Instance, Scheduler};
 use crate::clock::now_ms;
 use crate::error::{ErrorCode, Result};
 use crate::store::awaits::RESOLVED_TTL_MS;
-use crate::store::Expect;
+use crate::store::{ClaimedTimer, Expect};
 
 /// The latest due time a timer has: 9999-12-31T23:59:59.999Z, in Unix ms. Later times, and
 /// delays that would pass it, are kept at it — the far future — instead of wrapping around;
@@ -27,6 +28,8 @@ pub(super) fn due_after(now_ms: u64, delay_ms: u64) -> u64 {
 
 /// Timers claimed per store call.
 const CLAIM_BATCH: usize = 256;
+/// Most timers one instance carries out at once.
+const TIMER_CONCURRENCY: usize = 128;
 /// Longest sleep of the timer loop without a wake-up (a safety re-check).
 const TIMER_RECHECK: Duration = Duration::from_secs(30);
 
@@ -99,9 +102,22 @@ impl Scheduler {
         self.tell_all_timer_added(due).await
     }
 
-    /// A due timer: a retry, an `await.time`, or an await timeout.
-    async fn on_timer(&self, payload: &str, due_ms: u64) -> Result<TimerDone> {
-        let late = now_ms().saturating_sub(due_ms);
+    /// Carry out a claimed timer (claimed at `claimed_ms`) and remove it once done.
+    async fn carry_out(&self, t: ClaimedTimer, claimed_ms: u64) {
+        // how late it fired: when it was claimed, not when its turn came in the batch
+        let late = claimed_ms.saturating_sub(t.due_ms);
+        let what = format!("timer {}", t.id);
+        let done = self.on_timer(&t.payload, late).await;
+        if self.report("TIMER_FAILED", &what, done) == Some(TimerDone::Done) {
+            // not removed, it is claimed again after its lease: harmless
+            let removed = self.store().timer_remove(&t.id).await;
+            self.report("TIMER_FAILED", &format!("removing {what}"), removed);
+        }
+    }
+
+    /// A due timer, `late` ms after its time: a retry, an `await.time`, an await timeout or
+    /// a resolution's events.
+    async fn on_timer(&self, payload: &str, late: u64) -> Result<TimerDone> {
         let done = match serde_json::from_str::<TimerTask>(payload) {
             Ok(TimerTask::Retry { job, attempt }) => {
                 return self.on_retry(&job, attempt, late).await
@@ -179,6 +195,7 @@ impl Scheduler {
 
 /// Claim due timers and carry them out, until the scheduler is closed or dropped.
 pub(super) async fn timer_loop(instance: Weak<Instance>) {
+    let running = Arc::new(Semaphore::new(TIMER_CONCURRENCY));
     let mut backoff = Duration::from_millis(50);
     loop {
         let Some(strong) = instance.upgrade() else {
@@ -201,15 +218,19 @@ pub(super) async fn timer_loop(instance: Weak<Instance>) {
             }
             Ok(timers) => {
                 backoff = Duration::from_millis(50);
+                let claimed_ms = now_ms();
                 let full = timers.len() == CLAIM_BATCH;
+                // carried out together (timers due at one moment are not served one by one),
+                // at most TIMER_CONCURRENCY at once; the next batch is claimed meanwhile
                 for t in timers {
-                    let what = format!("timer {}", t.id);
-                    let done = s.on_timer(&t.payload, t.due_ms).await;
-                    if s.report("TIMER_FAILED", &what, done) == Some(TimerDone::Done) {
-                        // not removed, it is claimed again after its lease: harmless
-                        let removed = s.store().timer_remove(&t.id).await;
-                        s.report("TIMER_FAILED", &format!("removing {what}"), removed);
-                    }
+                    let Ok(slot) = running.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let s = s.clone();
+                    tokio::spawn(async move {
+                        s.carry_out(t, claimed_ms).await;
+                        drop(slot);
+                    });
                 }
                 if full {
                     continue;
