@@ -348,6 +348,14 @@ export interface SchedulerOptions {
   instanceId?: string
   /** How long this instance counts as alive after its last heartbeat, in ms (default 5000). */
   leaseMs?: number
+  /**
+   * Most step handlers this instance runs at once (an integer ≥ 1, default 100); more work
+   * waits its turn. A handler parked in `ctx.await.*` does not count while it waits (it takes
+   * a turn again, ahead of new work, when the await resolves); one waiting on anything else
+   * (another `run()`, say) does. With `dispatch`, a turn lasts from the hand-out of the work
+   * until `execute` records its outcome.
+   */
+  concurrency?: number
   /** Hand work to your queue instead of running it here; call `execute(work)` to run it. */
   dispatch?: (work: StepWork) => void
 }

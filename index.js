@@ -534,13 +534,14 @@ function toJson(value, what) {
 class Scheduler {
   constructor(bus, options) {
     if (!(bus instanceof EventBus)) throw argError('new Scheduler(bus, options) needs an EventBus')
-    const o = checkOptions(options, 'options', { instanceId: 'string', leaseMs: 'int', dispatch: 'function' })
+    const o = checkOptions(options, 'options', { instanceId: 'string', leaseMs: 'int', concurrency: 'int', dispatch: 'function' })
     this._bus = bus
     this._defs = new Map()
     this._dispatch = o.dispatch
     this._native = null
     this._closed = false
-    this._ready = native(bus._native.scheduler({ instanceId: o.instanceId, leaseMs: o.leaseMs }, () => this._wake())).then(
+    const nativeOptions = { instanceId: o.instanceId, leaseMs: o.leaseMs, concurrency: o.concurrency }
+    this._ready = native(bus._native.scheduler(nativeOptions, () => this._wake())).then(
       (n) => {
         this._native = n
         for (const [step, def] of this._defs) this._defineNative(step, def)

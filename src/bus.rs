@@ -426,6 +426,10 @@ impl NativeBus {
             let opts = lean_events_core::scheduler::SchedulerOptions {
                 instance_id: options.instance_id,
                 lease_ms: positive("leaseMs", options.lease_ms)?.unwrap_or(5000),
+                concurrency: positive("concurrency", options.concurrency)?
+                    .map_or(lean_events_core::scheduler::DEFAULT_CONCURRENCY, |n| {
+                        usize::try_from(n).unwrap_or(usize::MAX)
+                    }),
                 ..Default::default()
             };
             let s =

@@ -15,6 +15,8 @@ pub struct NativeSchedulerOptions {
     pub instance_id: Option<String>,
     /// How long this instance counts as alive after its last heartbeat, in ms (default 5000).
     pub lease_ms: Option<i64>,
+    /// Most handlers running at once (default 100); one parked in an await does not count.
+    pub concurrency: Option<i64>,
 }
 
 /// A scheduler instance, native half.

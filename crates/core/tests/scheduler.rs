@@ -2217,3 +2217,87 @@ async fn timers_due_together_fire_promptly_and_once() {
         b_bus.close();
     }
 }
+
+/// At most `concurrency` handlers run at once; a handler parked in an await does not count,
+/// so steps sleeping on a timer do not hold back the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_concurrency_handlers_run_at_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    for backend in BACKENDS {
+        let bus = connect(backend, "sched-concurrency").await;
+        let s = Scheduler::start(
+            &bus,
+            SchedulerOptions {
+                lease_ms: 600,
+                concurrency: 2,
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+        s.define("work", RetryPolicy::default()).unwrap();
+        s.define("nap", RetryPolicy::default()).unwrap();
+        let running = Arc::new(AtomicUsize::new(0));
+        let (most_running, parked, most_parked) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let busy = {
+            let (running, most_running) = (running.clone(), most_running.clone());
+            move || {
+                let (running, most_running) = (running.clone(), most_running.clone());
+                async move {
+                    let now = running.fetch_add(1, SeqCst) + 1;
+                    most_running.fetch_max(now, SeqCst);
+                    // work that takes a while
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    running.fetch_sub(1, SeqCst);
+                }
+            }
+        };
+        let counters = (parked.clone(), most_parked.clone());
+        host(
+            &s,
+            Arc::new(move |s, w| {
+                let busy = busy.clone();
+                let (parked, most_parked) = (counters.0.clone(), counters.1.clone());
+                Box::pin(async move {
+                    busy().await;
+                    if w["step"] == "nap" {
+                        let job = w["jobId"].as_str().unwrap().to_owned();
+                        let now = parked.fetch_add(1, SeqCst) + 1;
+                        most_parked.fetch_max(now, SeqCst);
+                        s.await_time(&job, 1, 0, Due::After(300)).await.unwrap();
+                        parked.fetch_sub(1, SeqCst);
+                        busy().await;
+                    }
+                    Ok(json!(1))
+                })
+            }),
+        );
+        let runs: Vec<_> = (0..12)
+            .map(|i| {
+                let s = s.clone();
+                let step = if i % 2 == 0 { "work" } else { "nap" };
+                tokio::spawn(async move { s.run(step, "conc", "null", None).await })
+            })
+            .collect();
+        for r in runs {
+            assert_eq!(r.await.unwrap().unwrap(), "1");
+        }
+        assert_eq!(
+            most_running.load(SeqCst),
+            2,
+            "{backend:?}: handlers at once"
+        );
+        assert!(
+            most_parked.load(SeqCst) > 2,
+            "{backend:?}: parked handlers held their slots ({} parked at most)",
+            most_parked.load(SeqCst)
+        );
+        s.close().await;
+        bus.close();
+    }
+}

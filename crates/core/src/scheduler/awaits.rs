@@ -154,8 +154,24 @@ impl Scheduler {
             .map(|r| r.set)
     }
 
-    pub(super) async fn wait(rx: oneshot::Receiver<AwaitOutcome>) -> Result<String> {
-        rx.await.unwrap_or_else(|_| Err(Error::closed()))
+    /// Wait for an await of attempt `attempt` of `job` to resolve; while it waits, the
+    /// handler's slot is free (see `WorkQueue`).
+    pub(super) async fn wait(
+        &self,
+        job: &str,
+        attempt: u32,
+        mut rx: oneshot::Receiver<AwaitOutcome>,
+    ) -> Result<String> {
+        match rx.try_recv() {
+            // resolved already (a replay): the handler goes on without giving its slot up
+            Ok(outcome) => return outcome,
+            Err(oneshot::error::TryRecvError::Closed) => return Err(Error::closed()),
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        self.instance.work.park(job, attempt);
+        let outcome = rx.await.unwrap_or_else(|_| Err(Error::closed()));
+        self.instance.work.unpark(job, attempt).await;
+        outcome
     }
 
     /// `ctx.await.time`: resolves (to `null`) when `due`, durably. The first call of an
@@ -199,7 +215,7 @@ impl Scheduler {
             }
             self.wake_timers(resume_at_ms).await?;
         }
-        Self::wait(o.rx).await
+        self.wait(job, attempt, o.rx).await
     }
 
     /// `ctx.await.event`: resolves to the first event of `kind` matching `condition` (JSON)
@@ -254,7 +270,7 @@ impl Scheduler {
                 self.await_announced(&id, job, None).await?;
             }
         }
-        Self::wait(o.rx).await
+        self.wait(job, attempt, o.rx).await
     }
 
     /// Resolve the pending await `id` to `status` (a compare-and-set from `pending`, so one

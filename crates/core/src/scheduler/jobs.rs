@@ -219,14 +219,8 @@ impl Scheduler {
                 return self.repair_on_error(Err(e));
             }
         }
-        self.instance.work.push(events::work(
-            job,
-            &record.step,
-            &record.flow,
-            &input,
-            attempt,
-            !fresh,
-        ));
+        let work = events::work(job, &record.step, &record.flow, &input, attempt, !fresh);
+        self.instance.work.push(job, attempt, work);
         Ok(())
     }
 
@@ -243,6 +237,7 @@ impl Scheduler {
 
     /// The attempt `attempt` of `job` is no longer executed here.
     pub(super) fn forget_attempt(&self, job: &str, attempt: u32) {
+        self.instance.work.ended(job, attempt);
         lock(&self.instance.ended).insert((job.to_owned(), attempt));
         let mut attempts = lock(&self.instance.attempts);
         if attempts.get(job).is_some_and(|a| a.attempt == attempt) {

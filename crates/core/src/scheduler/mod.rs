@@ -60,7 +60,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, Notify, Semaphore};
 
 use crate::bus::Bus;
 use crate::error::{Error, ErrorCode, Result};
@@ -77,6 +77,9 @@ pub use timers::FAR_FUTURE_MS;
 use jobs::Attempt;
 use notes::ControlChannel;
 
+/// Handlers running at once when `SchedulerOptions::concurrency` is not given.
+pub const DEFAULT_CONCURRENCY: usize = 100;
+
 /// Options of a scheduler instance.
 #[derive(Debug, Clone)]
 pub struct SchedulerOptions {
@@ -84,6 +87,9 @@ pub struct SchedulerOptions {
     pub instance_id: Option<String>,
     /// How long an instance counts as alive after its last heartbeat (default 5000 ms).
     pub lease_ms: u64,
+    /// Most handlers running at once (at least 1; default 100). A handler parked in an await
+    /// that waits does not count (see `WorkQueue`).
+    pub concurrency: usize,
     /// Most notes queued on each control channel before it is cut off (it is then subscribed
     /// again, with a `CONTROL_CHANNEL_LOST` warning, and what it may have carried is looked
     /// up); default 100 000.
@@ -95,6 +101,7 @@ impl Default for SchedulerOptions {
         SchedulerOptions {
             instance_id: None,
             lease_ms: 5000,
+            concurrency: DEFAULT_CONCURRENCY,
             control_queue: 100_000,
         }
     }
@@ -143,38 +150,154 @@ struct Wakeups {
     repair: Notify,
 }
 
-/// Work for the host (JSON objects), with the wake-up call that says there is some.
+/// Work for the host, handed out while fewer than `concurrency` handlers hold a slot, with
+/// the wake-up call that says there is some to take.
+///
+/// A handler holds a slot from the hand-out of its work until its outcome is recorded, except
+/// while it is parked in an await that waits: a step sleeping on a timer or waiting for a
+/// trigger does nothing, and letting it hold a slot would let a few long awaits starve every
+/// other step. When the await resolves, the handler takes a slot again before it continues
+/// (ahead of work not yet handed out), so the limit holds for handlers that run. A handler
+/// that waits for something else (another `run`, say) keeps its slot.
 struct WorkQueue {
-    items: Mutex<VecDeque<String>>,
+    items: Mutex<VecDeque<Work>>,
     waker: Mutex<Option<live::Waker>>,
     ready: Notify,
+    slots: Semaphore,
+    /// Attempts handed out and not ended, by (job, attempt).
+    holders: Mutex<HashMap<(String, u32), Holder>>,
+}
+
+/// An attempt to hand out.
+struct Work {
+    job: String,
+    attempt: u32,
+    /// What the host gets (see `events::work`).
+    json: String,
+}
+
+/// An attempt handed out, as far as its slot is concerned.
+#[derive(Default)]
+struct Holder {
+    /// It holds a slot now.
+    holds: bool,
+    /// Awaits it is parked in.
+    parked: u32,
 }
 
 impl WorkQueue {
-    fn new(waker: Option<live::Waker>) -> WorkQueue {
+    fn new(waker: Option<live::Waker>, concurrency: usize) -> WorkQueue {
         WorkQueue {
             items: Mutex::new(VecDeque::new()),
             waker: Mutex::new(waker),
             ready: Notify::new(),
+            slots: Semaphore::new(concurrency),
+            holders: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Up to `max` items, each taking a slot.
     fn take(&self, max: usize) -> Vec<String> {
         let mut q = lock(&self.items);
-        let n = q.len().min(max);
-        q.drain(..n).collect()
+        let mut out = Vec::new();
+        while out.len() < max && !q.is_empty() {
+            let Ok(slot) = self.slots.try_acquire() else {
+                break;
+            };
+            slot.forget();
+            let Some(w) = q.pop_front() else { break };
+            lock(&self.holders).insert(
+                (w.job, w.attempt),
+                Holder {
+                    holds: true,
+                    parked: 0,
+                },
+            );
+            out.push(w.json);
+        }
+        out
     }
 
-    fn push(&self, work: String) {
+    fn push(&self, job: &str, attempt: u32, json: String) {
         let was_empty = {
             let mut q = lock(&self.items);
-            q.push_back(work);
+            q.push_back(Work {
+                job: job.to_owned(),
+                attempt,
+                json,
+            });
             q.len() == 1
         };
         if was_empty {
-            self.ready.notify_one();
-            if let Some(w) = lock(&self.waker).as_ref() {
-                w();
+            self.wake();
+        }
+    }
+
+    /// Tell the host there may be work to take.
+    fn wake(&self) {
+        self.ready.notify_one();
+        if let Some(w) = lock(&self.waker).as_ref() {
+            w();
+        }
+    }
+
+    /// A slot was given back: work waiting for one can be taken now.
+    fn slot_freed(&self) {
+        self.slots.add_permits(1);
+        if !lock(&self.items).is_empty() {
+            self.wake();
+        }
+    }
+
+    /// The attempt's outcome is recorded: its slot (if it holds one) is free.
+    fn ended(&self, job: &str, attempt: u32) {
+        let holder = lock(&self.holders).remove(&(job.to_owned(), attempt));
+        if holder.is_some_and(|h| h.holds) {
+            self.slot_freed();
+        }
+    }
+
+    /// The attempt waits in an await: its slot is free meanwhile.
+    fn park(&self, job: &str, attempt: u32) {
+        let freed = {
+            let mut holders = lock(&self.holders);
+            let Some(h) = holders.get_mut(&(job.to_owned(), attempt)) else {
+                return;
+            };
+            h.parked += 1;
+            std::mem::replace(&mut h.holds, false)
+        };
+        if freed {
+            self.slot_freed();
+        }
+    }
+
+    /// The attempt's await resolved: it takes a slot again (once no other await of it waits)
+    /// before it continues.
+    async fn unpark(&self, job: &str, attempt: u32) {
+        let key = (job.to_owned(), attempt);
+        let needs_slot = {
+            let mut holders = lock(&self.holders);
+            let Some(h) = holders.get_mut(&key) else {
+                return;
+            };
+            h.parked = h.parked.saturating_sub(1);
+            h.parked == 0 && !h.holds
+        };
+        if !needs_slot {
+            return;
+        }
+        let Ok(slot) = self.slots.acquire().await else {
+            return;
+        };
+        slot.forget();
+        let mut holders = lock(&self.holders);
+        match holders.get_mut(&key) {
+            Some(h) => h.holds = true,
+            // ended meanwhile: not its slot to keep
+            None => {
+                drop(holders);
+                self.slot_freed();
             }
         }
     }
@@ -221,6 +344,9 @@ impl Scheduler {
         if opts.lease_ms < 100 {
             return Err(Error::argument("leaseMs must be at least 100"));
         }
+        if opts.concurrency == 0 {
+            return Err(Error::argument("concurrency must be at least 1"));
+        }
         if opts.control_queue == 0 {
             return Err(Error::argument("control_queue must be at least 1"));
         }
@@ -231,7 +357,7 @@ impl Scheduler {
             lease_ms: opts.lease_ms,
             control_queue: opts.control_queue,
             steps: Mutex::new(HashMap::new()),
-            work: WorkQueue::new(work_waker),
+            work: WorkQueue::new(work_waker, opts.concurrency.min(Semaphore::MAX_PERMITS)),
             runs: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             attempts: Mutex::new(HashMap::new()),
@@ -328,7 +454,8 @@ impl Scheduler {
             .unwrap_or_default()
     }
 
-    /// Take queued work (JSON objects `{jobId, step, flow, input, attempt, replay}`).
+    /// Take queued work (JSON objects `{jobId, step, flow, input, attempt, replay}`), at most
+    /// as many as `concurrency` allows now; the waker is called again when a slot frees up.
     pub fn take_work(&self, max: usize) -> Vec<String> {
         self.instance.work.take(max)
     }

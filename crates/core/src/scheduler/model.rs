@@ -325,6 +325,8 @@ pub struct Await {
     pub job: String,
     pub flow: String,
     pub step: String,
+    /// The attempt of the job that made it.
+    pub attempt: u32,
     pub created_ms: Option<u64>,
     pub resolved_ms: u64,
     pub late_ms: u64,
@@ -349,6 +351,7 @@ impl Await {
         Await {
             status: f.get(field::STATUS).and_then(|s| AwaitStatus::parse(s)),
             await_type: f.get(field::TYPE).and_then(|s| AwaitType::parse(s)),
+            attempt: number(&f, field::ATTEMPT).unwrap_or(0),
             created_ms: number(&f, field::CREATED_MS),
             resolved_ms: number(&f, field::RESOLVED_MS).unwrap_or(0),
             late_ms: number(&f, field::LATE_MS).unwrap_or(0),

@@ -111,7 +111,7 @@ impl Scheduler {
         if status != AwaitStatus::Pending {
             self.settle(trigger_id).await?;
         }
-        Self::wait(rx).await
+        self.wait(&state.job, state.attempt, rx).await
     }
 
     /// Fire a trigger: exactly one `fire` (or timeout, or cancel) wins.
