@@ -71,10 +71,16 @@ export declare class NativeScheduler {
   run(step: string, flow: string, input: string, jobId?: string | undefined | null): Promise<string>
   /** The handler of an attempt returned `result` (JSON). */
   complete(jobId: string, attempt: number, result: string): Promise<void>
-  /** The handler of an attempt threw `error` (JSON `{message, name, code, retriable, retryAfter}`). */
+  /**
+   * The handler of an attempt threw `error` (JSON `{message, name, code, retriable, retryAfter,
+   * retryAt}`).
+   */
   fail(jobId: string, attempt: number, error: string): Promise<void>
-  /** `ctx.await.time`: resolves at `resumeAtMs` (Unix ms). */
-  awaitTime(jobId: string, attempt: number, seq: number, resumeAtMs: number): Promise<string>
+  /**
+   * `ctx.await.time`: resolves `ms` after the first call of this await (`relative`), or at
+   * the Unix time `ms`; a replay resumes when the first call said.
+   */
+  awaitTime(jobId: string, attempt: number, seq: number, ms: number, relative: boolean): Promise<string>
   /** `ctx.await.event`: resolves to the matching event's record (JSON). */
   awaitEvent(jobId: string, attempt: number, seq: number, kind: string, condition: string, timeoutMs?: number | undefined | null): Promise<string>
   /** `ctx.await.trigger`: registers the trigger and resolves to its id. */
@@ -141,6 +147,8 @@ export interface NativeSchedulerOptions {
   instanceId?: string
   /** How long this instance counts as alive after its last heartbeat, in ms (default 5000). */
   leaseMs?: number
+  /** Most handlers running at once (default 100); one parked in an await does not count. */
+  concurrency?: number
 }
 
 /** Options of `subscribe`. */

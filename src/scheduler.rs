@@ -97,7 +97,8 @@ impl NativeScheduler {
         guarded(self.inner.complete(&job_id, attempt, &result)).await
     }
 
-    /// The handler of an attempt threw `error` (JSON `{message, name, code, retriable, retryAfter}`).
+    /// The handler of an attempt threw `error` (JSON `{message, name, code, retriable, retryAfter,
+    /// retryAt}`).
     #[napi]
     pub async fn fail(&self, job_id: String, attempt: u32, error: String) -> Result<()> {
         guarded(self.inner.fail(&job_id, attempt, &error)).await
