@@ -30,6 +30,16 @@ async function waitUntil(cond, timeoutMs, what) {
   }
 }
 
+/** The measured step: sleep until `input.due`, then note how late the handler went on. */
+async function defineNap(scheduler, resumedLate) {
+  scheduler.define('nap', async (input, ctx) => {
+    await ctx.await.time(new Date(input.due))
+    resumedLate.push(Date.now() - input.due)
+    return null
+  })
+  await scheduler.ready()
+}
+
 async function timersRun(h, rep) {
   const prefix = h.prefixFor('timers', `addon${rep}`)
   const bus = await EventBus.connect({ url: h.url, prefix, timeoutMs: 10_000 })
@@ -38,12 +48,7 @@ async function timersRun(h, rep) {
   const counter = await bus.onKind('step.await.time', () => waiting++)
   try {
     const resumedLate = []
-    scheduler.define('nap', async (input, ctx) => {
-      await ctx.await.time(new Date(input.due))
-      resumedLate.push(Date.now() - input.due)
-      return null
-    })
-    await scheduler.ready()
+    await defineNap(scheduler, resumedLate)
     const t0 = Date.now()
     const farAway = t0 + 3600_000
     const far = []
@@ -106,14 +111,7 @@ async function burstRun(h, rep) {
   const counter = await buses[0].onKind('step.await.time', () => waiting++)
   try {
     const resumedLate = []
-    for (const scheduler of schedulers) {
-      scheduler.define('nap', async (input, ctx) => {
-        await ctx.await.time(new Date(input.due))
-        resumedLate.push(Date.now() - input.due)
-        return null
-      })
-      await scheduler.ready()
-    }
+    for (const scheduler of schedulers) await defineNap(scheduler, resumedLate)
     const t0 = Date.now()
     const due = t0 + 5000
     const runs = []

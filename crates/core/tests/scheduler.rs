@@ -61,6 +61,37 @@ async fn has_kind(bus: &Bus, flow: &str, kind: &str) -> bool {
     kinds(&events(bus, flow).await).iter().any(|k| k == kind)
 }
 
+/// A second bus on `bus`'s store, as another instance has one: another connection to Redis,
+/// the same store when embedded.
+async fn bus_beside(backend: Backend, bus: &Bus) -> Bus {
+    match backend {
+        Backend::Redis => connect_with(backend, "x", |c| c.prefix = bus.prefix().to_owned()).await,
+        Backend::Memory => bus.clone(),
+    }
+}
+
+/// A step that registers a trigger (timing out after `input.timeout` ms, if given), sends its
+/// id on `ids`, and returns what waiting for it gives: the payload, or `{code}`.
+fn approver(ids: tokio::sync::mpsc::UnboundedSender<String>) -> Handler {
+    Arc::new(move |s, w| {
+        let ids = ids.clone();
+        Box::pin(async move {
+            let job = w["jobId"].as_str().unwrap().to_owned();
+            let a = w["attempt"].as_u64().unwrap() as u32;
+            let timeout = w["input"]["timeout"].as_u64();
+            let id = s
+                .register_trigger(&job, a, 0, "webhook", None, timeout)
+                .await
+                .unwrap();
+            ids.send(id.clone()).unwrap();
+            match s.wait_trigger(&id).await {
+                Ok(p) => Ok(serde_json::from_str(&p).unwrap()),
+                Err(e) => Ok(json!({"code": e.code.as_str()})),
+            }
+        })
+    })
+}
+
 fn policy(json: Value) -> RetryPolicy {
     RetryPolicy::from_json(&json.to_string()).unwrap()
 }
@@ -364,26 +395,7 @@ async fn triggers_fire_once() {
         let s = scheduler(&bus).await;
         s.define("approve", RetryPolicy::default()).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        host(
-            &s,
-            Arc::new(move |s, w| {
-                let tx = tx.clone();
-                Box::pin(async move {
-                    let job = w["jobId"].as_str().unwrap().to_owned();
-                    let a = w["attempt"].as_u64().unwrap() as u32;
-                    let timeout = w["input"]["timeout"].as_u64();
-                    let id = s
-                        .register_trigger(&job, a, 0, "webhook", None, timeout)
-                        .await
-                        .unwrap();
-                    tx.send(id.clone()).unwrap();
-                    match s.wait_trigger(&id).await {
-                        Ok(p) => Ok(serde_json::from_str(&p).unwrap()),
-                        Err(e) => Ok(json!({"code": e.code.as_str()})),
-                    }
-                })
-            }),
-        );
+        host(&s, approver(tx));
         let run = {
             let s = s.clone();
             tokio::spawn(async move { s.run("approve", "fa", "{}", None).await })
@@ -491,12 +503,7 @@ async fn triggers_fire_once() {
 async fn two_instances_fire_each_timer_once() {
     for (backend, n) in [(Backend::Redis, 1000u64), (Backend::Memory, 1000)] {
         let a_bus = connect(backend, "sched-two").await;
-        let b_bus = match backend {
-            Backend::Redis => {
-                connect_with(backend, "x", |c| c.prefix = a_bus.prefix().to_owned()).await
-            }
-            Backend::Memory => a_bus.clone(),
-        };
+        let b_bus = bus_beside(backend, &a_bus).await;
         let a = scheduler(&a_bus).await;
         let b = scheduler(&b_bus).await;
         let due = std::time::SystemTime::now()
@@ -560,12 +567,7 @@ async fn two_instances_fire_each_timer_once() {
 async fn a_dead_instances_jobs_are_resumed_once_elsewhere() {
     for backend in BACKENDS {
         let a_bus = connect(backend, "sched-crash").await;
-        let b_bus = match backend {
-            Backend::Redis => {
-                connect_with(backend, "x", |c| c.prefix = a_bus.prefix().to_owned()).await
-            }
-            Backend::Memory => a_bus.clone(),
-        };
+        let b_bus = bus_beside(backend, &a_bus).await;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let handler: Handler = Arc::new(move |s, w| {
             let tx = tx.clone();
@@ -857,12 +859,7 @@ async fn hget(con: &mut lean_events_core::RawConnection, key: &str, field: &str)
 async fn a_restarted_instance_carries_on_its_running_jobs() {
     for backend in BACKENDS {
         let a_bus = connect(backend, "sched-restart").await;
-        let b_bus = match backend {
-            Backend::Redis => {
-                connect_with(backend, "x", |c| c.prefix = a_bus.prefix().to_owned()).await
-            }
-            Backend::Memory => a_bus.clone(),
-        };
+        let b_bus = bus_beside(backend, &a_bus).await;
         let opts = || SchedulerOptions {
             instance_id: Some("node-1".into()),
             lease_ms: 300,
@@ -1450,26 +1447,7 @@ async fn a_resolutions_events_are_written_after_a_failed_write() {
     let s = scheduler(&bus).await;
     s.define("approve", RetryPolicy::default()).unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    host(
-        &s,
-        Arc::new(move |s, w| {
-            let tx = tx.clone();
-            Box::pin(async move {
-                let job = w["jobId"].as_str().unwrap().to_owned();
-                let a = w["attempt"].as_u64().unwrap() as u32;
-                let timeout = w["input"]["timeout"].as_u64();
-                let id = s
-                    .register_trigger(&job, a, 0, "webhook", None, timeout)
-                    .await
-                    .unwrap();
-                tx.send(id.clone()).unwrap();
-                match s.wait_trigger(&id).await {
-                    Ok(p) => Ok(serde_json::from_str(&p).unwrap()),
-                    Err(e) => Ok(json!({"code": e.code.as_str()})),
-                }
-            })
-        }),
-    );
+    host(&s, approver(tx));
     let mut con = redis_con().await;
     for (case, flow) in [("fire", "pe-f"), ("cancel", "pe-c"), ("timeout", "pe-t")] {
         let input = if case == "timeout" {
@@ -1642,12 +1620,7 @@ async fn a_replayed_relative_await_time_keeps_its_first_due_time() {
         (Backend::Memory, false),
     ] {
         let a_bus = connect(backend, "sched-replay-time").await;
-        let b_bus = match backend {
-            Backend::Redis => {
-                connect_with(backend, "x", |c| c.prefix = a_bus.prefix().to_owned()).await
-            }
-            Backend::Memory => a_bus.clone(),
-        };
+        let b_bus = bus_beside(backend, &a_bus).await;
         let naps: Handler = Arc::new(move |s, w| {
             Box::pin(async move {
                 let job = w["jobId"].as_str().unwrap().to_owned();
@@ -1714,12 +1687,7 @@ async fn a_replayed_relative_await_time_keeps_its_first_due_time() {
 async fn a_control_channel_cut_off_is_subscribed_again() {
     for backend in BACKENDS {
         let a_bus = connect(backend, "sched-control").await;
-        let b_bus = match backend {
-            Backend::Redis => {
-                connect_with(backend, "x", |c| c.prefix = a_bus.prefix().to_owned()).await
-            }
-            Backend::Memory => a_bus.clone(),
-        };
+        let b_bus = bus_beside(backend, &a_bus).await;
         let a = Scheduler::start(
             &a_bus,
             SchedulerOptions {
@@ -2138,12 +2106,7 @@ fn percentile(v: &mut [u64], p: f64) -> u64 {
 async fn timers_due_together_fire_promptly_and_once() {
     for backend in BACKENDS {
         let a_bus = connect(backend, "sched-burst").await;
-        let b_bus = match backend {
-            Backend::Redis => {
-                connect_with(backend, "x", |c| c.prefix = a_bus.prefix().to_owned()).await
-            }
-            Backend::Memory => a_bus.clone(),
-        };
+        let b_bus = bus_beside(backend, &a_bus).await;
         let a = scheduler(&a_bus).await;
         let b = scheduler(&b_bus).await;
         let n = 200u64;
