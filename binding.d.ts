@@ -79,14 +79,23 @@ export declare class NativeScheduler {
   define(step: string, policy?: string | undefined | null): void
   /** Queued work as a JSON array of `{jobId, step, flow, input, attempt, replay}`. */
   takeWork(max: number): string
-  /** Run a step; resolves to `{"ok":true,"result":…}` or `{"ok":false,"error":…,"message":…}`. */
+  /**
+   * Run a step; resolves to its result (JSON), or rejects with `STEP_FAILED` whose `detail`
+   * is what the handler threw.
+   */
   run(step: string, flow: string, input: string, jobId?: string | undefined | null): Promise<string>
   /** The handler of an attempt returned `result` (JSON). */
   complete(jobId: string, attempt: number, result: string): Promise<void>
-  /** The handler of an attempt threw `error` (JSON `{message, name, code, retriable, retryAfter}`). */
+  /**
+   * The handler of an attempt threw `error` (JSON `{message, name, code, retriable, retryAfter,
+   * retryAt}`).
+   */
   fail(jobId: string, attempt: number, error: string): Promise<void>
-  /** `ctx.await.time`: resolves at `resumeAtMs` (Unix ms). */
-  awaitTime(jobId: string, attempt: number, seq: number, resumeAtMs: number): Promise<string>
+  /**
+   * `ctx.await.time`: resolves `ms` after the first call of this await (`relative`), or at
+   * the Unix time `ms`; a replay resumes when the first call said.
+   */
+  awaitTime(jobId: string, attempt: number, seq: number, ms: number, relative: boolean): Promise<string>
   /** `ctx.await.event`: resolves to the matching event's record (JSON). */
   awaitEvent(jobId: string, attempt: number, seq: number, kind: string, condition: string, timeoutMs?: number | undefined | null): Promise<string>
   /** `ctx.await.trigger`: registers the trigger and resolves to its id. */
@@ -158,6 +167,8 @@ export interface NativeSchedulerOptions {
   instanceId?: string
   /** How long this instance counts as alive after its last heartbeat, in ms (default 5000). */
   leaseMs?: number
+  /** Most handlers running at once (default 100); one parked in an await does not count. */
+  concurrency?: number
 }
 
 /** Options of `subscribe`. */

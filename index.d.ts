@@ -368,7 +368,10 @@ export interface StepContext {
   emit(kind: string, data?: unknown): Promise<EventRecord>
   /** Durable waits. Each resolves once, even across process deaths (then by replay). */
   await: {
-    /** Wait `ms` milliseconds, or until a Date. */
+    /**
+     * Wait `ms` milliseconds, or until a Date. The first call fixes the time: a replay of the
+     * step (after a take-over) resumes when that call said, not `ms` after the replay.
+     */
     time(when: number | Date): Promise<void>
     /** Wait for an event of `kind` matching `match` (dotted paths → values), stored after this call, on any instance. Rejects with `AWAIT_TIMEOUT`. */
     event(spec: { kind: string; match?: Record<string, unknown>; timeoutMs?: number }): Promise<EventRecord>
@@ -383,6 +386,14 @@ export interface SchedulerOptions {
   instanceId?: string
   /** How long this instance counts as alive after its last heartbeat, in ms (default 5000). */
   leaseMs?: number
+  /**
+   * Most step handlers this instance runs at once (an integer ≥ 1, default 100); more work
+   * waits its turn. A handler parked in `ctx.await.*` does not count while it waits (it takes
+   * a turn again, ahead of new work, when the await resolves); one waiting on anything else
+   * (another `run()`, say) does. With `dispatch`, a turn lasts from the hand-out of the work
+   * until `execute` records its outcome.
+   */
+  concurrency?: number
   /** Hand work to your queue instead of running it here; call `execute(work)` to run it. */
   dispatch?: (work: StepWork) => void
 }
@@ -394,7 +405,12 @@ export declare class Scheduler {
   readonly instanceId: string | undefined
   /** Resolves once the instance is registered in the store. */
   ready(): Promise<this>
-  /** Define a step's handler and retry policy on this instance. */
+  /**
+   * Define a step's handler and retry policy on this instance. What the handler throws decides
+   * the retry: `retriable: false` fails the step at once; `retryAfter` (ms, or a `Date`: retry
+   * then) replaces the back-off. Times past 9999-12-31T23:59:59.999Z (a huge `retryAfter`,
+   * `delayMs`, `timeoutMs` or `await.time`) are kept at that date, never wrapped around.
+   */
   define<I = any, R = any>(step: string, handler: (input: I, ctx: StepContext) => R | Promise<R>, options?: { retry?: RetryPolicy }): this
   /** Run one step of a flow, retries and awaits included; rejects with `STEP_FAILED` when it fails for good. */
   run<R = any>(step: string, options: { flow: string; input?: unknown; jobId?: string }): Promise<R>

@@ -118,3 +118,19 @@ test('the primary of a Node cluster gets the bus but starts no scheduler; its wo
     ],
   )
 })
+
+for (const [name, redis] of [['embedded', false], ['redis', true]]) {
+  test(`closing the bus under a waiting scheduler settles its run and lets the process exit [${name}]`, { timeout: 60_000 }, async () => {
+    const { REDIS_URL, uniquePrefix, deleteRedisPrefix } = require('./helpers')
+    const prefix = uniquePrefix('bus-close')
+    const script = path.join(__dirname, 'fixtures', 'sched-bus-close.js')
+    const child = startChild(process.execPath, [script, ...(redis ? [REDIS_URL, prefix] : [])])
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
+    const { code, signal } = await child.exited
+    clearTimeout(timer)
+    if (redis) await deleteRedisPrefix(prefix)
+    assert.equal(signal, null, `the process hung and was killed: ${child.stdout} ${child.stderr}`)
+    assert.equal(code, 0, `${child.stdout}\n${child.stderr}`)
+    assert.deepEqual(JSON.parse(child.stdout.trim()), { pending: 'BUS_CLOSED', later: 'BUS_CLOSED', fire: 'BUS_CLOSED' })
+  })
+}

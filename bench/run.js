@@ -92,7 +92,9 @@ const SCENARIOS = [
     key: 'timers',
     title: 'timers',
     run: timers,
-    line: (r) => `${r.config.pending} pending: fired late p50 ${r.median.firedP50} ms p99 ${r.median.firedP99} ms; handler resumed p99 ${r.median.resumedP99} ms; idle CPU ${r.median.idleCpuPct.toFixed(2)} %`,
+    line: (r) =>
+      `${r.config.pending} pending: fired late p50 ${r.median.firedP50} ms p99 ${r.median.firedP99} ms; handler resumed p99 ${r.median.resumedP99} ms; idle CPU ${r.median.idleCpuPct.toFixed(2)} %` +
+      `; burst of ${r.config.burst} on ${r.config.burstInstances} instances: ${r.burst.firedOnce ? 'each fired once' : 'NOT each fired once'}, fired late p50 ${r.burst.firedP50} ms p99 ${r.burst.firedP99} ms, handler resumed p99 ${r.burst.resumedP99} ms`,
   },
   { key: 'cpuPerEvent', title: 'CPU per event', run: cpuPerEvent, line: (r) => trio(r, (m) => `${fmt.us(m.cpuUsPerEvent)}/event (redis ${fmt.us(m.redisCpuUsPerEvent)})`) },
   {

@@ -3,7 +3,7 @@
 // The scheduler over the native binding: runs step handlers in this process and reports their
 // outcome to the store, which keeps the timers, awaits, triggers and retries.
 
-const { LeanEventsError, withCode, native, argError } = require('./errors.js')
+const { withCode, native, argError } = require('./errors.js')
 const { checkOptions, toJson } = require('./options.js')
 const { EventBus } = require('./bus.js')
 
@@ -14,6 +14,7 @@ function errorInfo(err) {
     if (typeof err.code === 'string' || typeof err.code === 'number') info.code = err.code
     if (typeof err.retriable === 'boolean') info.retriable = err.retriable
     if (typeof err.retryAfter === 'number' && Number.isFinite(err.retryAfter)) info.retryAfter = err.retryAfter
+    else if (err.retryAfter instanceof Date && Number.isFinite(err.retryAfter.getTime())) info.retryAt = err.retryAfter.getTime()
   }
   return info
 }
@@ -25,13 +26,14 @@ function errorInfo(err) {
 class Scheduler {
   constructor(bus, options) {
     if (!(bus instanceof EventBus)) throw argError('new Scheduler(bus, options) needs an EventBus')
-    const o = checkOptions(options, 'options', { instanceId: 'string', leaseMs: 'int', dispatch: 'function' })
+    const o = checkOptions(options, 'options', { instanceId: 'string', leaseMs: 'int', concurrency: 'int', dispatch: 'function' })
     this._bus = bus
     this._defs = new Map()
     this._dispatch = o.dispatch
     this._native = null
     this._closed = false
-    this._ready = native(bus._native.scheduler({ instanceId: o.instanceId, leaseMs: o.leaseMs }, () => this._wake())).then(
+    const nativeOptions = { instanceId: o.instanceId, leaseMs: o.leaseMs, concurrency: o.concurrency }
+    this._ready = native(bus._native.scheduler(nativeOptions, () => this._wake())).then(
       (n) => {
         this._native = n
         for (const [step, def] of this._defs) this._defineNative(step, def)
@@ -83,9 +85,18 @@ class Scheduler {
     const n = await this._ready
     const def = this._defs.get(step)
     if (def && def.error) throw def.error
-    const out = JSON.parse(await native(n.run(step, o.flow, toJson(o.input, 'input'), o.jobId)))
-    if (out.ok) return out.result
-    throw new LeanEventsError('STEP_FAILED', out.message, { step, cause: out.error })
+    let result
+    try {
+      result = await native(n.run(step, o.flow, toJson(o.input, 'input'), o.jobId))
+    } catch (err) {
+      if (err.code === 'STEP_FAILED') {
+        // what the handler threw, as plain data
+        err.step = step
+        err.cause = err.detail
+      }
+      throw err
+    }
+    return JSON.parse(result)
   }
 
   /** Fire a trigger (what the webhook endpoint calls). Rejects with `TRIGGER_NOT_FOUND` or `TRIGGER_RESOLVED`. */
@@ -156,9 +167,11 @@ class Scheduler {
       emit: (kind, data) => bus.emit(data === undefined ? { kind, subject: flow, step } : { kind, subject: flow, step, data }),
       await: {
         time: (when) => {
-          const at = when instanceof Date ? when.getTime() : typeof when === 'number' ? Date.now() + when : NaN
-          if (!Number.isFinite(at)) return Promise.reject(argError('await.time takes a number of ms or a Date'))
-          return native(n.awaitTime(jobId, attempt, seq++, Math.max(0, at))).then(() => undefined)
+          // a delay counts from the first call of this await: a replay keeps its time
+          const relative = typeof when === 'number'
+          const ms = when instanceof Date ? when.getTime() : relative ? when : NaN
+          if (!Number.isFinite(ms)) return Promise.reject(argError('await.time takes a number of ms or a Date'))
+          return native(n.awaitTime(jobId, attempt, seq++, Math.max(0, ms), relative)).then(() => undefined)
         },
         event: (spec) => {
           const o = checkOptions(spec, 'await.event options', { kind: 'string', match: 'object', timeoutMs: 'int' })

@@ -452,6 +452,11 @@ impl NativeBus {
             let opts = lean_events_core::scheduler::SchedulerOptions {
                 instance_id: options.instance_id,
                 lease_ms: positive("leaseMs", options.lease_ms)?.unwrap_or(5000),
+                concurrency: positive("concurrency", options.concurrency)?
+                    .map_or(lean_events_core::scheduler::DEFAULT_CONCURRENCY, |n| {
+                        usize::try_from(n).unwrap_or(usize::MAX)
+                    }),
+                ..Default::default()
             };
             let waker: lean_events_core::live::Waker = Box::new(move || slot.call());
             let s = lean_events_core::scheduler::Scheduler::start(&bus, opts, Some(waker)).await?;

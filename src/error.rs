@@ -13,7 +13,8 @@ use futures_util::FutureExt;
 use lean_events_core::{Error, ErrorCode};
 
 /// The whole error as JSON: `{"code","message","lastId"?,"firstId"?,"detail"?}` (`detail` as
-/// JSON when it is JSON, else as a string).
+/// the JSON it is — kept as text, so what JavaScript wrote comes back as it was, lone
+/// surrogates included — or as a string when it is not JSON).
 pub fn error_json(e: &Error) -> String {
     let mut v = serde_json::json!({ "code": e.code.as_str(), "message": e.message });
     if let Some(id) = &e.last_id {
@@ -22,10 +23,18 @@ pub fn error_json(e: &Error) -> String {
     if let Some(id) = &e.first_id {
         v["firstId"] = id.clone().into();
     }
+    let mut out = v.to_string();
     if let Some(d) = &e.detail {
-        v["detail"] = serde_json::from_str(d).unwrap_or_else(|_| d.clone().into());
+        let detail = match serde_json::value::RawValue::from_string(d.clone()) {
+            Ok(raw) => raw.get().to_owned(),
+            Err(_) => serde_json::Value::from(d.as_str()).to_string(),
+        };
+        out.pop();
+        out.push_str(",\"detail\":");
+        out.push_str(&detail);
+        out.push('}');
     }
-    v.to_string()
+    out
 }
 
 /// A core error as a JavaScript `Error` (see the module's doc).

@@ -1,12 +1,12 @@
 //! `NativeScheduler`: the core `Scheduler` behind napi. The JavaScript side runs handlers for
 //! the work it takes and reports each outcome back.
 
-use lean_events_core::scheduler::{RetryPolicy, Scheduler};
-use lean_events_core::{Error, ErrorCode};
+use lean_events_core::scheduler::{Due, RetryPolicy, Scheduler};
+use lean_events_core::Error;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::error::{guarded, guarded_sync};
+use crate::error::{guarded_sync, spawn};
 
 /// Options of `bus.scheduler()`.
 #[napi(object)]
@@ -15,6 +15,8 @@ pub struct NativeSchedulerOptions {
     pub instance_id: Option<String>,
     /// How long this instance counts as alive after its last heartbeat, in ms (default 5000).
     pub lease_ms: Option<i64>,
+    /// Most handlers running at once (default 100); one parked in an await does not count.
+    pub concurrency: Option<i64>,
 }
 
 /// A scheduler instance, native half.
@@ -62,133 +64,168 @@ impl NativeScheduler {
         format!("[{}]", self.inner.take_work(max.max(1) as usize).join(","))
     }
 
-    /// Run a step; resolves to `{"ok":true,"result":…}` or `{"ok":false,"error":…,"message":…}`.
-    #[napi]
-    pub async fn run(
+    /// Run a step; resolves to its result (JSON), or rejects with `STEP_FAILED` whose `detail`
+    /// is what the handler threw.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn run(
         &self,
+        env: Env,
         step: String,
         flow: String,
         input: String,
         job_id: Option<String>,
-    ) -> Result<String> {
-        guarded(async {
-            match self
-                .inner
-                .run(&step, &flow, &input, job_id.as_deref())
-                .await
-            {
-                Ok(result) => Ok(format!("{{\"ok\":true,\"result\":{result}}}")),
-                Err(e) if e.code == ErrorCode::StepFailed => Ok(format!(
-                    "{{\"ok\":false,\"message\":{},\"error\":{}}}",
-                    serde_json::to_string(&e.message).unwrap_or_default(),
-                    e.detail.as_deref().unwrap_or("null")
-                )),
-                Err(e) => Err(e),
-            }
+    ) -> Result<PromiseRaw<'static, String>> {
+        let s = self.inner.clone();
+        spawn(env, async move {
+            s.run(&step, &flow, &input, job_id.as_deref()).await
         })
-        .await
     }
 
     /// The handler of an attempt returned `result` (JSON).
-    #[napi]
-    pub async fn complete(&self, job_id: String, attempt: u32, result: String) -> Result<()> {
-        guarded(self.inner.complete(&job_id, attempt, &result)).await
-    }
-
-    /// The handler of an attempt threw `error` (JSON `{message, name, code, retriable, retryAfter}`).
-    #[napi]
-    pub async fn fail(&self, job_id: String, attempt: u32, error: String) -> Result<()> {
-        guarded(self.inner.fail(&job_id, attempt, &error)).await
-    }
-
-    /// `ctx.await.time`: resolves at `resumeAtMs` (Unix ms).
-    #[napi]
-    pub async fn await_time(
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn complete(
         &self,
+        env: Env,
+        job_id: String,
+        attempt: u32,
+        result: String,
+    ) -> Result<PromiseRaw<'static, ()>> {
+        let s = self.inner.clone();
+        spawn(
+            env,
+            async move { s.complete(&job_id, attempt, &result).await },
+        )
+    }
+
+    /// The handler of an attempt threw `error` (JSON `{message, name, code, retriable, retryAfter,
+    /// retryAt}`).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn fail(
+        &self,
+        env: Env,
+        job_id: String,
+        attempt: u32,
+        error: String,
+    ) -> Result<PromiseRaw<'static, ()>> {
+        let s = self.inner.clone();
+        spawn(env, async move { s.fail(&job_id, attempt, &error).await })
+    }
+
+    /// `ctx.await.time`: resolves `ms` after the first call of this await (`relative`), or at
+    /// the Unix time `ms`; a replay resumes when the first call said.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn await_time(
+        &self,
+        env: Env,
         job_id: String,
         attempt: u32,
         seq: u32,
-        resume_at_ms: f64,
-    ) -> Result<String> {
-        guarded(async {
-            let at = ms("resumeAt", Some(resume_at_ms))?.unwrap_or(0);
-            self.inner.await_time(&job_id, attempt, seq, at).await
+        ms: f64,
+        relative: bool,
+    ) -> Result<PromiseRaw<'static, String>> {
+        let s = self.inner.clone();
+        spawn(env, async move {
+            let ms = self::ms("await.time", Some(ms))?.unwrap_or(0);
+            let due = if relative {
+                Due::After(ms)
+            } else {
+                Due::At(ms)
+            };
+            s.await_time(&job_id, attempt, seq, due).await
         })
-        .await
     }
 
     /// `ctx.await.event`: resolves to the matching event's record (JSON).
-    #[napi]
-    pub async fn await_event(
+    #[allow(clippy::too_many_arguments)]
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn await_event(
         &self,
+        env: Env,
         job_id: String,
         attempt: u32,
         seq: u32,
         kind: String,
         condition: String,
         timeout_ms: Option<f64>,
-    ) -> Result<String> {
-        guarded(async {
+    ) -> Result<PromiseRaw<'static, String>> {
+        let s = self.inner.clone();
+        spawn(env, async move {
             let timeout = ms("timeoutMs", timeout_ms)?;
-            self.inner
-                .await_event(&job_id, attempt, seq, &kind, &condition, timeout)
+            s.await_event(&job_id, attempt, seq, &kind, &condition, timeout)
                 .await
         })
-        .await
     }
 
     /// `ctx.await.trigger`: registers the trigger and resolves to its id.
-    #[napi]
-    pub async fn register_trigger(
+    #[allow(clippy::too_many_arguments)]
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn register_trigger(
         &self,
+        env: Env,
         job_id: String,
         attempt: u32,
         seq: u32,
         trigger_type: String,
         payload: Option<String>,
         timeout_ms: Option<f64>,
-    ) -> Result<String> {
-        guarded(async {
+    ) -> Result<PromiseRaw<'static, String>> {
+        let s = self.inner.clone();
+        spawn(env, async move {
             let timeout = ms("timeoutMs", timeout_ms)?;
-            self.inner
-                .register_trigger(
-                    &job_id,
-                    attempt,
-                    seq,
-                    &trigger_type,
-                    payload.as_deref(),
-                    timeout,
-                )
-                .await
+            s.register_trigger(
+                &job_id,
+                attempt,
+                seq,
+                &trigger_type,
+                payload.as_deref(),
+                timeout,
+            )
+            .await
         })
-        .await
     }
 
     /// Wait for a trigger; resolves to the fired payload (JSON).
-    #[napi]
-    pub async fn wait_trigger(&self, trigger_id: String) -> Result<String> {
-        guarded(self.inner.wait_trigger(&trigger_id)).await
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn wait_trigger(
+        &self,
+        env: Env,
+        trigger_id: String,
+    ) -> Result<PromiseRaw<'static, String>> {
+        let s = self.inner.clone();
+        spawn(env, async move { s.wait_trigger(&trigger_id).await })
     }
 
     /// Fire a trigger with a payload (JSON).
-    #[napi]
-    pub async fn fire(&self, trigger_id: String, payload: String) -> Result<()> {
-        guarded(self.inner.fire(&trigger_id, &payload)).await
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn fire(
+        &self,
+        env: Env,
+        trigger_id: String,
+        payload: String,
+    ) -> Result<PromiseRaw<'static, ()>> {
+        let s = self.inner.clone();
+        spawn(env, async move { s.fire(&trigger_id, &payload).await })
     }
 
     /// Cancel a pending trigger.
-    #[napi]
-    pub async fn cancel(&self, trigger_id: String, reason: String) -> Result<()> {
-        guarded(self.inner.cancel(&trigger_id, &reason)).await
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn cancel(
+        &self,
+        env: Env,
+        trigger_id: String,
+        reason: String,
+    ) -> Result<PromiseRaw<'static, ()>> {
+        let s = self.inner.clone();
+        spawn(env, async move { s.cancel(&trigger_id, &reason).await })
     }
 
     /// Stop this instance's background work.
-    #[napi]
-    pub async fn close(&self) -> Result<()> {
-        guarded(async {
-            self.inner.close().await;
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn close(&self, env: Env) -> Result<PromiseRaw<'static, ()>> {
+        let s = self.inner.clone();
+        spawn(env, async move {
+            s.close().await;
             Ok(())
         })
-        .await
     }
 }

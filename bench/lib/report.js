@@ -144,7 +144,7 @@ realistic (~220-270 bytes, \`bench/run-events.js\`) spread over 100 flows.
       '"Fired late" is `meta.lateMs` of each `step.resumed` (claim time − due time, whole ms); "handler resumed late" is `Date.now() − due` inside the handler after the await returned (it adds the notification of the owner and the hop back to JavaScript). Idle CPU: process CPU over up to 1.5 s, starting 1 s after the last registration was seen (so the registrations have settled), while every timer is pending and nothing else happens' +
       separately(t, 'timers', results) + '\n\n' +
       '| rep | registration of all jobs | fired | fired late p50 / p99 / max | handler resumed late p50 / p99 / max | idle CPU (% of a core) |\n|---|---:|---:|---:|---:|---:|\n' +
-      rows.join('\n') + '\n'
+      rows.join('\n') + '\n' + burstReport(t)
   }))
 
   out.push(section('8. CPU per event (emitted and delivered)', s.cpuPerEvent, () =>
@@ -217,6 +217,16 @@ realistic (~220-270 bytes, \`bench/run-events.js\`) spread over 100 flows.
     results.targets.map((t) => `| ${t.target} | ${t.goal} | ${t.measured} | ${t.status} |`).join('\n') + '\n')
   out.push('What was tried for the missed targets, and why they are missed: [README.md](README.md#where-the-targets-stand-and-why).\n')
   return out.join('\n')
+}
+
+/** The burst part of the timers section: timers due at one moment on two instances. */
+function burstReport(t) {
+  if (!t.bursts) return ''
+  const rows = t.bursts.map((b, i) =>
+    `| ${i + 1} | ${b.setupMs} ms${b.allPendingBeforeDue ? '' : ' (not all pending!)'} | ${b.fired}/${b.jobs}${b.firedOnce ? ', each once' : ', NOT each once'} | ${b.firedLateMs.p50} / ${b.firedLateMs.p99} / ${b.firedLateMs.max} ms | ${b.resumedLateMs.p50} / ${b.resumedLateMs.p99} / ${b.resumedLateMs.max} ms |`)
+  return `\nBurst: ${t.config.burst} jobs on ${t.config.burstInstances} scheduler instances (two buses, one prefix) await timers due at one and the same moment.\n\n` +
+    '| rep | registration | fired | fired late p50 / p99 / max | handler resumed late p50 / p99 / max |\n|---|---:|---:|---:|---:|\n' +
+    rows.join('\n') + '\n'
 }
 
 module.exports = { render }

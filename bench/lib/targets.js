@@ -83,6 +83,12 @@ function evaluate(s) {
       t ? [atMost('fired p99', t.firedP99, 10, (v) => `${v} ms`)] : null)
   }
   {
+    const b = s.timers?.burst
+    const shown = b ? `${b.firedOnce ? 'each fired once' : 'NOT each fired once'}, fired p99 ${b.firedP99} ms (handler resumed p99 ${b.resumedP99} ms)` : '—'
+    push('timer burst (1 000 due at once, 2 instances)', 'each fires once, lateness p99 ≤ 10 ms', shown,
+      b ? [atMost('fired p99', b.firedP99, 10, (v) => `${v} ms`), { ok: b.firedOnce, text: 'some timer fired more or less than once' }] : null)
+  }
+  {
     const a = med(s.cpuPerEvent, 'addon').cpuUsPerEvent
     const b = med(s.cpuPerEvent, 'lua').cpuUsPerEvent
     const c = med(s.cpuPerEvent, 'spec').cpuUsPerEvent

@@ -6,15 +6,21 @@
 // claim time − due time, whole ms), how late its handler continued (Date.now() − due, in the
 // handler), p50/p99/max, and the process CPU over 2 s while all 10 000 wait (no traffic: any
 // CPU there is polling). The addon only: the JS baseline has no durable timers.
+//
+// Burst: 1 000 jobs on two scheduler instances (two buses, one prefix) each await a timer due
+// at one and the same moment. Reported: that each fired exactly once (one `step.resumed` per
+// job), how late they fired (`meta.lateMs`: claim time − due time) and how late their handlers
+// continued, p50/p99/max.
 
 const { EventBus, Scheduler } = require('../..')
-const { latencySummary } = require('../lib/stats.js')
+const { latencySummary, median } = require('../lib/stats.js')
 const { cleanup } = require('../lib/systems.js')
 
 const PENDING = 10_000
 const MEASURED = 500
 const WINDOW_MS = 5000
 const FLOWS = 100
+const BURST = 1000
 
 async function waitUntil(cond, timeoutMs, what) {
   const deadline = Date.now() + timeoutMs
@@ -22,6 +28,16 @@ async function waitUntil(cond, timeoutMs, what) {
     if (Date.now() > deadline) throw new Error(`timers scenario: ${what} did not happen within ${timeoutMs} ms`)
     await new Promise((r) => setTimeout(r, 10))
   }
+}
+
+/** The measured step: sleep until `input.due`, then note how late the handler went on. */
+async function defineNap(scheduler, resumedLate) {
+  scheduler.define('nap', async (input, ctx) => {
+    await ctx.await.time(new Date(input.due))
+    resumedLate.push(Date.now() - input.due)
+    return null
+  })
+  await scheduler.ready()
 }
 
 async function timersRun(h, rep) {
@@ -32,12 +48,7 @@ async function timersRun(h, rep) {
   const counter = await bus.onKind('step.await.time', () => waiting++)
   try {
     const resumedLate = []
-    scheduler.define('nap', async (input, ctx) => {
-      await ctx.await.time(new Date(input.due))
-      resumedLate.push(Date.now() - input.due)
-      return null
-    })
-    await scheduler.ready()
+    await defineNap(scheduler, resumedLate)
     const t0 = Date.now()
     const farAway = t0 + 3600_000
     const far = []
@@ -89,9 +100,63 @@ async function timersRun(h, rep) {
   }
 }
 
+async function burstRun(h, rep) {
+  const prefix = h.prefixFor('timers-burst', `addon${rep}`)
+  const buses = [
+    await EventBus.connect({ url: h.url, prefix, timeoutMs: 10_000 }),
+    await EventBus.connect({ url: h.url, prefix, timeoutMs: 10_000 }),
+  ]
+  const schedulers = buses.map((bus) => new Scheduler(bus))
+  let waiting = 0
+  const counter = await buses[0].onKind('step.await.time', () => waiting++)
+  try {
+    const resumedLate = []
+    for (const scheduler of schedulers) await defineNap(scheduler, resumedLate)
+    const t0 = Date.now()
+    const due = t0 + 5000
+    const runs = []
+    for (let i = 0; i < BURST; i++) {
+      runs.push(schedulers[i % 2].run('nap', { flow: `burst-${i % FLOWS}`, input: { due }, jobId: `burst-${i}` }))
+    }
+    await waitFor(() => waiting === BURST, 60_000, 'registration of the burst')
+    const setupMs = Date.now() - t0
+    const allPendingBeforeDue = Date.now() < due
+    await Promise.all(runs)
+    const late = []
+    const resumedPerJob = new Map()
+    for (let f = 0; f < FLOWS; f++) {
+      for (const e of await buses[0].read({ type: 'flow', id: `burst-${f}` }, { limit: 10_000 })) {
+        if (e.kind !== 'step.resumed') continue
+        late.push(e.meta.lateMs)
+        resumedPerJob.set(e.meta.jobId, (resumedPerJob.get(e.meta.jobId) || 0) + 1)
+      }
+    }
+    const firedOnce = resumedPerJob.size === BURST && [...resumedPerJob.values()].every((n) => n === 1)
+    return {
+      jobs: BURST,
+      instances: schedulers.length,
+      setupMs,
+      allPendingBeforeDue,
+      fired: late.length,
+      firedOnce,
+      firedLateMs: latencySummary(late),
+      resumedLateMs: latencySummary(resumedLate),
+    }
+  } finally {
+    await counter.unsubscribe()
+    for (const scheduler of schedulers) await scheduler.close()
+    for (const bus of buses) await bus.close()
+    await cleanup(h.url, prefix)
+  }
+}
+
 async function timers(h) {
   const reps = []
-  for (let rep = 0; rep < h.reps; rep++) reps.push(await timersRun(h, rep))
+  const bursts = []
+  for (let rep = 0; rep < h.reps; rep++) {
+    reps.push(await timersRun(h, rep))
+    bursts.push(await burstRun(h, rep))
+  }
   const pick = (f) => {
     const v = reps.map(f).sort((a, b) => a - b)
     return v[v.length >> 1]
@@ -99,8 +164,9 @@ async function timers(h) {
   return {
     measured: true,
     startedAt: new Date().toISOString(),
-    config: { pending: PENDING, measured: MEASURED, windowMs: WINDOW_MS },
+    config: { pending: PENDING, measured: MEASURED, windowMs: WINDOW_MS, burst: BURST, burstInstances: 2 },
     reps,
+    bursts,
     median: {
       firedP50: pick((r) => r.firedLateMs.p50),
       firedP99: pick((r) => r.firedLateMs.p99),
@@ -109,6 +175,14 @@ async function timers(h) {
       resumedP99: pick((r) => r.resumedLateMs.p99),
       idleCpuPct: pick((r) => r.idleCpuPct),
       setupMs: pick((r) => r.setupMs),
+    },
+    burst: {
+      firedOnce: bursts.every((b) => b.firedOnce),
+      firedP50: median(bursts.map((b) => b.firedLateMs.p50)),
+      firedP99: median(bursts.map((b) => b.firedLateMs.p99)),
+      firedMax: median(bursts.map((b) => b.firedLateMs.max)),
+      resumedP50: median(bursts.map((b) => b.resumedLateMs.p50)),
+      resumedP99: median(bursts.map((b) => b.resumedLateMs.p99)),
     },
   }
 }

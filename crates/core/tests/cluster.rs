@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use lean_events_core::scheduler::{RetryPolicy, Scheduler, SchedulerOptions};
+use lean_events_core::scheduler::{Due, RetryPolicy, Scheduler, SchedulerOptions};
 use lean_events_core::{
     Bus, Config, ErrorCode, Item, RawConnection, ReadOptions, Start, StreamId, StreamRef,
     SubscribeOptions,
@@ -174,7 +174,7 @@ fn host(s: &Scheduler) {
                     let input = &w["input"];
                     let r = match input["mode"].as_str().unwrap() {
                         "time" => s
-                            .await_time(&job, a, 0, input["due"].as_u64().unwrap())
+                            .await_time(&job, a, 0, Due::At(input["due"].as_u64().unwrap()))
                             .await
                             .map(|_| "\"slept\"".to_owned()),
                         _ => {

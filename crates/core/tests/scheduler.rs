@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use lean_events_core::scheduler::{RetryPolicy, Scheduler, SchedulerOptions};
+use lean_events_core::scheduler::{Due, RetryPolicy, Scheduler, SchedulerOptions};
 use lean_events_core::{Bus, ErrorCode, ReadOptions, StreamRef};
 use serde_json::{json, Value};
 
@@ -59,6 +59,37 @@ macro_rules! eventually {
 
 async fn has_kind(bus: &Bus, flow: &str, kind: &str) -> bool {
     kinds(&events(bus, flow).await).iter().any(|k| k == kind)
+}
+
+/// A second bus on `bus`'s store, as another instance has one: another connection to Redis,
+/// the same store when embedded.
+async fn bus_beside(backend: Backend, bus: &Bus) -> Bus {
+    match backend {
+        Backend::Redis => connect_with(backend, "x", |c| c.prefix = bus.prefix().to_owned()).await,
+        Backend::Memory => bus.clone(),
+    }
+}
+
+/// A step that registers a trigger (timing out after `input.timeout` ms, if given), sends its
+/// id on `ids`, and returns what waiting for it gives: the payload, or `{code}`.
+fn approver(ids: tokio::sync::mpsc::UnboundedSender<String>) -> Handler {
+    Arc::new(move |s, w| {
+        let ids = ids.clone();
+        Box::pin(async move {
+            let job = w["jobId"].as_str().unwrap().to_owned();
+            let a = w["attempt"].as_u64().unwrap() as u32;
+            let timeout = w["input"]["timeout"].as_u64();
+            let id = s
+                .register_trigger(&job, a, 0, "webhook", None, timeout)
+                .await
+                .unwrap();
+            ids.send(id.clone()).unwrap();
+            match s.wait_trigger(&id).await {
+                Ok(p) => Ok(serde_json::from_str(&p).unwrap()),
+                Err(e) => Ok(json!({"code": e.code.as_str()})),
+            }
+        })
+    })
 }
 
 fn policy(json: Value) -> RetryPolicy {
@@ -206,6 +237,13 @@ fn backoff_policies() {
         let d = j.delay_ms(1);
         assert!((800..=1200).contains(&d), "{d}");
     }
+    let huge = policy(json!({"backoff": {"type": "exponential", "delayMs": u64::MAX}}));
+    assert_eq!(
+        huge.delay_ms(64),
+        lean_events_core::scheduler::FAR_FUTURE_MS
+    );
+    assert!(RetryPolicy::from_json(r#"{"backoff":{"delayMs":-1}}"#).is_err());
+    assert!(RetryPolicy::from_json(r#"{"backoff":{"delayMs":1e20}}"#).is_err());
     assert!(RetryPolicy::from_json(r#"{"attempts":0}"#).is_err());
     assert!(RetryPolicy::from_json(r#"{"backoff":{"type":"linear"}}"#).is_err());
     assert!(RetryPolicy::from_json(r#"{"tries":3}"#).is_err());
@@ -230,7 +268,7 @@ async fn awaits_time_event_and_timeouts() {
                                 .unwrap()
                                 .as_millis() as u64
                                 + 80;
-                            s.await_time(&job, a, 0, due)
+                            s.await_time(&job, a, 0, Due::At(due))
                                 .await
                                 .map_err(|e| json!({"message": e.message}))?;
                             Ok(json!("slept"))
@@ -357,26 +395,7 @@ async fn triggers_fire_once() {
         let s = scheduler(&bus).await;
         s.define("approve", RetryPolicy::default()).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        host(
-            &s,
-            Arc::new(move |s, w| {
-                let tx = tx.clone();
-                Box::pin(async move {
-                    let job = w["jobId"].as_str().unwrap().to_owned();
-                    let a = w["attempt"].as_u64().unwrap() as u32;
-                    let timeout = w["input"]["timeout"].as_u64();
-                    let id = s
-                        .register_trigger(&job, a, 0, "webhook", None, timeout)
-                        .await
-                        .unwrap();
-                    tx.send(id.clone()).unwrap();
-                    match s.wait_trigger(&id).await {
-                        Ok(p) => Ok(serde_json::from_str(&p).unwrap()),
-                        Err(e) => Ok(json!({"code": e.code.as_str()})),
-                    }
-                })
-            }),
-        );
+        host(&s, approver(tx));
         let run = {
             let s = s.clone();
             tokio::spawn(async move { s.run("approve", "fa", "{}", None).await })
@@ -484,12 +503,7 @@ async fn triggers_fire_once() {
 async fn two_instances_fire_each_timer_once() {
     for (backend, n) in [(Backend::Redis, 1000u64), (Backend::Memory, 1000)] {
         let a_bus = connect(backend, "sched-two").await;
-        let b_bus = match backend {
-            Backend::Redis => {
-                connect_with(backend, "x", |c| c.prefix = a_bus.prefix().to_owned()).await
-            }
-            Backend::Memory => a_bus.clone(),
-        };
+        let b_bus = bus_beside(backend, &a_bus).await;
         let a = scheduler(&a_bus).await;
         let b = scheduler(&b_bus).await;
         let due = std::time::SystemTime::now()
@@ -504,7 +518,7 @@ async fn two_instances_fire_each_timer_once() {
                 Arc::new(move |s, w| {
                     Box::pin(async move {
                         let job = w["jobId"].as_str().unwrap().to_owned();
-                        s.await_time(&job, 1, 0, due)
+                        s.await_time(&job, 1, 0, Due::At(due))
                             .await
                             .map_err(|e| json!({"message": e.message}))?;
                         Ok(json!(1))
@@ -553,12 +567,7 @@ async fn two_instances_fire_each_timer_once() {
 async fn a_dead_instances_jobs_are_resumed_once_elsewhere() {
     for backend in BACKENDS {
         let a_bus = connect(backend, "sched-crash").await;
-        let b_bus = match backend {
-            Backend::Redis => {
-                connect_with(backend, "x", |c| c.prefix = a_bus.prefix().to_owned()).await
-            }
-            Backend::Memory => a_bus.clone(),
-        };
+        let b_bus = bus_beside(backend, &a_bus).await;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let handler: Handler = Arc::new(move |s, w| {
             let tx = tx.clone();
@@ -696,7 +705,7 @@ async fn closing_an_instance_does_not_fail_its_jobs() {
             Arc::new(|s, w| {
                 Box::pin(async move {
                     let job = w["jobId"].as_str().unwrap().to_owned();
-                    s.await_time(&job, 1, 0, u64::MAX / 4)
+                    s.await_time(&job, 1, 0, Due::At(u64::MAX / 4))
                         .await
                         .map_err(|e| json!({"message": e.message}))?;
                     Ok(json!(1))
@@ -850,15 +859,11 @@ async fn hget(con: &mut lean_events_core::RawConnection, key: &str, field: &str)
 async fn a_restarted_instance_carries_on_its_running_jobs() {
     for backend in BACKENDS {
         let a_bus = connect(backend, "sched-restart").await;
-        let b_bus = match backend {
-            Backend::Redis => {
-                connect_with(backend, "x", |c| c.prefix = a_bus.prefix().to_owned()).await
-            }
-            Backend::Memory => a_bus.clone(),
-        };
+        let b_bus = bus_beside(backend, &a_bus).await;
         let opts = || SchedulerOptions {
             instance_id: Some("node-1".into()),
             lease_ms: 300,
+            ..Default::default()
         };
         let a = Scheduler::start(&a_bus, opts(), None).await.unwrap();
         a.define("slow", RetryPolicy::default()).unwrap();
@@ -1387,5 +1392,911 @@ async fn payloads_the_bus_refuses_do_not_strand_a_job() {
         assert!(evs[1]["data"]["error"].as_str().unwrap().ends_with('…'));
         s.close().await;
         bus.close();
+    }
+}
+
+/// Move a stream aside and put a string in its place: appends to it fail until
+/// `restore_stream` puts it back.
+async fn break_stream(con: &mut lean_events_core::RawConnection, key: &str) {
+    let saved = format!("{key}:saved");
+    let _: () = redis::pipe()
+        .cmd("RENAME")
+        .arg(key)
+        .arg(&saved)
+        .cmd("SET")
+        .arg(key)
+        .arg("not a stream")
+        .query_async(con)
+        .await
+        .unwrap();
+}
+
+async fn restore_stream(con: &mut lean_events_core::RawConnection, key: &str) {
+    let _: () = redis::pipe()
+        .cmd("DEL")
+        .arg(key)
+        .cmd("RENAME")
+        .arg(format!("{key}:saved"))
+        .arg(key)
+        .query_async(con)
+        .await
+        .unwrap();
+}
+
+async fn trigger_kinds(bus: &Bus, id: &str) -> Vec<String> {
+    let records = bus
+        .read(
+            &StreamRef::new("trigger", id).unwrap(),
+            ReadOptions::default(),
+        )
+        .await
+        .unwrap();
+    let evs: Vec<Value> = records
+        .iter()
+        .map(|r| serde_json::from_str(&r.json).unwrap())
+        .collect();
+    kinds(&evs)
+}
+
+/// A trigger fired, cancelled or timed out while its stream refuses appends: the state change
+/// carries its events, so they are written once the stream takes them again, before the
+/// waiting step carries on; a second fire is refused, as the first one won.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolutions_events_are_written_after_a_failed_write() {
+    let bus = connect(Backend::Redis, "sched-pending").await;
+    let s = scheduler(&bus).await;
+    s.define("approve", RetryPolicy::default()).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    host(&s, approver(tx));
+    let mut con = redis_con().await;
+    for (case, flow) in [("fire", "pe-f"), ("cancel", "pe-c"), ("timeout", "pe-t")] {
+        let input = if case == "timeout" {
+            json!({"timeout": 200})
+        } else {
+            json!({})
+        };
+        let run = {
+            let s = s.clone();
+            tokio::spawn(async move { s.run("approve", flow, &input.to_string(), None).await })
+        };
+        let id = rx.recv().await.unwrap();
+        let stream = bus.stream_key(&StreamRef::new("trigger", &id).unwrap());
+        break_stream(&mut con, &stream).await;
+        let (outcome, event) = match case {
+            "fire" => {
+                s.fire(&id, r#"{"ok":1}"#)
+                    .await
+                    .expect("the fire took effect");
+                (json!({"ok": 1}), "trigger.fired")
+            }
+            "cancel" => {
+                s.cancel(&id, "not needed")
+                    .await
+                    .expect("the cancel took effect");
+                (json!({"code": "TRIGGER_CANCELLED"}), "trigger.cancelled")
+            }
+            _ => {
+                let key = format!("{}:await:{id}", bus.coord_prefix());
+                eventually!(
+                    "the timeout",
+                    hget(&mut con, &key, "status").await.as_deref() == Some("timeout")
+                );
+                (json!({"code": "AWAIT_TIMEOUT"}), "trigger.timeout")
+            }
+        };
+        assert_eq!(
+            s.fire(&id, "{}").await.unwrap_err().code,
+            ErrorCode::TriggerResolved,
+            "{case}"
+        );
+        // the step waits for the events
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!run.is_finished(), "{case}: the step carried on first");
+        restore_stream(&mut con, &stream).await;
+        let result = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .unwrap_or_else(|_| panic!("{case}: the run settles"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&result).unwrap(), outcome);
+        assert_eq!(
+            trigger_kinds(&bus, &id).await,
+            ["trigger.registered", event],
+            "{case}"
+        );
+        let steps = kinds(&events(&bus, flow).await);
+        let expected: &[&str] = match case {
+            "fire" => &[
+                "step.started",
+                "step.await.trigger",
+                "step.resumed",
+                "step.completed",
+            ],
+            "cancel" => &["step.started", "step.await.trigger", "step.completed"],
+            _ => &[
+                "step.started",
+                "step.await.trigger",
+                "step.await.timeout",
+                "step.completed",
+            ],
+        };
+        assert_eq!(steps, expected, "{case}");
+    }
+    let deferred = bus.diagnostics().counts().get("EVENTS_DEFERRED").copied();
+    assert_eq!(deferred, Some(3), "each deferral leaves a trace");
+    s.close().await;
+    bus.close();
+}
+
+/// An event await that times out while its flow's stream refuses appends: `step.await.timeout`
+/// is written once the stream takes it, and before what the step does next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_await_timeout_is_announced_after_a_failed_write() {
+    let bus = connect(Backend::Redis, "sched-pending-timeout").await;
+    let s = scheduler(&bus).await;
+    s.define("wait", RetryPolicy::default()).unwrap();
+    host(
+        &s,
+        Arc::new(|s, w| {
+            Box::pin(async move {
+                let job = w["jobId"].as_str().unwrap().to_owned();
+                let a = w["attempt"].as_u64().unwrap() as u32;
+                match s
+                    .await_event(&job, a, 0, "never.comes", "{}", Some(200))
+                    .await
+                {
+                    Err(e) => Ok(json!(e.code.as_str())),
+                    Ok(_) => Ok(json!("resolved")),
+                }
+            })
+        }),
+    );
+    let run = {
+        let s = s.clone();
+        tokio::spawn(async move { s.run("wait", "pe-e", "{}", Some("j-pe-e")).await })
+    };
+    eventually!(
+        "step.await.event",
+        has_kind(&bus, "pe-e", "step.await.event").await
+    );
+    let mut con = redis_con().await;
+    let stream = bus.stream_key(&StreamRef::new("flow", "pe-e").unwrap());
+    break_stream(&mut con, &stream).await;
+    let key = format!("{}:await:j-pe-e:1:0", bus.coord_prefix());
+    eventually!(
+        "the timeout",
+        hget(&mut con, &key, "status").await.as_deref() == Some("timeout")
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!run.is_finished(), "the step carried on first");
+    restore_stream(&mut con, &stream).await;
+    let result = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the run settles")
+        .unwrap()
+        .unwrap();
+    assert_eq!(result, r#""AWAIT_TIMEOUT""#);
+    assert_eq!(
+        kinds(&events(&bus, "pe-e").await),
+        [
+            "step.started",
+            "step.await.event",
+            "step.await.timeout",
+            "step.completed"
+        ]
+    );
+    s.close().await;
+    bus.close();
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The ms part of an event's id: when it was stored.
+fn stored_ms(e: &Value) -> u64 {
+    e["id"]
+        .as_str()
+        .unwrap()
+        .split('-')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A step sleeping `await.time(1500)` is taken over after its instance died: the replay asks
+/// for 1500 ms again, yet the step resumes when the first call said, not 1500 ms after the
+/// replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_relative_await_time_keeps_its_first_due_time() {
+    for (backend, relative) in [
+        (Backend::Redis, true),
+        (Backend::Redis, false),
+        (Backend::Memory, true),
+        (Backend::Memory, false),
+    ] {
+        let a_bus = connect(backend, "sched-replay-time").await;
+        let b_bus = bus_beside(backend, &a_bus).await;
+        let naps: Handler = Arc::new(move |s, w| {
+            Box::pin(async move {
+                let job = w["jobId"].as_str().unwrap().to_owned();
+                let a = w["attempt"].as_u64().unwrap() as u32;
+                let due = if relative {
+                    Due::After(1500)
+                } else {
+                    // as the JavaScript host passed it before: a time computed by each call
+                    Due::At(now_ms() + 1500)
+                };
+                s.await_time(&job, a, 0, due)
+                    .await
+                    .map_err(|e| json!({"message": e.message}))?;
+                Ok(json!("rested"))
+            })
+        });
+        let opts = || SchedulerOptions {
+            lease_ms: 300,
+            ..Default::default()
+        };
+        let a = Scheduler::start(&a_bus, opts(), None).await.unwrap();
+        a.define("nap", RetryPolicy::default()).unwrap();
+        let a_host = host(&a, naps.clone());
+        let run = {
+            let a = a.clone();
+            tokio::spawn(async move { a.run("nap", "rt", "{}", Some("j-rt")).await })
+        };
+        eventually!(
+            "step.await.time",
+            has_kind(&a_bus, "rt", "step.await.time").await
+        );
+        a_host.abort();
+        run.abort();
+        drop(a);
+        if matches!(backend, Backend::Redis) {
+            a_bus.close();
+        }
+        // the take-over comes two seconds later than it would
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        let b = Scheduler::start(&b_bus, opts(), None).await.unwrap();
+        b.define("nap", RetryPolicy::default()).unwrap();
+        host(&b, naps);
+        eventually!(
+            "step.completed",
+            has_kind(&b_bus, "rt", "step.completed").await
+        );
+        let evs = events(&b_bus, "rt").await;
+        let asleep = evs.iter().find(|e| e["kind"] == "step.await.time").unwrap();
+        let resumed = evs.iter().find(|e| e["kind"] == "step.resumed").unwrap();
+        let slept = stored_ms(resumed) - stored_ms(asleep);
+        assert!(
+            (1500..3000).contains(&slept),
+            "{backend:?} (relative: {relative}): resumed {slept} ms after the first call, which asked for 1500"
+        );
+        b.close().await;
+        b_bus.close();
+    }
+}
+
+/// A control channel cut off (here: more notes than its queue holds) is subscribed again,
+/// with a warning: notes sent afterwards still arrive, so a trigger fired on another instance
+/// resumes the step at once, not at the next periodic re-check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_channel_cut_off_is_subscribed_again() {
+    for backend in BACKENDS {
+        let a_bus = connect(backend, "sched-control").await;
+        let b_bus = bus_beside(backend, &a_bus).await;
+        let a = Scheduler::start(
+            &a_bus,
+            SchedulerOptions {
+                lease_ms: 600,
+                control_queue: 2,
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+        let b = scheduler(&b_bus).await;
+        a.define("approve", RetryPolicy::default()).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        host(
+            &a,
+            Arc::new(move |s, w| {
+                let tx = tx.clone();
+                Box::pin(async move {
+                    let job = w["jobId"].as_str().unwrap().to_owned();
+                    let id = s
+                        .register_trigger(&job, 1, 0, "webhook", None, None)
+                        .await
+                        .unwrap();
+                    tx.send(id.clone()).unwrap();
+                    let p = s.wait_trigger(&id).await.map_err(|e| json!(e.message))?;
+                    Ok(serde_json::from_str(&p).unwrap())
+                })
+            }),
+        );
+        let run = {
+            let a = a.clone();
+            tokio::spawn(async move { a.run("approve", "cc", "{}", None).await })
+        };
+        let id = rx.recv().await.unwrap();
+        // notes about nothing, faster than they are taken
+        let sep = lean_events_core::event::LIVE_SEP;
+        let note = format!(
+            "0-0{sep}sched{sep}x{sep}kind{sep}sched.ended{sep}data{sep}{{\"job\":\"none\"}}"
+        );
+        let inbox = format!("{}:sched:inst:{}", a_bus.coord_prefix(), a.instance_id());
+        let wake = format!("{}:sched:wake", a_bus.coord_prefix());
+        let lost = || {
+            a_bus
+                .diagnostics()
+                .counts()
+                .get("CONTROL_CHANNEL_LOST")
+                .copied()
+                .unwrap_or(0)
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while lost() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{backend:?}: no channel was cut off ({} warnings)",
+                lost()
+            );
+            for _ in 0..200 {
+                b_bus.publish(&inbox, &note).await.unwrap();
+                b_bus.publish(&wake, &note).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        b.fire(&id, r#"{"ok":true}"#).await.unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(3), run)
+            .await
+            .unwrap_or_else(|_| panic!("{backend:?}: the note got through"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(result, r#"{"ok":true}"#);
+        a.close().await;
+        b.close().await;
+        a_bus.close();
+        b_bus.close();
+    }
+}
+
+/// A failure in background work leaves a counted warning: here a timer whose await cannot be
+/// read (its key holds a string).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_timer_is_reported() {
+    let bus = connect(Backend::Redis, "sched-warn").await;
+    let s = scheduler(&bus).await;
+    let prefix = bus.coord_prefix();
+    let mut con = redis_con().await;
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(format!("{prefix}:await:broken"))
+        .arg("not a hash")
+        .cmd("HSET")
+        .arg(format!("{prefix}:sched:timer-data"))
+        .arg("time:broken")
+        .arg(json!({"type": "time", "await": "broken"}).to_string())
+        .cmd("ZADD")
+        .arg(format!("{prefix}:sched:timers"))
+        .arg(1)
+        .arg("time:broken")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    // the timer loop looks again when told a timer was added
+    bus.publish(
+        &format!("{prefix}:sched:wake"),
+        "0-0\u{1f}sched\u{1f}wake\u{1f}kind\u{1f}sched.wake\u{1f}data\u{1f}1",
+    )
+    .await
+    .unwrap();
+    let failed = || {
+        bus.diagnostics()
+            .counts()
+            .get("TIMER_FAILED")
+            .copied()
+            .unwrap_or(0)
+    };
+    eventually!("a TIMER_FAILED warning", failed() >= 1);
+    s.close().await;
+    bus.close();
+}
+
+/// The latest time the scheduler keeps: 9999-12-31T23:59:59.999Z.
+const FAR_FUTURE: &str = "9999-12-31T23:59:59.999Z";
+
+/// Delays and times past any sensible horizon are kept at the far future instead of wrapping
+/// around (or panicking): a `retryAfter` of 1e20 ms does not retry at once, `await.time` and
+/// timeouts of u64::MAX ms wait; a `retryAt` (a date) retries then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_delays_are_kept_at_the_far_future() {
+    for backend in BACKENDS {
+        let bus = connect(backend, "sched-far").await;
+        let s = scheduler(&bus).await;
+        s.define(
+            "later",
+            policy(json!({"attempts": 2, "backoff": {"type": "exponential", "delayMs": u64::MAX}})),
+        )
+        .unwrap();
+        s.define("nap", RetryPolicy::default()).unwrap();
+        host(
+            &s,
+            Arc::new(|s, w| {
+                Box::pin(async move {
+                    let job = w["jobId"].as_str().unwrap().to_owned();
+                    let a = w["attempt"].as_u64().unwrap() as u32;
+                    let at = w["input"]["retryAt"].as_u64();
+                    match (w["step"].as_str().unwrap(), w["input"]["mode"].as_str()) {
+                        ("later", _) if a == 2 => Ok(json!("second")),
+                        ("later", Some("retryAfter")) => {
+                            Err(json!({"message": "much later", "retryAfter": 1e20}))
+                        }
+                        ("later", Some("backoff")) => Err(json!({"message": "by the policy"})),
+                        ("later", _) => Err(json!({"message": "then", "retryAt": at})),
+                        (_, Some("after")) => {
+                            s.await_time(&job, a, 0, Due::After(u64::MAX)).await.ok();
+                            Ok(json!(null))
+                        }
+                        (_, Some("at")) => {
+                            s.await_time(&job, a, 0, Due::At(u64::MAX)).await.ok();
+                            Ok(json!(null))
+                        }
+                        _ => {
+                            s.await_event(&job, a, 0, "never.comes", "{}", Some(u64::MAX))
+                                .await
+                                .ok();
+                            Ok(json!(null))
+                        }
+                    }
+                })
+            }),
+        );
+        for mode in ["retryAfter", "backoff"] {
+            let flow = format!("far-{mode}");
+            let run = {
+                let (s, flow) = (s.clone(), flow.clone());
+                let input = json!({ "mode": mode }).to_string();
+                tokio::spawn(async move { s.run("later", &flow, &input, None).await })
+            };
+            eventually!("step.retry", has_kind(&bus, &flow, "step.retry").await);
+            let evs = events(&bus, &flow).await;
+            assert_eq!(
+                evs[1]["data"]["nextRetryAt"], FAR_FUTURE,
+                "{backend:?} {mode}"
+            );
+            assert_eq!(evs[2]["meta"]["scheduledAt"], FAR_FUTURE);
+            let delay = evs[2]["data"]["delayMs"].as_u64().unwrap();
+            assert!(
+                delay > 200_000_000_000_000 && delay < 253_402_300_799_999,
+                "{backend:?} {mode}: delayMs {delay}"
+            );
+            // a retry due now would start within this time
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let started = kinds(&events(&bus, &flow).await)
+                .iter()
+                .filter(|k| *k == "step.started")
+                .count();
+            assert_eq!(started, 1, "{backend:?} {mode}: retried at once");
+            run.abort();
+        }
+        // a date: retried then
+        let at = now_ms() + 300;
+        let input = json!({ "mode": "date", "retryAt": at }).to_string();
+        assert_eq!(
+            s.run("later", "far-date", &input, None).await.unwrap(),
+            r#""second""#
+        );
+        let evs = events(&bus, "far-date").await;
+        let delay = evs[2]["data"]["delayMs"].as_u64().unwrap();
+        assert!(delay <= 300 && delay > 100, "{backend:?}: delayMs {delay}");
+        assert!(
+            stored_ms(&evs[3]) >= at,
+            "{backend:?}: retried before its date"
+        );
+        for (mode, kind) in [
+            ("after", "step.await.time"),
+            ("at", "step.await.time"),
+            ("timeout", "step.await.event"),
+        ] {
+            let flow = format!("far-{mode}");
+            let input = json!({ "mode": mode }).to_string();
+            let run = {
+                let (s, flow) = (s.clone(), flow.clone());
+                tokio::spawn(async move { s.run("nap", &flow, &input, None).await })
+            };
+            eventually!(kind, has_kind(&bus, &flow, kind).await);
+            let evs = events(&bus, &flow).await;
+            if kind == "step.await.time" {
+                assert_eq!(evs[1]["data"]["resumeAt"], FAR_FUTURE, "{backend:?} {mode}");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(
+                events(&bus, &flow).await.len(),
+                2,
+                "{backend:?} {mode}: woke early"
+            );
+            run.abort();
+        }
+        s.close().await;
+        bus.close();
+    }
+}
+
+/// JSON text the way JavaScript writes a string with a lone surrogate (`JSON.stringify('\uD800')`).
+const LONE: &str = r#""\ud800""#;
+
+/// Every path that takes user JSON accepts what `emit` accepts — text with lone-surrogate
+/// escapes — and keeps it as it came: run input, results, trigger payloads, fire payloads,
+/// match values; a thrown error's message is kept (the surrogate replaced by U+FFFD) with
+/// its policy (`retriable: false` is one call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_json_with_lone_surrogates_is_taken_like_emit_takes_it() {
+    for backend in BACKENDS {
+        let bus = connect(backend, "sched-unicode").await;
+        // emit takes it (the yardstick)
+        bus.emit(
+            &format!(r#"{{"kind":"x.y","subject":"u0","data":{LONE}}}"#),
+            None,
+        )
+        .await
+        .unwrap();
+        let s = scheduler(&bus).await;
+        s.define("echo", policy(json!({"attempts": 3}))).unwrap();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // a host whose handlers answer with JSON text (a lone surrogate is no serde_json Value)
+        let host = {
+            let (s, calls) = (s.clone(), calls.clone());
+            tokio::spawn(async move {
+                loop {
+                    for w in s.next_work().await {
+                        let (s, calls) = (s.clone(), calls.clone());
+                        tokio::spawn(async move {
+                            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let readable: Value =
+                                serde_json::from_str(&w.replace(r"\ud800", r"\ufffd")).unwrap();
+                            let job = readable["jobId"].as_str().unwrap().to_owned();
+                            let a = readable["attempt"].as_u64().unwrap() as u32;
+                            let raw_input = w.contains(r#""input":"\ud800""#);
+                            let mode = readable["input"]["mode"].as_str().unwrap_or("echo");
+                            let outcome = match mode {
+                                "echo" => Ok(if raw_input {
+                                    LONE.to_owned()
+                                } else {
+                                    "1".into()
+                                }),
+                                "throw" => Err(r#"{"message":"\ud800","retriable":false}"#),
+                                "later" if a == 1 => {
+                                    Err(r#"{"message":"x\ud800","retryAfter":30}"#)
+                                }
+                                "later" => Ok(r#""done""#.to_owned()),
+                                "trigger" => {
+                                    let id = s
+                                        .register_trigger(&job, a, 0, "t", Some(LONE), None)
+                                        .await
+                                        .unwrap();
+                                    Ok(s.wait_trigger(&id).await.unwrap())
+                                }
+                                _ => Ok(
+                                    match s
+                                        .await_event(
+                                            &job,
+                                            a,
+                                            0,
+                                            "x.y",
+                                            r#"{"data.v":"\ud800"}"#,
+                                            Some(50),
+                                        )
+                                        .await
+                                    {
+                                        Err(e) => format!("{:?}", e.code.as_str()),
+                                        Ok(_) => r#""matched""#.to_owned(),
+                                    },
+                                ),
+                            };
+                            match outcome {
+                                Ok(result) => s.complete(&job, a, &result).await.ok(),
+                                Err(error) => s.fail(&job, a, error).await.ok(),
+                            };
+                        });
+                    }
+                }
+            })
+        };
+        let run = |flow: &'static str, input: String| {
+            let s = s.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(10), s.run("echo", flow, &input, None))
+                    .await
+                    .unwrap_or_else(|_| panic!("{flow}: run() settles"))
+            }
+        };
+        let raw_events = |flow: &'static str| {
+            let bus = bus.clone();
+            async move {
+                let records = bus
+                    .read(
+                        &StreamRef::new("flow", flow).unwrap(),
+                        ReadOptions::default(),
+                    )
+                    .await
+                    .unwrap();
+                records.into_iter().map(|r| r.json).collect::<Vec<_>>()
+            }
+        };
+
+        // run input and result, kept as they came
+        assert_eq!(
+            run("u1", LONE.to_owned()).await.unwrap(),
+            LONE,
+            "{backend:?}"
+        );
+        let evs = raw_events("u1").await;
+        assert!(evs[0].contains(r#""input":"\ud800""#), "{}", evs[0]);
+        assert!(evs[1].contains(r#""result":"\ud800""#), "{}", evs[1]);
+
+        // a thrown error: its message kept, its policy honoured
+        calls.store(0, std::sync::atomic::Ordering::SeqCst);
+        let err = run("u2", json!({"mode": "throw"}).to_string())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::StepFailed);
+        assert!(err.message.ends_with('\u{fffd}'), "{}", err.message);
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "retriable: false"
+        );
+        let evs = events(&bus, "u2").await;
+        assert_eq!(evs[1]["data"]["error"], "\u{fffd}");
+        assert!(
+            err.detail.unwrap().contains(r"\ud800"),
+            "the whole error kept"
+        );
+        let done = run("u3", json!({"mode": "later"}).to_string())
+            .await
+            .unwrap();
+        assert_eq!(done, r#""done""#);
+        let evs = events(&bus, "u3").await;
+        assert_eq!(evs[2]["data"]["delayMs"], 30, "retryAfter kept");
+        assert_eq!(evs[2]["data"]["reason"], "x\u{fffd}");
+
+        // a trigger payload and a fire payload
+        let fired = {
+            let run = tokio::spawn(run("u4", json!({"mode": "trigger"}).to_string()));
+            let id = loop {
+                let evs = raw_events("u4").await;
+                if let Some(e) = evs.iter().find(|e| e.contains("step.await.trigger")) {
+                    assert!(e.contains(r#""payload":"\ud800""#), "{e}");
+                    let v: Value = serde_json::from_str(&e.replace(r"\ud800", "")).unwrap();
+                    break v["data"]["triggerId"].as_str().unwrap().to_owned();
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            };
+            s.fire(&id, &format!(r#"{{"v":{LONE}}}"#)).await.unwrap();
+            run.await.unwrap().unwrap()
+        };
+        assert_eq!(fired, format!(r#"{{"v":{LONE}}}"#));
+
+        // a match value: taken (the await times out: no event has that value)
+        let code = run("u5", json!({"mode": "match"}).to_string())
+            .await
+            .unwrap();
+        assert_eq!(code, r#""AWAIT_TIMEOUT""#, "{backend:?}");
+        host.abort();
+        s.close().await;
+        bus.close();
+    }
+}
+
+/// The p-th percentile of `v` (sorted in place).
+fn percentile(v: &mut [u64], p: f64) -> u64 {
+    v.sort_unstable();
+    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+/// Two instances, 200 timers due at the same moment: each fires once, and promptly — the due
+/// timers are claimed in batches and carried out together, not one after the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_due_together_fire_promptly_and_once() {
+    for backend in BACKENDS {
+        let a_bus = connect(backend, "sched-burst").await;
+        let b_bus = bus_beside(backend, &a_bus).await;
+        let a = scheduler(&a_bus).await;
+        let b = scheduler(&b_bus).await;
+        let n = 200u64;
+        let due = now_ms() + 2000;
+        let resumed_late = Arc::new(std::sync::Mutex::new(Vec::new()));
+        for s in [&a, &b] {
+            s.define("nap", RetryPolicy::default()).unwrap();
+            let resumed_late = resumed_late.clone();
+            host(
+                s,
+                Arc::new(move |s, w| {
+                    let resumed_late = resumed_late.clone();
+                    Box::pin(async move {
+                        let job = w["jobId"].as_str().unwrap().to_owned();
+                        s.await_time(&job, 1, 0, Due::At(due))
+                            .await
+                            .map_err(|e| json!({"message": e.message}))?;
+                        resumed_late
+                            .lock()
+                            .unwrap()
+                            .push(now_ms().saturating_sub(due));
+                        Ok(json!(1))
+                    })
+                }),
+            );
+        }
+        let runs: Vec<_> = (0..n)
+            .map(|i| {
+                let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(async move {
+                    s.run(
+                        "nap",
+                        &format!("burst{}", i % 10),
+                        "null",
+                        Some(&format!("j{i}")),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        for r in runs {
+            assert_eq!(r.await.unwrap().unwrap(), "1");
+        }
+        let mut late = Vec::new();
+        for f in 0..10 {
+            for e in events(&a_bus, &format!("burst{f}")).await {
+                match e["kind"].as_str().unwrap() {
+                    "step.await.time" => assert!(stored_ms(&e) < due, "registered too late"),
+                    "step.resumed" => late.push(e["meta"]["lateMs"].as_u64().unwrap()),
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(late.len() as u64, n, "{backend:?}: each fires once");
+        let mut resumed = resumed_late.lock().unwrap().clone();
+        let (fired_p99, resumed_p99) =
+            (percentile(&mut late, 0.99), percentile(&mut resumed, 0.99));
+        eprintln!(
+            "{backend:?}: lateMs p99 {fired_p99}, handlers resumed p99 {resumed_p99} ms late"
+        );
+        // lateMs: claim time − due time (the goal is 10 ms; this is a debug build sharing
+        // the machine with other tests); the handlers follow by what resuming costs
+        assert!(fired_p99 <= 50, "{backend:?}: lateMs p99 {fired_p99}");
+        assert!(
+            resumed_p99 <= 1000,
+            "{backend:?}: resumed p99 {resumed_p99}"
+        );
+        a.close().await;
+        b.close().await;
+        a_bus.close();
+        b_bus.close();
+    }
+}
+
+/// At most `concurrency` handlers run at once; a handler parked in an await does not count,
+/// so steps sleeping on a timer do not hold back the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_concurrency_handlers_run_at_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    for backend in BACKENDS {
+        let bus = connect(backend, "sched-concurrency").await;
+        let s = Scheduler::start(
+            &bus,
+            SchedulerOptions {
+                lease_ms: 600,
+                concurrency: 2,
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+        s.define("work", RetryPolicy::default()).unwrap();
+        s.define("nap", RetryPolicy::default()).unwrap();
+        let running = Arc::new(AtomicUsize::new(0));
+        let (most_running, parked, most_parked) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let busy = {
+            let (running, most_running) = (running.clone(), most_running.clone());
+            move || {
+                let (running, most_running) = (running.clone(), most_running.clone());
+                async move {
+                    let now = running.fetch_add(1, SeqCst) + 1;
+                    most_running.fetch_max(now, SeqCst);
+                    // work that takes a while
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    running.fetch_sub(1, SeqCst);
+                }
+            }
+        };
+        let counters = (parked.clone(), most_parked.clone());
+        host(
+            &s,
+            Arc::new(move |s, w| {
+                let busy = busy.clone();
+                let (parked, most_parked) = (counters.0.clone(), counters.1.clone());
+                Box::pin(async move {
+                    busy().await;
+                    if w["step"] == "nap" {
+                        let job = w["jobId"].as_str().unwrap().to_owned();
+                        let now = parked.fetch_add(1, SeqCst) + 1;
+                        most_parked.fetch_max(now, SeqCst);
+                        s.await_time(&job, 1, 0, Due::After(300)).await.unwrap();
+                        parked.fetch_sub(1, SeqCst);
+                        busy().await;
+                    }
+                    Ok(json!(1))
+                })
+            }),
+        );
+        let runs: Vec<_> = (0..12)
+            .map(|i| {
+                let s = s.clone();
+                let step = if i % 2 == 0 { "work" } else { "nap" };
+                tokio::spawn(async move { s.run(step, "conc", "null", None).await })
+            })
+            .collect();
+        for r in runs {
+            assert_eq!(r.await.unwrap().unwrap(), "1");
+        }
+        assert_eq!(
+            most_running.load(SeqCst),
+            2,
+            "{backend:?}: handlers at once"
+        );
+        assert!(
+            most_parked.load(SeqCst) > 2,
+            "{backend:?}: parked handlers held their slots ({} parked at most)",
+            most_parked.load(SeqCst)
+        );
+        s.close().await;
+        bus.close();
+    }
+}
+
+/// Closing the bus under a live scheduler closes the scheduler: a `run` waiting on a trigger
+/// settles with `BUS_CLOSED`, and later calls fail at once instead of waiting on a bus that
+/// will never answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_bus_closes_its_scheduler() {
+    for backend in BACKENDS {
+        let bus = connect(backend, "sched-bus-close").await;
+        let s = scheduler(&bus).await;
+        s.define("approve", RetryPolicy::default()).unwrap();
+        let (tx, mut ids) = tokio::sync::mpsc::unbounded_channel();
+        host(&s, approver(tx));
+        let run = {
+            let s = s.clone();
+            tokio::spawn(async move { s.run("approve", "f-bus-close", "{}", None).await })
+        };
+        let trigger = tokio::time::timeout(Duration::from_secs(10), ids.recv())
+            .await
+            .expect("the step registered its trigger")
+            .unwrap();
+        bus.close();
+        let settled = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the run settles once the bus is closed")
+            .unwrap();
+        assert_eq!(
+            settled.unwrap_err().code,
+            ErrorCode::BusClosed,
+            "{backend:?}"
+        );
+        let later = s.run("approve", "f-bus-close-2", "{}", None).await;
+        assert_eq!(later.unwrap_err().code, ErrorCode::BusClosed, "{backend:?}");
+        let fired = s.fire(&trigger, "{}").await;
+        assert_eq!(fired.unwrap_err().code, ErrorCode::BusClosed, "{backend:?}");
     }
 }
