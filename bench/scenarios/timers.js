@@ -118,10 +118,13 @@ async function burstRun(h, rep) {
     for (let i = 0; i < BURST; i++) {
       runs.push(schedulers[i % 2].run('nap', { flow: `burst-${i % FLOWS}`, input: { due }, jobId: `burst-${i}` }))
     }
-    await waitFor(() => waiting === BURST, 60_000, 'registration of the burst')
+    // if anything below throws, closing the schedulers rejects the runs: not unhandled
+    const finished = Promise.all(runs)
+    finished.catch(() => {})
+    await waitUntil(() => waiting === BURST, 60_000, 'registration of the burst')
     const setupMs = Date.now() - t0
     const allPendingBeforeDue = Date.now() < due
-    await Promise.all(runs)
+    await finished
     const late = []
     const resumedPerJob = new Map()
     for (let f = 0; f < FLOWS; f++) {

@@ -16,7 +16,7 @@ use crate::event::LIVE_SEP;
 use crate::live::{End, Item, Subscription};
 
 /// Most inbox notes one instance acts on at once.
-const NOTE_CONCURRENCY: usize = 128;
+const NOTE_CONCURRENCY: usize = 1024;
 
 /// A control message.
 #[derive(Debug, Clone, PartialEq, Eq)]
