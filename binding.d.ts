@@ -59,6 +59,8 @@ export declare class NativeBus {
   onKind(kind: string, maxQueue: number | undefined | null, key: number): Promise<NativeSubscription>
   /** Runs of a flow, newest first, as a JSON array of `{ id, startedAt }`. */
   listRuns(name: string, limit: number, offset: number): Promise<string>
+  /** Put a run in a flow's run index at `startedMs` (Unix ms), or move it there. */
+  indexRun(name: string, id: string, startedMs: number): Promise<void>
   /** The reduced state of a stream, as JSON text. */
   state(streamType: string, id: string): Promise<string>
   /** Start a scheduler instance on this bus; `wake` is called when it has work. */

@@ -6,7 +6,7 @@ export interface EventRecord {
   id: string
   /** ISO-8601 UTC time derived from the id's milliseconds (the store's clock). */
   ts: string
-  /** dot.case event type, e.g. `flow.started`, `order.created`. */
+  /** Event type, dot-separated, e.g. `flow.started`, `order.created`, `Order.Created`. */
   kind: string
   /** Context id: the stream the event lives in. */
   subject: string
@@ -26,19 +26,26 @@ export interface EventRecord {
 
 /** What `emit` takes: the envelope without the store-assigned `id` and `ts`. */
 export interface EventInput {
-  /** dot.case, `[a-z0-9_-]` segments, at most 128 characters. */
+  /**
+   * Dot-separated segments of letters, digits, `_` and `-` (`order.created`, `Order.Created`;
+   * case-sensitive), at most 128 characters.
+   */
   kind: string
   /** 1-256 printable characters, no whitespace. */
   subject: string
-  /** Flow run id (1-256 printable characters). */
+  /** Flow run id (1-256 printable characters, no whitespace). */
   flow?: string
-  /** Step name (1-256 printable characters). */
+  /** Step name: 1-256 characters, spaces allowed (`Fetch Data`), no control characters. */
   step?: string
-  /** Trigger id (1-256 printable characters). */
+  /** Trigger id (1-256 printable characters, no whitespace). */
   trigger?: string
-  /** Correlation id (1-256 printable characters). */
+  /** Correlation id (1-256 printable characters, no whitespace). */
   correlationId?: string
-  /** Any JSON value; `flow.started` needs `data.name`. */
+  /**
+   * Any JSON value. `flow.started` needs the flow's name, `data.name` (or `meta.flowName`),
+   * and indexes the run under it; so does `flow.start` (the seed-era module's kind) when it
+   * has one. A name is 1-256 printable characters, no whitespace.
+   */
   data?: unknown
   /** A JSON object. */
   meta?: Record<string, unknown>
@@ -308,6 +315,13 @@ export declare class EventBus {
   state(stream: StreamRef): Promise<FlowState | TriggerState>
   /** Runs of a flow, newest first (default limit 50). */
   listRuns(flowName: string, options?: { limit?: number; offset?: number }): Promise<RunInfo[]>
+  /**
+   * Put a run in a flow's run index at `startedAtMs` (Unix ms, a whole number ≥ 0), or move
+   * it there (one entry per run); `listRuns` lists it. For code that indexes runs itself;
+   * `flow.started` / `flow.start` events are indexed by their emit. `INVALID_ARGUMENT` for a
+   * bad name, id or time.
+   */
+  indexRun(flowName: string, runId: string, startedAtMs: number): Promise<void>
   /** End every subscription and connection; later calls reject with `BUS_CLOSED`. */
   close(): Promise<void>
 }

@@ -4,7 +4,7 @@
 const assert = require('node:assert/strict')
 const test = require('node:test')
 const { EventBus } = require('..')
-const { bothBackends, uniqueId, cmpId, assertIncreasing, expectCode, uniquePrefix, CLUSTER, CLUSTER_NODES } = require('./helpers')
+const { bothBackends, uniqueId, cmpId, assertIncreasing, expectCode, uniquePrefix, waitFor, CLUSTER, CLUSTER_NODES } = require('./helpers')
 
 const tsOf = (id) => new Date(Number(id.split('-')[0])).toISOString()
 
@@ -237,6 +237,61 @@ bothBackends('listRuns: newest first, {id, startedAt}, limit and offset', async 
   await expectCode(bus.listRuns(name, { limit: 10_001 }), 'INVALID_ARGUMENT', 'limit 10001')
   await expectCode(bus.listRuns(name, { offset: -1 }), 'INVALID_ARGUMENT', 'offset -1')
   await expectCode(bus.listRuns(42), 'INVALID_ARGUMENT', 'name not a string')
+})
+
+bothBackends('emit: kinds with capitals and step names with spaces are stored; onKind is case-sensitive', async (ctx) => {
+  const bus = await ctx.connect()
+  const subject = uniqueId('names')
+  const upper = []
+  const lower = []
+  const subs = [await bus.onKind('Order.Created', (e) => upper.push(e)), await bus.onKind('order.created', (e) => lower.push(e))]
+  const a = await bus.emit({ kind: 'Order.Created', subject, step: 'Fetch Data', data: { n: 1 } })
+  const b = await bus.emit({ kind: 'order.created', subject, step: ' padded step ' })
+  assert.equal(a.kind, 'Order.Created')
+  assert.equal(a.step, 'Fetch Data')
+  assert.equal(b.step, ' padded step ')
+  assert.deepEqual(await bus.read({ type: 'flow', id: subject }), [a, b])
+  await waitFor(() => upper.length === 1 && lower.length === 1, 5000, 'each kind reaches its own onKind')
+  assert.deepEqual([upper[0].id, lower[0].id], [a.id, b.id])
+  await bus.emit({ kind: 'step.started', subject, step: 'Fetch Data', meta: { attempt: 1 } })
+  const state = await bus.state({ type: 'flow', id: subject })
+  assert.equal(state.steps['Fetch Data'].status, 'running', 'the reducer keys steps by their name, spaces and all')
+  for (const sub of subs) await sub.unsubscribe()
+})
+
+bothBackends('listRuns: flow.start (the seed-era kind) indexes under meta.flowName; indexRun adds or moves a run', async (ctx) => {
+  const bus = await ctx.connect()
+  const name = uniqueId('seed-flow')
+  const run = uniqueId('run')
+  const start = await bus.emit({ kind: 'flow.start', subject: run, data: { input: { x: 1 } }, meta: { flowName: name } })
+  assert.deepEqual(start.data, { input: { x: 1 } }, 'data untouched')
+  assert.deepEqual(await bus.listRuns(name), [{ id: run, startedAt: start.ts }])
+  // flow.start without a name is an ordinary event; flow.started takes meta.flowName too
+  await bus.emit({ kind: 'flow.start', subject: uniqueId('nameless'), data: {} })
+  const other = uniqueId('run')
+  const started = await bus.emit({ kind: 'flow.started', subject: other, meta: { flowName: name } })
+  assert.deepEqual((await bus.listRuns(name)).map((r) => r.id), [other, run])
+  await expectCode(bus.emit({ kind: 'flow.start', subject: uniqueId('r'), meta: { flowName: 'has space' } }), 'EVENT_INVALID', 'flow name with a space')
+
+  const t0 = Date.parse(started.ts)
+  await bus.indexRun(name, 'by-hand', t0 + 60_000)
+  assert.deepEqual(await bus.listRuns(name, { limit: 1 }), [{ id: 'by-hand', startedAt: new Date(t0 + 60_000).toISOString() }])
+  await bus.indexRun(name, 'by-hand', 1000)
+  assert.deepEqual((await bus.listRuns(name)).map((r) => [r.id, r.startedAt]), [
+    [other, started.ts],
+    [run, start.ts],
+    ['by-hand', new Date(1000).toISOString()],
+  ])
+  for (const [args, what] of [
+    [[name, 'r', -1], 'negative time'],
+    [[name, 'r', 1.5], 'fractional time'],
+    [[name, 'r', '1'], 'time as a string'],
+    [[name, 'a b', 1], 'run id with a space'],
+    [['a b', 'r', 1], 'flow name with a space'],
+    [[name, 7, 1], 'run id not a string'],
+  ]) {
+    await expectCode(bus.indexRun(...args), 'INVALID_ARGUMENT', what)
+  }
 })
 
 // Doubtful (reported): emits started without awaiting the previous one are not stored in call

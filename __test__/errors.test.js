@@ -24,7 +24,8 @@ bothBackends('bad events are rejected with typed errors; nothing is stored or pu
   const ok = { kind: 'tick', subject: id }
 
   const cases = [
-    ['kind with capitals', { kind: 'Bad.Kind', subject: id }, 'EVENT_INVALID'],
+    ['kind with a space', { kind: 'Bad Kind', subject: id }, 'EVENT_INVALID'],
+    ['kind with a colon', { kind: 'order:created', subject: id }, 'EVENT_INVALID'],
     ['kind with an empty segment', { kind: 'a..b', subject: id }, 'EVENT_INVALID'],
     ['kind with a trailing dot', { kind: 'tick.', subject: id }, 'EVENT_INVALID'],
     ['empty kind', { kind: '', subject: id }, 'EVENT_INVALID'],
@@ -39,7 +40,10 @@ bothBackends('bad events are rejected with typed errors; nothing is stored or pu
     ['subject with a control char', { kind: 'tick', subject: `${id}\u0007` }, 'EVENT_INVALID'],
     ['subject of 257 chars', { kind: 'tick', subject: 's'.repeat(257) }, 'EVENT_INVALID'],
     ['subject not a string', { kind: 'tick', subject: 7 }, 'EVENT_INVALID'],
-    ['step with a space', { ...ok, step: 'a b' }, 'EVENT_INVALID'],
+    ['step with a tab', { ...ok, step: 'a\tb' }, 'EVENT_INVALID'],
+    ['step with a newline', { ...ok, step: 'a\n' }, 'EVENT_INVALID'],
+    ['empty step', { ...ok, step: '' }, 'EVENT_INVALID'],
+    ['flow with a space', { ...ok, flow: 'run 1' }, 'EVENT_INVALID'],
     ['empty flow', { ...ok, flow: '' }, 'EVENT_INVALID'],
     ['trigger with a newline', { ...ok, trigger: 't\n1' }, 'EVENT_INVALID'],
     ['correlationId with a space', { ...ok, correlationId: 'c 1' }, 'EVENT_INVALID'],
@@ -64,7 +68,7 @@ bothBackends('bad events are rejected with typed errors; nothing is stored or pu
   await expectCode(bus.emitMany({ 0: ok, length: 1 }), 'EVENT_INVALID', 'emitMany(array-like)')
   await expectCode(bus.emitMany([ok, null]), 'EVENT_INVALID', 'emitMany with a null')
   await expectCode(bus.emitMany(Array.from({ length: 10_001 }, () => ok)), 'INVALID_ARGUMENT', 'emitMany of 10001')
-  const many = await expectCode(bus.emitMany([ok, ok, { kind: 'Bad', subject: id }, ok]), 'EVENT_INVALID')
+  const many = await expectCode(bus.emitMany([ok, ok, { kind: 'Bad Kind', subject: id }, ok]), 'EVENT_INVALID')
   assert.match(many.message, /event 2/, 'the message names the bad event')
 
   // stream type option
@@ -171,7 +175,7 @@ bothBackends('errors are LeanEventsError instances with a string code and a mess
   const bus = await ctx.connect()
   const errs = []
   for (const f of [
-    () => bus.emit({ kind: 'X', subject: 's' }),
+    () => bus.emit({ kind: 'X Y', subject: 's' }),
     () => bus.read({ type: 'flow', id: 's' }, { limit: 0 }),
     () => EventBus.connect({ bogus: 1 }),
   ]) {

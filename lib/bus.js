@@ -244,6 +244,19 @@ class EventBus {
     return JSON.parse(await native(this._native.listRuns(flowName, o.limit ?? 50, o.offset ?? 0)))
   }
 
+  /**
+   * Put a run in a flow's run index at `startedAtMs` (Unix ms), or move it there; `listRuns`
+   * lists it. Runs started with `flow.started` (or `flow.start`) are indexed by their emit.
+   */
+  async indexRun(flowName, runId, startedAtMs) {
+    if (typeof flowName !== 'string') throw argError('flowName must be a string')
+    if (typeof runId !== 'string') throw argError('runId must be a string')
+    if (!Number.isSafeInteger(startedAtMs) || startedAtMs < 0) {
+      throw argError(`startedAtMs must be a whole number of milliseconds, 0 or more (got ${String(startedAtMs)})`)
+    }
+    await native(this._native.indexRun(flowName, runId, startedAtMs))
+  }
+
   /** The reduced state of a stream: TriggerState for `trigger` streams, FlowState otherwise. */
   async state(stream) {
     checkStream(stream)

@@ -54,6 +54,13 @@ export interface AuthorizeTarget {
 /** Return `false` (or throw) to answer 403. */
 export type Authorize = (event: H3Event, target: AuthorizeTarget) => boolean | void | Promise<boolean | void>
 
+/**
+ * The wire format of a handler: `lean-events` (default), or `nuxt-queue`, the shapes of the
+ * seed-era Nitro module (nuxt-queue 0.1.x) that its UI reads. Anything else: the factory throws
+ * `INVALID_ARGUMENT`.
+ */
+export type HandlerFormat = 'lean-events' | 'nuxt-queue'
+
 /** Options every handler takes. */
 export interface HandlerOptions {
   /** Per-request authorization; `false` or a throw → 403. */
@@ -62,8 +69,14 @@ export interface HandlerOptions {
   bus?: EventBus
 }
 
+/** Options of the handlers that speak more than one format. */
+export interface FormatOptions {
+  /** Default `lean-events`. */
+  format?: HandlerFormat
+}
+
 /** Options of `eventStreamHandler`. */
-export interface EventStreamOptions extends HandlerOptions {
+export interface EventStreamOptions extends HandlerOptions, FormatOptions {
   /** Fixed stream type; default: the `:type` route parameter. */
   type?: string
   /** The stream id from the request; default: the `:id` route parameter. An h3 error it throws (`createError({ statusCode: 404 })`) keeps its 4xx status. */
@@ -84,17 +97,33 @@ export interface EventStreamOptions extends HandlerOptions {
  * after the `Last-Event-ID` header (or `?after=`); a cursor older than the trimmed entries gets
  * an `event: gap` message (`{ after, firstId }`, no `id:`) first; heartbeat comments;
  * unsubscribes when the client goes away; ends when the server starts closing.
+ *
+ * `format: 'nuxt-queue'`: each event is `id:` its stream id and
+ * `data: {"v":1,"event":<type>,"record":<ModuleRecord>}`, with no event name (the module's UI
+ * reads `onmessage`); resumes after `Last-Event-ID`, else `?fromId=` (exclusive).
  */
 export declare function eventStreamHandler(options?: EventStreamOptions): EventHandler
 
-/** `GET /api/_events/:type/:id` → `{ type, id, state }` (404 when the stream is empty). */
-export declare function stateHandler(options?: HandlerOptions & { type?: string }): EventHandler
+/**
+ * `GET /api/_events/:type/:id` → `{ type, id, state }` (404 when the stream is empty).
+ *
+ * `format: 'nuxt-queue'` → `{ type, id, eventCount, events: ModuleRecord[] }`, oldest first,
+ * 200 for an empty stream too; `?fromId=` (exclusive) and `?limit=` (1-10000, default 1000).
+ */
+export declare function stateHandler(options?: HandlerOptions & FormatOptions & { type?: string }): EventHandler
 
 /**
  * `GET /api/_flows/:name/runs?limit=&offset=&state=1` → `{ name, runs: [{ id, startedAt, status? }] }`,
  * newest first.
+ *
+ * `format: 'nuxt-queue'`: the module's `GET /api/_events/:type/list?name=&limit=` →
+ * `{ type, name, count, items: [{ id, timestamp, createdAt }] }`, newest first; `limit` as the
+ * module reads it (not a positive number → 50, at most 100); `flow` with a `name` lists that
+ * flow's runs, anything else is an empty list.
  */
-export declare function runsHandler(options?: HandlerOptions & { name?: string; limit?: number; withState?: boolean }): EventHandler
+export declare function runsHandler(
+  options?: HandlerOptions & FormatOptions & { name?: string; type?: string; limit?: number; withState?: boolean },
+): EventHandler
 
 /**
  * `POST /api/_triggers/:id` with the JSON payload as body → `scheduler.fire`: 200
@@ -121,25 +150,79 @@ export declare class HttpError extends Error {
   code: string
 }
 
-/** A record as the module's adapter returns it: the envelope plus the stream name it was asked with. */
-export type AdapterRecord = EventRecord & { stream: string }
+/**
+ * A record with the seed-era module's fields beside the envelope's (nuxt-queue 0.1.x reads
+ * `{ id, ts, type, runId, flowName, data, stepName?, stepId?, attempt? }`).
+ */
+export type ModuleRecord = EventRecord & {
+  /** The kind. */
+  type: string
+  /** The flow run: `flow`, else the subject. */
+  runId: string
+  /** `meta.flowName` (for a run start also `data.name`); `''` when unknown. */
+  flowName: string
+  /** The step. */
+  stepName?: string
+  /** `meta.stepId`. */
+  stepId?: unknown
+  /** `meta.attempt`. */
+  attempt?: number
+}
 
-/** The Nitro module's stream adapter. */
+/** A record as the module's adapter returns it: also the stream name it was asked with. */
+export type AdapterRecord = ModuleRecord & { stream: string }
+
+/** An event as the seed-era module writes it (`stepName` may hold spaces, `type` capitals). */
+export interface ModuleEvent {
+  type: string
+  runId?: string
+  flowName?: string
+  stepName?: string
+  stepId?: string
+  attempt?: number
+  data?: unknown
+}
+
+/** A run in the module's run index. */
+export interface IndexEntry {
+  id: string
+  /** Start time, Unix ms. */
+  score: number
+}
+
+/** The Nitro module's stream adapter (the seed-era `StreamAdapter`, with its index). */
 export interface StreamAdapter {
-  append(stream: string | StreamRef, event: Partial<EventInput> & Record<string, unknown>): Promise<AdapterRecord>
+  append(stream: string | StreamRef, event: (Partial<EventInput> | ModuleEvent) & Record<string, unknown>): Promise<AdapterRecord>
   read(stream: string | StreamRef, options?: { limit?: number; fromId?: string; direction?: 'forward' | 'backward' }): Promise<AdapterRecord[]>
   subscribe(stream: string | StreamRef, onEvent: (event: AdapterRecord) => void): Promise<{ unsubscribe(): unknown }>
+  /**
+   * ZADD into the run index `<prefix>:flows:<flowName>` (the only index kept; another key is
+   * `INVALID_ARGUMENT`): run `id` at `score` ms (a number ≥ 0, whole ms kept).
+   */
+  indexAdd(key: string, id: string, score: number): Promise<void>
+  /** The run index `key`, newest first; `limit` 50 unless given (at most 10 000), `offset` 0. */
+  indexRead(key: string, options?: { offset?: number; limit?: number }): Promise<IndexEntry[]>
   close(): Promise<void>
 }
 
-/** The Nitro module's in-process bus. */
+/** The Nitro module's in-process bus (the seed-era `publish` / `subscribeRunId` / `onType` with it). */
 export interface BusAdapter {
-  /** Store the event (every subscriber on every instance receives it); `ctx.flowId` is its subject when the event names none. */
-  publish(event: Partial<EventInput> & Record<string, unknown>, ctx?: { flowId?: string }): Promise<EventRecord>
-  /** Live events of one subject (a flow, or `{ type }`); returns the unsubscribe function. */
-  subscribeSubject(subject: string, handler: (event: EventRecord) => void, options?: { type?: string }): () => void
-  /** Live events of one kind, from every subject; returns the unsubscribe function. */
-  onKind(kind: string, handler: (event: EventRecord) => void): () => void
+  /**
+   * Store the event in the stream of its subject, else its `runId`, else `ctx.flowId`, and
+   * hand it (as given) to this process's `subscribeRunId` / `onType` handlers before returning.
+   * A module event (`type`, no `kind`) with no run id is delivered but not stored: `null`.
+   */
+  publish(event: (Partial<EventInput> | ModuleEvent) & Record<string, unknown>, ctx?: { flowId?: string }): Promise<ModuleRecord | null>
+  /** `publish`, by the name the module's event manager calls it. */
+  publishBus(event: (Partial<EventInput> | ModuleEvent) & Record<string, unknown>, ctx?: { flowId?: string }): Promise<ModuleRecord | null>
+  /** Events this process publishes for one run id, at once; returns the unsubscribe function. */
+  subscribeRunId(runId: string, handler: (event: Record<string, unknown>) => unknown): () => void
+  /** Events this process publishes of one type (kind), at once; returns the unsubscribe function. */
+  onType(type: string, handler: (event: Record<string, unknown>) => unknown): () => void
+  /** Live stored events of one subject (a flow, or `{ type }`), from every instance; returns the unsubscribe function. */
+  subscribeSubject(subject: string, handler: (event: ModuleRecord) => void, options?: { type?: string }): () => void
+  /** Live stored events of one kind, from every subject and instance; returns the unsubscribe function. */
+  onKind(kind: string, handler: (event: ModuleRecord) => void): () => void
 }
 
 /** Options of the adapter factories. */
@@ -163,5 +246,11 @@ export declare function createBusAdapter<T = BusAdapter>(options?: AdapterOption
 /** `{ type, id }` from `nq:<type>:<id>`, `{ type, id }`, or a bare subject (`flow`, or `trigger` for `trigger.*` kinds). */
 export declare function parseStreamName(stream: string | StreamRef, prefix?: string, kind?: string): StreamRef
 
-/** An event in the module's shapes (this envelope, or `type`/`runId`/`flowName`/`stepName`/`attempt`) as an `EventInput`. */
+/**
+ * An event in the module's shapes (this envelope, or `type`/`runId`/`flowName`/`stepName`/
+ * `stepId`/`attempt`) as an `EventInput`; `flowName`, `stepId` and `attempt` go to `meta`.
+ */
 export declare function toEventInput(event: Record<string, unknown>, subject?: string): EventInput
+
+/** A record with the seed-era module's fields beside the envelope's. */
+export declare function toModuleRecord(record: EventRecord): ModuleRecord

@@ -43,14 +43,25 @@ export async function checkAuthorized(authorize, event, target) {
   if (ok === false) throw new HttpError(403, 'FORBIDDEN', 'forbidden')
 }
 
-export function cursorOf(event) {
+/** Where an event stream resumes: the `Last-Event-ID` header, else the `?<queryName>=` parameter. */
+export function cursorOf(event, queryName = 'after') {
   const header = getRequestHeader(event, 'last-event-id')
-  const query = getQuery(event).after
-  const raw = header !== undefined && header !== '' ? header : Array.isArray(query) ? query[query.length - 1] : query
+  const raw = header !== undefined && header !== '' ? header : lastQueryValue(event, queryName)
   if (raw === undefined || raw === '') return undefined
+  return checkCursor(raw, `Last-Event-ID / ?${queryName}=`)
+}
+
+/** A stream id `<ms>-<seq>` from a request; `what` names where it came from. */
+export function checkCursor(raw, what) {
   const cursor = String(raw).trim()
-  if (!CURSOR_RE.test(cursor)) throw new HttpError(400, 'INVALID_ARGUMENT', 'invalid cursor: Last-Event-ID / ?after= is a stream id "<ms>-<seq>"')
+  if (!CURSOR_RE.test(cursor)) throw new HttpError(400, 'INVALID_ARGUMENT', `invalid cursor: ${what} is a stream id "<ms>-<seq>"`)
   return cursor
+}
+
+/** The last value of a query parameter given once or more. */
+export function lastQueryValue(event, name) {
+  const v = getQuery(event)[name]
+  return Array.isArray(v) ? v[v.length - 1] : v
 }
 
 export function intQuery(value, name, min, max) {

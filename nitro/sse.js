@@ -1,8 +1,9 @@
 // The Server-Sent Events handler: a subscription written to the response, backfill then live,
-// resumable with Last-Event-ID.
+// resumable with Last-Event-ID. How a message looks is the format's (formats.js).
 
 import { defineEventHandler } from 'h3'
 import { argError, sendError } from './errors.js'
+import { formatOf } from './formats.js'
 import { checkAuthorized, checkId, checkType, cursorOf, param } from './request.js'
 import { resolveBus } from './shared.js'
 
@@ -11,10 +12,6 @@ const DEFAULT_HEARTBEAT_MS = 15_000
 function heartbeatDefault() {
   const env = Number(process.env.LEAN_EVENTS_SSE_HEARTBEAT_MS)
   return Number.isFinite(env) && env > 0 ? env : DEFAULT_HEARTBEAT_MS
-}
-
-function sseMessage(e) {
-  return `id: ${e.id}\nevent: ${e.kind}\ndata: ${JSON.stringify(e)}\n\n`
 }
 
 const STREAMS_OF_SERVER = Symbol.for('lean-events.nitro.eventStreams')
@@ -52,8 +49,8 @@ function sseGap(gap) {
   return `event: gap\ndata: ${JSON.stringify({ after: gap.after, firstId: gap.firstId })}\n\n`
 }
 
-/** Write the subscription to the response as SSE until either side ends. */
-function pipeSse(event, sub, o, gaps) {
+/** Write the subscription to the response as SSE (messages by `format`) until either side ends. */
+function pipeSse(event, sub, o, gaps, format) {
   const req = event.node.req
   const res = event.node.res
   if (responseGone(req, res)) {
@@ -122,7 +119,7 @@ function pipeSse(event, sub, o, gaps) {
               res.uncork()
             })
           }
-          if (!res.write(sseMessage(e))) await drained()
+          if (!res.write(format.sseMessage(e))) await drained()
         }
       } catch {
         // the subscription ended with an error (cut off as a slow client, bus closed): end the
@@ -137,8 +134,11 @@ function pipeSse(event, sub, o, gaps) {
  * `GET /api/_events/:type/:id/stream`: Server-Sent Events, backfill then live. One message per
  * event (`id:` the stream id, `event:` the kind, `data:` the record as JSON). Resumes after the
  * `Last-Event-ID` header (or `?after=`); heartbeat comments every `heartbeatMs` (15 s).
+ * `format: 'nuxt-queue'`: the seed-era module's messages (`data: {"v":1,"event":…,"record":…}`,
+ * no event name), resumed with `?fromId=`.
  */
 export function eventStreamHandler(options = {}) {
+  const format = formatOf(options, 'eventStreamHandler')
   for (const name of ['heartbeatMs', 'retryMs']) {
     const v = options[name]
     if (v !== undefined && !(Number.isInteger(v) && v > 0 && v <= 2 ** 31 - 1)) {
@@ -152,7 +152,7 @@ export function eventStreamHandler(options = {}) {
       const type = checkType(options.type ?? param(event, 'type'))
       const id = checkId(typeof options.id === 'function' ? await options.id(event) : param(event, 'id'))
       await checkAuthorized(options.authorize, event, { type, id })
-      const after = cursorOf(event)
+      const after = cursorOf(event, format.cursorQuery)
       const bus = await resolveBus(options)
       const start = after !== undefined ? { after } : typeof options.backfill === 'number' ? { backfill: options.backfill } : { after: '0' }
       // a trimmed range is not an error: the client is told (`event: gap`) and delivery goes on
@@ -160,6 +160,6 @@ export function eventStreamHandler(options = {}) {
     } catch (err) {
       return sendError(event, err)
     }
-    return pipeSse(event, sub, options, gaps)
+    return pipeSse(event, sub, options, gaps, format)
   })
 }

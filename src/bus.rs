@@ -422,6 +422,26 @@ impl NativeBus {
         })
     }
 
+    /// Put a run in a flow's run index at `startedMs` (Unix ms), or move it there.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn index_run(
+        &self,
+        env: Env,
+        name: String,
+        id: String,
+        started_ms: i64,
+    ) -> Result<PromiseRaw<'static, ()>> {
+        let bus = self.shared.bus.clone();
+        spawn(env, async move {
+            if started_ms < 0 {
+                return Err(Error::argument(format!(
+                    "startedMs must be 0 or more (got {started_ms})"
+                )));
+            }
+            bus.index_run(&name, &id, started_ms as u64).await
+        })
+    }
+
     /// The reduced state of a stream, as JSON text.
     #[napi(ts_return_type = "Promise<string>")]
     pub fn state(

@@ -910,7 +910,10 @@ async fn bad_input_stores_nothing() {
     for backend in BACKENDS {
         let bus = connect_with(backend, "bad", |c| c.max_event_bytes = 1000).await;
         let cases = [
-            (r#"{"kind":"Bad","subject":"b"}"#, ErrorCode::EventInvalid),
+            (
+                r#"{"kind":"Bad Kind","subject":"b"}"#,
+                ErrorCode::EventInvalid,
+            ),
             (r#"{"kind":"a..b","subject":"b"}"#, ErrorCode::EventInvalid),
             (r#"{"kind":"a","subject":""}"#, ErrorCode::EventInvalid),
             (r#"{"kind":"a","subject":"b c"}"#, ErrorCode::EventInvalid),
@@ -938,7 +941,7 @@ async fn bad_input_stores_nothing() {
         let batch = format!(
             "[{},{}]",
             event("a", "b", 1),
-            r#"{"kind":"A","subject":"b"}"#
+            r#"{"kind":"a:b","subject":"b"}"#
         );
         let e = bus.emit_many(&batch, None).await.unwrap_err();
         assert!(e.message.starts_with("event 1:"), "{}", e.message);

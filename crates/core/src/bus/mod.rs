@@ -386,6 +386,16 @@ impl Bus {
         self.core.store.list_runs(name, limit, offset).await
     }
 
+    /// Put a run in a flow's run index at `started_ms` (Unix ms), or move it there: for callers
+    /// that index runs themselves (the seed-era Nitro module's `indexAdd`). Runs started with
+    /// `flow.started` / `flow.start` are indexed by their append already.
+    pub async fn index_run(&self, name: &str, id: &str, started_ms: u64) -> Result<()> {
+        self.core.check_open()?;
+        event::validate_id("flow name", name).map_err(|e| Error::argument(e.message))?;
+        event::validate_id("run id", id).map_err(|e| Error::argument(e.message))?;
+        self.core.store.index_run(name, id, started_ms).await
+    }
+
     /// The reduced state of a stream (`trigger` streams: trigger state; others: flow state).
     /// Cached: a repeated call only reads and applies the events after the cached id.
     pub async fn state(&self, stream: &StreamRef) -> Result<Value> {

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::id::StreamId;
 
 pub use codec::{live_payload, note_payload, record_from_fields, record_from_live, LIVE_SEP};
-pub use validate::{prepare, validate_id, validate_kind, validate_type};
+pub use validate::{prepare, validate_id, validate_kind, validate_label, validate_type};
 
 /// Longest accepted `kind`.
 pub const MAX_KIND_LEN: usize = 128;
@@ -50,7 +50,7 @@ impl StreamRef {
 /// Which sorted set an event adds its subject to, besides its stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IndexEntry {
-    /// `flow.started` → `<prefix>:flows:<name>`.
+    /// `flow.started` (or the seed-era `flow.start`) → `<prefix>:flows:<name>`.
     Flow(String),
     /// `trigger.registered` → `<prefix>:triggers`.
     Trigger,

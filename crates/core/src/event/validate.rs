@@ -31,7 +31,10 @@ pub fn validate_type(t: &str) -> Result<()> {
     Ok(())
 }
 
-/// Check a kind: dot.case segments of `[a-z0-9_-]`, at most 128 bytes.
+/// Check a kind: dot-separated segments of `[A-Za-z0-9_-]`, at most 128 bytes. Capitals are
+/// accepted because the Nitro module's users name their events so (`Order.Created`); kinds are
+/// case-sensitive. A kind is part of channel and key names (`<prefix>:kind:<kind>`,
+/// `<prefix>:await:kind:<kind>`), so no spaces, colons or other punctuation.
 pub fn validate_kind(kind: &str) -> Result<()> {
     let ok = !kind.is_empty()
         && kind.len() <= MAX_KIND_LEN
@@ -39,13 +42,13 @@ pub fn validate_kind(kind: &str) -> Result<()> {
             !seg.is_empty()
                 && seg
                     .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         });
     if ok {
         Ok(())
     } else {
         Err(Error::invalid(format!(
-            "kind '{}' is invalid: use dot.case segments of a-z, 0-9, '_' or '-' (at most {MAX_KIND_LEN} characters), e.g. 'order.created'",
+            "kind '{}' is invalid: use dot-separated segments of letters, digits, '_' or '-' (at most {MAX_KIND_LEN} characters), e.g. 'order.created'",
             truncate(kind)
         )))
     }
@@ -62,6 +65,25 @@ pub fn validate_id(what: &str, v: &str) -> Result<()> {
     if let Some(c) = v.chars().find(|c| c.is_whitespace() || c.is_control()) {
         return Err(Error::invalid(format!(
             "{what} '{}' contains whitespace or a control character ({:?}); ids must be printable with no spaces",
+            truncate(v),
+            c
+        )));
+    }
+    Ok(())
+}
+
+/// Check a name that is never part of a key (a step name): 1-256 characters with no control
+/// characters; spaces are allowed (`Fetch Data`).
+pub fn validate_label(what: &str, v: &str) -> Result<()> {
+    let n = v.chars().count();
+    if n == 0 || n > MAX_ID_LEN {
+        return Err(Error::invalid(format!(
+            "{what} must be 1-{MAX_ID_LEN} characters long (got {n})"
+        )));
+    }
+    if let Some(c) = v.chars().find(|c| c.is_control()) {
+        return Err(Error::invalid(format!(
+            "{what} '{}' contains a control character ({:?})",
             truncate(v),
             c
         )));
@@ -113,6 +135,35 @@ struct StartedData<'a> {
     name: Option<Cow<'a, str>>,
 }
 
+/// The part of `meta` the run index falls back to: the seed-era module carries the flow's
+/// name beside the payload (`flowName`), which the Nitro adapters keep in `meta.flowName`.
+#[derive(Deserialize)]
+struct StartedMeta<'a> {
+    #[serde(borrow, rename = "flowName")]
+    flow_name: Option<Cow<'a, str>>,
+}
+
+/// The flow name a run-starting event indexes its run under: `data.name`, else
+/// `meta.flowName`; it becomes part of a key, so it follows the id rules.
+fn run_index_name(data: Option<&RawValue>, meta: Option<&RawValue>) -> Result<Option<String>> {
+    let from_data = data
+        .and_then(|d| serde_json::from_str::<StartedData>(d.get()).ok())
+        .and_then(|d| d.name)
+        .map(|n| ("data.name", n));
+    let name = from_data.or_else(|| {
+        meta.and_then(|m| serde_json::from_str::<StartedMeta>(m.get()).ok())
+            .and_then(|m| m.flow_name)
+            .map(|n| ("meta.flowName", n))
+    });
+    match name {
+        Some((what, name)) => {
+            validate_id(what, &name)?;
+            Ok(Some(name.into_owned()))
+        }
+        None => Ok(None),
+    }
+}
+
 /// Validate one event given as JSON text and work out its stream and stored fields.
 /// `stream_type` overrides the default (`trigger.*` → `trigger`, else `flow`).
 pub fn prepare(json: &str, stream_type: Option<&str>, limits: Limits) -> Result<PreparedEvent> {
@@ -132,13 +183,15 @@ pub fn prepare(json: &str, stream_type: Option<&str>, limits: Limits) -> Result<
     validate_id("subject", &input.subject)?;
     for (what, v) in [
         ("flow", &input.flow),
-        ("step", &input.step),
         ("trigger", &input.trigger),
         ("correlationId", &input.correlation_id),
     ] {
         if let Some(v) = v {
             validate_id(what, v)?;
         }
+    }
+    if let Some(step) = &input.step {
+        validate_label("step", step)?;
     }
     // `meta: null` means no meta
     let meta = input.meta.filter(|m| m.get().trim() != "null");
@@ -156,18 +209,18 @@ pub fn prepare(json: &str, stream_type: Option<&str>, limits: Limits) -> Result<
         None => "flow",
     };
     let index = match (stream_type, input.kind.as_ref()) {
-        ("flow", "flow.started") => {
-            let name = input
-                .data
-                .and_then(|d| serde_json::from_str::<StartedData>(d.get()).ok())
-                .and_then(|d| d.name)
-                .ok_or_else(|| {
-                    Error::invalid(
+        ("flow", kind @ ("flow.started" | "flow.start")) => {
+            match run_index_name(input.data, meta)? {
+                Some(name) => Some(IndexEntry::Flow(name)),
+                // `flow.start` is the seed-era module's kind: without a name it is stored
+                // like any event; `flow.started` (this envelope's kind) needs one
+                None if kind == "flow.start" => None,
+                None => {
+                    return Err(Error::invalid(
                         "flow.started needs data.name (the flow's name) to index the run",
-                    )
-                })?;
-            validate_id("data.name", &name)?;
-            Some(IndexEntry::Flow(name.into_owned()))
+                    ))
+                }
+            }
         }
         ("trigger", "trigger.registered") => Some(IndexEntry::Trigger),
         _ => None,
@@ -222,13 +275,17 @@ mod tests {
             "a",
             "step.await.time",
             "x_y-z.0",
+            "Order.Created",
+            "Flow.started",
         ] {
             validate_kind(ok).unwrap();
         }
         for bad in [
             "",
-            "Flow.started",
             "a..b",
+            "a:b",
+            "a/b",
+            "Order Created",
             ".a",
             "a.",
             "a b",
@@ -246,6 +303,76 @@ mod tests {
             assert!(validate_id("subject", bad).is_err(), "{bad:?}");
         }
         validate_id("subject", &"é".repeat(256)).unwrap();
+    }
+
+    #[test]
+    fn step_names_may_have_spaces_but_ids_may_not() {
+        let e = prep(r#"{"kind":"step.started","subject":"f1","step":"Fetch Data"}"#).unwrap();
+        assert_eq!(e.fields[1], ("step", "Fetch Data".to_owned()));
+        validate_label("step", "  padded ").unwrap();
+        for bad in ["", "a\nb", "a\tb", "a\u{1f}b", &"x".repeat(257)] {
+            assert!(validate_label("step", bad).is_err(), "{bad:?}");
+        }
+        // what becomes part of a key keeps the id rules
+        for (field, v) in [
+            ("subject", "run 1"),
+            ("flow", "run 1"),
+            ("trigger", "t 1"),
+            ("correlationId", "c 1"),
+        ] {
+            let json = format!(r#"{{"kind":"a","subject":"s","{field}":"{v}"}}"#);
+            let err = prep(&json).unwrap_err();
+            assert_eq!(err.code, crate::error::ErrorCode::EventInvalid, "{field}");
+        }
+        let r = prepare(
+            r#"{"kind":"a","subject":"s"}"#,
+            Some("Flow"),
+            Limits::default(),
+        );
+        assert!(r.is_err(), "stream types stay lowercase");
+    }
+
+    #[test]
+    fn run_starting_events_index_under_data_name_else_meta_flow_name() {
+        let index = |json: &str| prep(json).map(|e| e.index);
+        assert_eq!(
+            index(r#"{"kind":"flow.started","subject":"r","data":{"name":"a"}}"#).unwrap(),
+            Some(IndexEntry::Flow("a".into()))
+        );
+        assert_eq!(
+            index(r#"{"kind":"flow.started","subject":"r","meta":{"flowName":"b"}}"#).unwrap(),
+            Some(IndexEntry::Flow("b".into()))
+        );
+        assert_eq!(
+            index(r#"{"kind":"flow.start","subject":"r","data":{"input":{"name":1}},"meta":{"flowName":"c"}}"#)
+                .unwrap(),
+            Some(IndexEntry::Flow("c".into()))
+        );
+        assert_eq!(
+            index(
+                r#"{"kind":"flow.start","subject":"r","data":{"name":"d"},"meta":{"flowName":"c"}}"#
+            )
+            .unwrap(),
+            Some(IndexEntry::Flow("d".into()))
+        );
+        // the seed-era kind without a name is an ordinary event; ours needs one
+        assert_eq!(
+            index(r#"{"kind":"flow.start","subject":"r","data":{}}"#).unwrap(),
+            None
+        );
+        assert!(index(r#"{"kind":"flow.started","subject":"r","meta":{}}"#).is_err());
+        // a name is part of a key: no whitespace
+        assert!(
+            index(r#"{"kind":"flow.start","subject":"r","meta":{"flowName":"my flow"}}"#).is_err()
+        );
+        // outside a flow stream nothing is indexed
+        let e = prepare(
+            r#"{"kind":"flow.start","subject":"r","meta":{"flowName":"c"}}"#,
+            Some("job"),
+            Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(e.index, None);
     }
 
     #[test]

@@ -99,6 +99,10 @@ pub trait EventLog: Send + Sync {
 
     /// Runs of a flow by start time, newest first.
     async fn list_runs(&self, name: &str, limit: usize, offset: usize) -> Result<Vec<Run>>;
+
+    /// Put a run in a flow's run index at `started_ms`, or move it there (`ZADD`): for callers
+    /// that index runs themselves, as the seed-era Nitro module does after its append.
+    async fn index_run(&self, name: &str, id: &str, started_ms: u64) -> Result<()>;
 }
 
 /// What a compare-and-set expects the field to hold.

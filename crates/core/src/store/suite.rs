@@ -118,6 +118,47 @@ async fn appends_reads_and_the_run_index() {
     }
 }
 
+/// The seed-era `flow.start` indexes its run under `meta.flowName` in the append; a run
+/// indexed by the caller is added, or moved when it is there already (ZADD), and listed
+/// newest first.
+#[tokio::test]
+async fn runs_indexed_by_flow_start_and_by_the_caller() {
+    for (store, _) in backends("runs").await {
+        let start = [event(
+            r#"{"kind":"flow.start","subject":"r1","meta":{"flowName":"seed"}}"#,
+        )];
+        let out = store.append(&[&start[..]]).await.unwrap();
+        let r1 = out[0].as_ref().unwrap()[0];
+        let listed = |runs: Vec<Run>| {
+            runs.into_iter()
+                .map(|r| (r.id, r.started_ms))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            listed(store.list_runs("seed", 10, 0).await.unwrap()),
+            [("r1".to_owned(), r1.ms)]
+        );
+        store.index_run("seed", "r2", r1.ms + 10).await.unwrap();
+        store.index_run("seed", "r3", 5).await.unwrap();
+        assert_eq!(
+            listed(store.list_runs("seed", 10, 0).await.unwrap()),
+            [
+                ("r2".to_owned(), r1.ms + 10),
+                ("r1".to_owned(), r1.ms),
+                ("r3".to_owned(), 5)
+            ]
+        );
+        // the same run again moves it (one entry per run)
+        store.index_run("seed", "r3", r1.ms + 20).await.unwrap();
+        assert_eq!(
+            listed(store.list_runs("seed", 2, 0).await.unwrap()),
+            [("r3".to_owned(), r1.ms + 20), ("r2".to_owned(), r1.ms + 10)]
+        );
+        assert_eq!(store.list_runs("seed", 10, 0).await.unwrap().len(), 3);
+        store.close();
+    }
+}
+
 /// What depends on a compare-and-set happens with it or not at all.
 #[tokio::test]
 async fn a_compare_and_set_carries_its_timer_and_set_changes_or_nothing() {

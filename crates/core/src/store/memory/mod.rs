@@ -312,6 +312,16 @@ impl EventLog for MemoryStore {
             })
             .collect())
     }
+
+    async fn index_run(&self, name: &str, id: &str, started_ms: u64) -> Result<()> {
+        let mut st = self.lock();
+        let set = st.indexes.entry(self.keys.runs(name)).or_default();
+        if let Some(old) = set.scores.insert(id.to_owned(), started_ms) {
+            set.order.remove(&(old, id.to_owned()));
+        }
+        set.order.insert((started_ms, id.to_owned()));
+        Ok(())
+    }
 }
 
 impl Store for MemoryStore {

@@ -152,6 +152,13 @@ impl Commands {
             .collect())
     }
 
+    /// ZADD to the run index.
+    pub async fn index_run(&self, name: &str, id: &str, started_ms: u64) -> Result<()> {
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(self.keys.runs(name)).arg(started_ms).arg(id);
+        self.query::<()>(cmd).await
+    }
+
     /// HGETALL.
     pub async fn hash_get_all(&self, key: &str) -> Result<HashMap<String, String>> {
         let mut c = redis::cmd("HGETALL");

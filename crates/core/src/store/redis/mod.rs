@@ -102,6 +102,10 @@ impl EventLog for RedisStore {
     async fn list_runs(&self, name: &str, limit: usize, offset: usize) -> Result<Vec<Run>> {
         self.cmds.list_runs(name, limit, offset).await
     }
+
+    async fn index_run(&self, name: &str, id: &str, started_ms: u64) -> Result<()> {
+        self.cmds.index_run(name, id, started_ms).await
+    }
 }
 
 #[async_trait]
