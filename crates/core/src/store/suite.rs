@@ -11,7 +11,7 @@ use crate::store::redis::connection::nodes_of_url;
 
 /// Records what the embedded store delivers.
 #[derive(Default)]
-struct Recorder(Mutex<Vec<(String, String)>>);
+pub(super) struct Recorder(pub(super) Mutex<Vec<(String, String)>>);
 
 impl Fanout for Recorder {
     fn deliver(&self, channel: &str, record: &SharedRecord) {
@@ -33,7 +33,7 @@ fn unique(name: &str) -> String {
 }
 
 /// Every backend, each with its own prefix, and what the embedded one delivered.
-async fn backends(name: &str) -> Vec<(Arc<dyn Store>, Arc<Recorder>)> {
+pub(super) async fn backends(name: &str) -> Vec<(Arc<dyn Store>, Arc<Recorder>)> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let opts = |prefix: String| StoreOptions {
         prefix,
