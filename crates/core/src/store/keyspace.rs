@@ -148,7 +148,8 @@ pub enum PathOp {
     /// Set the leaf at a path to a value: what was below it and any leaf above it (a scalar
     /// in the way of the path) are removed.
     Set(String, String),
-    /// Remove the leaf or the whole subtree at a path.
+    /// Remove the leaf or the whole subtree at a path; the object it was in stays (empty, if
+    /// nothing else was in it).
     Delete(String),
     /// Make the path an object: a leaf there is removed; when nothing is below it, it becomes
     /// the empty object (`<path>.`).
@@ -244,9 +245,17 @@ pub fn apply_path_op(fields: &mut HashMap<String, String>, op: &PathOp) {
             fields.insert(path.clone(), value.clone());
         }
         PathOp::Delete(path) => {
+            // the object the path was in stays, empty, as a deep merge leaves it
+            let parent = path.rfind('.').map(|i| &path[..=i]);
+            let had_parent = parent.is_some_and(|q| fields.keys().any(|k| k.starts_with(q)));
             fields.remove(path);
             let below = format!("{path}.");
             fields.retain(|k, _| !k.starts_with(&below));
+            if let Some(q) = parent.filter(|_| had_parent) {
+                if !fields.keys().any(|k| k.starts_with(q)) {
+                    fields.insert(q.to_owned(), String::new());
+                }
+            }
         }
         PathOp::Object(path) => {
             fields.remove(path);
@@ -407,6 +416,13 @@ mod tests {
         assert!(!f.contains_key("a"));
         apply_path_op(&mut f, &PathOp::Delete("x".into()));
         assert_eq!(f.len(), 1, "{f:?}");
+        apply_path_op(&mut f, &PathOp::Set("p.q.r".into(), "1".into()));
+        apply_path_op(&mut f, &PathOp::Delete("p.q.r".into()));
+        assert_eq!(f.get("p.q.").map(String::as_str), Some(""), "{f:?}");
+        apply_path_op(&mut f, &PathOp::Delete("p.nothing".into()));
+        assert!(!f.contains_key("p."), "p still holds q: {f:?}");
+        apply_path_op(&mut f, &PathOp::Delete("z.nothing".into()));
+        assert!(!f.contains_key("z."), "nothing was there: {f:?}");
     }
 
     #[test]

@@ -488,6 +488,14 @@ async fn merges_and_increments_follow_the_dot_path_rules() {
         .await;
         assert_eq!(fields().await["e."], "", "emptied, it stays an object");
         assert_eq!(fields().await["version"], "8");
+        merge(vec![set("g.h.i", "1")]).await;
+        merge(vec![PathOp::Delete("g.h.i".into())]).await;
+        let f = fields().await;
+        assert_eq!(
+            f["g.h."], "",
+            "the object a deleted path was in stays: {f:?}"
+        );
+        assert!(!f.contains_key("g."), "{f:?}");
 
         assert_eq!(
             store
@@ -526,7 +534,7 @@ async fn merges_and_increments_follow_the_dot_path_rules() {
         assert_eq!(inc("r", "s.deep", 1.0).await.as_deref(), Some("1"));
         let f = fields().await;
         assert!(!f.contains_key("s") && f["s.deep"] == "1", "{f:?}");
-        assert_eq!(f["version"], "12");
+        assert_eq!(f["version"], "14");
         let frac = inc("r", "stats.total", -0.25).await.unwrap();
         assert_eq!(frac.parse::<f64>().unwrap(), 2.75);
         assert_eq!(inc("nope", "x", 1.0).await, None);

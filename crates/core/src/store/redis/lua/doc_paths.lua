@@ -73,6 +73,27 @@ local function drop_ancestors(key, names, path)
   end
 end
 
+-- Whether any field starts with `prefix`.
+local function any_below(names, prefix)
+  for name in pairs(names) do
+    if starts_with(name, prefix) then return true end
+  end
+  return false
+end
+
+-- Delete the leaf or subtree at `path`; the object it was in stays, empty if nothing else was
+-- in it (as a deep merge leaves it).
+local function delete_path(key, names, path)
+  local parent = string.match(path, '^(.*%.)[^%.]*$')
+  local had_parent = parent and any_below(names, parent)
+  drop(key, names, path)
+  drop_below(key, names, path)
+  if had_parent and not any_below(names, parent) then
+    redis.call('HSET', key, parent, '')
+    names[parent] = true
+  end
+end
+
 -- Set the leaf at `path`: what was below it and any leaf above it go.
 local function set_leaf(key, names, path, value)
   drop_ancestors(key, names, path)

@@ -3,7 +3,8 @@
 --
 -- KEYS[1]: the index (zset); KEYS[2]: the entry's document (hash).
 -- ARGV[1]: member; ARGV[2]: the version field ("" none); then the steps: "s", path, value (set
---   a leaf), "d", path (delete a leaf or subtree), "o", path (make the path an object).
+--   a leaf), "d", path (delete a leaf or subtree; the object it was in stays), "o", path (make
+--   the path an object).
 -- Returns -1 (nothing written) when the member or its document does not exist, else the new
 --   version (0 without a version field).
 --
@@ -22,17 +23,13 @@ while i <= #ARGV do
     set_leaf(key, names, path, ARGV[i + 2])
     i = i + 3
   elseif op == 'd' then
-    drop(key, names, path)
-    drop_below(key, names, path)
+    delete_path(key, names, path)
     i = i + 2
   else
     drop(key, names, path)
     drop_ancestors(key, names, path)
-    local below, any = path .. '.', false
-    for name in pairs(names) do
-      if starts_with(name, below) then any = true break end
-    end
-    if not any then
+    local below = path .. '.'
+    if not any_below(names, below) then
       redis.call('HSET', key, below, '')
       names[below] = true
     end
