@@ -26,6 +26,18 @@ export function placePlugin(plugins) {
   return rest
 }
 
+/**
+ * Nitro's externals matcher for this package: everything but the plugin's folder stays
+ * external (traced into .output/server/node_modules, native addon included). Nuxt marks the
+ * whole package for inlining because it is a module; Rollup would then parse the addon's
+ * `.node` file. The plugin itself must be inlined: it imports `#imports`.
+ */
+export function externalLeanEvents(id) {
+  const rel = String(id).replace(/\\/g, '/').split('node_modules/').pop()
+  return (rel === 'lean-events' || rel.startsWith('lean-events/')) && !rel.startsWith('lean-events/nvent/runtime/')
+}
+externalLeanEvents.score = 1e5
+
 /** Module options: `enabled`, `url`, `connection`, `prefix`, `streams.trim.maxLen`. */
 export default function leanEventsNvent(inlineOptions, nuxt) {
   const options = { ...(nuxt.options.leanEvents || {}), ...(inlineOptions || {}) }
@@ -42,6 +54,8 @@ export default function leanEventsNvent(inlineOptions, nuxt) {
   nuxt.options.nitro.plugins.push(PLUGIN)
   nuxt.hook('nitro:config', (config) => {
     if (Array.isArray(config.plugins)) config.plugins = placePlugin(config.plugins)
+    config.externals = config.externals || {}
+    config.externals.external = [...(config.externals.external || []), externalLeanEvents]
   })
 }
 
