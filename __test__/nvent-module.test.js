@@ -51,6 +51,13 @@ test('the module adds its Nitro plugin and runtime config, and places the plugin
   const cfg = { plugins: [PLUGIN, redisStore, nvent, `${nvent.replace('00.adapters', '01.ws-lifecycle')}`] }
   hooks['nitro:config'](cfg)
   assert.deepEqual(cfg.plugins.slice(0, 3), [redisStore, PLUGIN, nvent])
+  // Nuxt inlines a module's package into Nitro's bundle; the addon must stay external
+  const [external] = cfg.externals.external
+  assert.equal(external('lean-events'), true)
+  assert.equal(external('/app/node_modules/lean-events/lib/native.js'), true)
+  assert.equal(external('/app/node_modules/lean-events/nvent/runtime/plugin.js'), false, 'the plugin is bundled (it imports #imports)')
+  assert.equal(external('/app/node_modules/nvent/dist/module.mjs'), false)
+  assert.ok(external.score > 'lean-events'.length + 1000, "it outranks Nuxt's inline entry for the package")
   // listed after nvent: ours would run after nvent read the registry
   assert.deepEqual(placePlugin([nvent, '/x.js', PLUGIN]), [PLUGIN, nvent, '/x.js'])
   assert.deepEqual(placePlugin(['/x.js', PLUGIN]), ['/x.js', PLUGIN], 'no nvent plugin: left alone')
