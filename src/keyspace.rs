@@ -292,10 +292,7 @@ impl NativeBus {
                 )));
             }
             let doc = doc.as_deref().map(pairs).transpose()?;
-            let keys = IndexKeys {
-                index: &index,
-                doc_prefix: &doc_prefix,
-            };
+            let keys = IndexKeys::new(&index, &doc_prefix);
             bus.keyspace()?
                 .index_put(keys, &member, score, doc.as_deref())
                 .await
@@ -313,10 +310,7 @@ impl NativeBus {
     ) -> Result<PromiseRaw<'static, Option<String>>> {
         let bus = self.bus();
         spawn(env, async move {
-            let keys = IndexKeys {
-                index: &index,
-                doc_prefix: &doc_prefix,
-            };
+            let keys = IndexKeys::new(&index, &doc_prefix);
             let doc = bus.keyspace()?.index_get(keys, &member).await?;
             Ok(doc.map(|d| doc_json(&d).to_string()))
         })
@@ -339,10 +333,7 @@ impl NativeBus {
             let offset = non_negative("offset", Some(offset))?.unwrap_or(0) as usize;
             let limit = non_negative("limit", Some(limit))?.unwrap_or(0) as usize;
             let filters = doc_filters(filters.as_deref())?;
-            let keys = IndexKeys {
-                index: &index,
-                doc_prefix: &doc_prefix,
-            };
+            let keys = IndexKeys::new(&index, &doc_prefix);
             let docs = bus
                 .keyspace()?
                 .index_read(keys, offset, limit, &filters)
@@ -367,10 +358,7 @@ impl NativeBus {
         let bus = self.bus();
         spawn(env, async move {
             let ops = path_ops(&ops)?;
-            let keys = IndexKeys {
-                index: &index,
-                doc_prefix: &doc_prefix,
-            };
+            let keys = IndexKeys::new(&index, &doc_prefix);
             let version = bus
                 .keyspace()?
                 .index_merge(keys, &member, &ops, version_field.as_deref())
@@ -395,10 +383,7 @@ impl NativeBus {
     ) -> Result<PromiseRaw<'static, Option<String>>> {
         let bus = self.bus();
         spawn(env, async move {
-            let keys = IndexKeys {
-                index: &index,
-                doc_prefix: &doc_prefix,
-            };
+            let keys = IndexKeys::new(&index, &doc_prefix);
             bus.keyspace()?
                 .index_increment(keys, &member, &path, by, version_field.as_deref())
                 .await
@@ -416,10 +401,7 @@ impl NativeBus {
     ) -> Result<PromiseRaw<'static, bool>> {
         let bus = self.bus();
         spawn(env, async move {
-            let keys = IndexKeys {
-                index: &index,
-                doc_prefix: &doc_prefix,
-            };
+            let keys = IndexKeys::new(&index, &doc_prefix);
             bus.keyspace()?.index_remove(keys, &member).await
         })
     }

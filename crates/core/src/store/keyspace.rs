@@ -113,7 +113,12 @@ pub struct IndexKeys<'a> {
     pub doc_prefix: &'a str,
 }
 
-impl IndexKeys<'_> {
+impl<'a> IndexKeys<'a> {
+    /// The keys of the index `index` whose documents are named `<doc_prefix><member>`.
+    pub fn new(index: &'a str, doc_prefix: &'a str) -> Self {
+        IndexKeys { index, doc_prefix }
+    }
+
     /// The document key of `member`.
     pub fn doc(&self, member: &str) -> String {
         format!("{}{member}", self.doc_prefix)

@@ -2,11 +2,11 @@
 //! the embedded store and the Redis on `REDIS_URL`. A Redis Cluster must refuse every call.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::keyspace::*;
-use super::suite::backends;
+use super::suite::{backends, listen};
 use super::*;
 use crate::error::ErrorCode;
 use crate::event::record_from_live;
@@ -15,6 +15,13 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
+}
+
+/// The keys of index `name` under prefix `p`: the sorted set and its documents' prefix.
+fn index_names(p: &str, name: &str) -> (String, String) {
+    let index = format!("{p}:{name}");
+    let docs = format!("{index}:meta:");
+    (index, docs)
 }
 
 fn as_map(fields: &[(String, String)]) -> HashMap<String, String> {
@@ -28,10 +35,7 @@ async fn refused_on_cluster(store: &Arc<dyn Store>) -> bool {
     }
     let err = store.kv_get("any").await.unwrap_err();
     assert_eq!(err.code, ErrorCode::Unsupported);
-    let keys = IndexKeys {
-        index: "i",
-        doc_prefix: "i:meta:",
-    };
+    let keys = IndexKeys::new("i", "i:meta:");
     let err = store.index_read(keys, 0, 10, &[]).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::Unsupported);
     store.close();
@@ -59,26 +63,7 @@ async fn raw_entries_are_appended_published_and_ranged() {
         let stream = StreamRef::new("flow", "run:r1").unwrap();
         let key = k.stream(&stream);
         let channel = k.live_channel(&stream);
-        let heard = Arc::new(Mutex::new(Vec::<String>::new()));
-        let _live = match store.pubsub() {
-            Some(source) => {
-                let h = heard.clone();
-                let on_push: PushHandler = Arc::new(move |p| {
-                    if let Push::Message { payload, .. } = p {
-                        h.lock().unwrap().push(payload.to_owned());
-                    }
-                });
-                let mut conn = source.connect(on_push).await.unwrap();
-                conn.subscribe(&[Channel {
-                    name: channel.clone(),
-                    sharded: false,
-                }])
-                .await
-                .unwrap();
-                Some(conn)
-            }
-            None => None,
-        };
+        let (_live, heard) = listen(&store, &channel).await;
         let mut ids = Vec::new();
         let mut written = Vec::new();
         for i in 0..5 {
@@ -270,12 +255,8 @@ async fn strings_expire_increment_and_clear() {
             .entry_append(&key("s:1"), &f, None, None)
             .await
             .unwrap();
-        let idx = key("s:idx");
-        let doc_prefix = format!("{idx}:meta:");
-        let ik = IndexKeys {
-            index: &idx,
-            doc_prefix: &doc_prefix,
-        };
+        let (idx, doc_prefix) = index_names(&p, "s:idx");
+        let ik = IndexKeys::new(&idx, &doc_prefix);
         store.index_put(ik, "m", 1.0, Some(&f)).await.unwrap();
         store.kv_set(&key("s:2"), "v", None).await.unwrap();
         let err = store.kv_get(&key("s:1")).await.unwrap_err();
@@ -302,12 +283,8 @@ async fn indexes_put_get_read_and_filter() {
             continue;
         }
         let p = store.keys().prefix().to_owned();
-        let idx = format!("{p}:runs");
-        let doc_prefix = format!("{idx}:meta:");
-        let ik = IndexKeys {
-            index: &idx,
-            doc_prefix: &doc_prefix,
-        };
+        let (idx, doc_prefix) = index_names(&p, "runs");
+        let ik = IndexKeys::new(&idx, &doc_prefix);
         let statuses = ["running", "done", "awaiting", "running"];
         for (i, s) in statuses.iter().enumerate() {
             let doc = pairs(&[("status", s), ("version", "0"), ("n.i", &i.to_string())]);
@@ -391,12 +368,8 @@ async fn indexes_put_get_read_and_filter() {
         );
 
         // a filtered read finds matches beyond one scan chunk
-        let big = format!("{p}:big");
-        let big_prefix = format!("{big}:meta:");
-        let bk = IndexKeys {
-            index: &big,
-            doc_prefix: &big_prefix,
-        };
+        let (big, big_prefix) = index_names(&p, "big");
+        let bk = IndexKeys::new(&big, &big_prefix);
         let n = INDEX_SCAN_CHUNK + 500;
         for i in 0..n {
             let s = if i % 300 == 0 { "rare" } else { "common" };
@@ -435,12 +408,8 @@ async fn merges_and_increments_follow_the_dot_path_rules() {
             continue;
         }
         let p = store.keys().prefix().to_owned();
-        let idx = format!("{p}:runs");
-        let doc_prefix = format!("{idx}:meta:");
-        let ik = IndexKeys {
-            index: &idx,
-            doc_prefix: &doc_prefix,
-        };
+        let (idx, doc_prefix) = index_names(&p, "runs");
+        let ik = IndexKeys::new(&idx, &doc_prefix);
         let doc = pairs(&[("a.b", "1"), ("a.c", "x"), ("s", "str"), ("version", "0")]);
         store.index_put(ik, "r", 1.0, Some(&doc)).await.unwrap();
         let fields = || async { as_map(&store.index_get(ik, "r").await.unwrap().unwrap().fields) };
