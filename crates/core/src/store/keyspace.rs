@@ -5,7 +5,7 @@
 //! in `nvent/`): the layout, the record shapes and the value encodings stay in that adapter,
 //! each step that must be atomic is one call here (one Lua script on Redis, one step under the
 //! store lock in memory), and no call takes more than one round trip except `keys_clear` and
-//! a filtered `index_read` over a long index. One Redis and the embedded store implement it;
+//! an `index_read` that looks at more than `INDEX_SCAN_CHUNK` entries. One Redis and the embedded store implement it;
 //! a Redis Cluster refuses every call with `UNSUPPORTED` (the keys a call touches are not
 //! known in advance, so they cannot be kept in one hash slot).
 //!
@@ -23,7 +23,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::event::StreamRef;
 use crate::id::StreamId;
 
-/// Most index entries a filtered `index_read` looks at per script call.
+/// Most index entries `index_read` looks at per script call (a longer read takes more calls).
 pub const INDEX_SCAN_CHUNK: usize = 1000;
 
 /// Where the live message of an appended entry goes: the live channel of `stream`, so that

@@ -393,6 +393,13 @@ async fn indexes_put_get_read_and_filter() {
             rare.iter().map(|d| d.member.clone()).collect::<Vec<_>>(),
             want
         );
+        let all = store.index_read(bk, 1, n, &[]).await.unwrap();
+        assert_eq!(all.len(), n - 1, "an unfiltered read longer than one chunk");
+        assert!(all
+            .iter()
+            .enumerate()
+            .all(|(i, d)| d.score == (n - 2 - i) as f64));
+        assert_eq!(as_map(&all[0].fields)["status"], "common");
         store.keys_clear(&format!("{p}:*")).await.unwrap();
         store.close();
     }

@@ -288,8 +288,9 @@ impl Keyspace for RedisStore {
         if limit == 0 {
             return Ok(out);
         }
-        // Unfiltered, the page is ranks offset..offset+limit: one call. Filtered, matches are
-        // looked for in chunks (a script must not block Redis for long), skipping `offset`.
+        // Unfiltered, the page is ranks offset..offset+limit; filtered, matches are looked for
+        // from the top, skipping `offset` of them. Either way a call looks at no more than
+        // INDEX_SCAN_CHUNK entries (a script must not block Redis for long).
         let (mut rank, mut skip) = if filters.is_empty() {
             (offset, 0)
         } else {
@@ -298,7 +299,7 @@ impl Keyspace for RedisStore {
         loop {
             let wanted = skip + limit - out.len();
             let budget = if filters.is_empty() {
-                wanted
+                wanted.min(INDEX_SCAN_CHUNK)
             } else {
                 INDEX_SCAN_CHUNK
             };
@@ -341,7 +342,7 @@ impl Keyspace for RedisStore {
                     fields: pairs(doc.clone())?,
                 });
             }
-            if next < 0 || out.len() >= limit || filters.is_empty() {
+            if next < 0 || out.len() >= limit {
                 return Ok(out);
             }
             rank = next as usize;

@@ -10,7 +10,7 @@
 --   {field, value, ...}, member, score, {...}, ...}.
 --
 -- Why a script: one round trip for a page of N entries and their documents (N + 1 with
--- separate commands), all read at one moment. The documents' keys are computed here from the
+-- separate commands), all read at one moment; the caller bounds what one call looks at. The documents' keys are computed here from the
 -- members, so this runs on one Redis only.
 local prefix, rank, budget, wanted = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local filters, a = {}, 6
