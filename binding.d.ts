@@ -23,6 +23,8 @@ export declare class NativeBus {
   closeWithEnvironment(): void
   /** True when the bus runs on the embedded in-memory store. */
   get embedded(): boolean
+  /** The key prefix. */
+  get prefix(): string
   /**
    * Append one event (JSON text). Validation and the hand-off to the store happen before
    * this returns (so emits keep their call order); returns the ticket under which the
@@ -71,6 +73,53 @@ export declare class NativeBus {
   get subscriptionCount(): number
   /** End subscriptions, drop connections and let the process exit. Idempotent. */
   close(): void
+  /**
+   * Append an entry (fields as JSON `["f","v",…]`) to the stream `key`, trimmed to about
+   * `maxLen`; with `live`, publish it on that lean-events stream's live channel in the same
+   * step. Resolves to the entry id.
+   */
+  entryAppend(key: string, fields: string, maxLen?: number | undefined | null, live?: NativeLiveStream | undefined | null): Promise<string>
+  /** Entries of the stream `key`, as JSON `[[id, ["f","v",…]], …]`. */
+  entryRange(key: string, options: NativeEntryRange): Promise<string>
+  /** The string at `key`, or null. */
+  kvGet(key: string): Promise<string | null>
+  /** Set the string at `key`, expiring after `ttlMs` when given. */
+  kvSet(key: string, value: string, ttlMs?: number | undefined | null): Promise<void>
+  /** Add `by` to the number at `key`; resolves to the new value as stored. */
+  kvIncrement(key: string, by: number): Promise<string>
+  /** Remove keys of any type; resolves to how many existed. */
+  keysDelete(keys: Array<string>): Promise<number>
+  /** Remove every key matching a glob pattern; resolves to how many. */
+  keysClear(pattern: string): Promise<number>
+  /** Add or move an index entry and replace its document (fields as JSON, null: none). */
+  indexPut(index: string, docPrefix: string, member: string, score: number, doc?: string | undefined | null): Promise<void>
+  /** An index entry as JSON `{member, score, fields: ["f","v",…]}`, or null. */
+  indexGet(index: string, docPrefix: string, member: string): Promise<string | null>
+  /**
+   * Index entries by score, highest first, as a JSON array of what `indexGet` gives;
+   * `filters` as JSON `[{field, anyOf, orAbsent}]`.
+   */
+  indexRead(index: string, docPrefix: string, offset: number, limit: number, filters?: string | undefined | null): Promise<string>
+  /**
+   * Apply merge steps (JSON `[["s",path,value],["d",path],["o",path]]`) to an entry's
+   * document and increment `versionField`; resolves to the new version, or null when the
+   * entry or its document does not exist.
+   */
+  indexMerge(index: string, docPrefix: string, member: string, ops: string, versionField?: string | undefined | null): Promise<number | null>
+  /**
+   * Add `by` at a dot path of an entry's document and increment `versionField`; resolves
+   * to the new value as stored, or null when the entry does not exist.
+   */
+  indexIncrement(index: string, docPrefix: string, member: string, path: string, by: number, versionField?: string | undefined | null): Promise<string | null>
+  /** Remove an index entry and its document; true when the entry existed. */
+  indexRemove(index: string, docPrefix: string, member: string): Promise<boolean>
+  /**
+   * Every message on a plain channel while connected (`key` as in `subscribe`): records of
+   * live-format messages, other JSON messages as they are.
+   */
+  listen(channel: string, maxQueue: number | undefined | null, key: number): Promise<NativeSubscription>
+  /** Publish a message (any text) on a plain channel. */
+  publish(channel: string, message: string): Promise<void>
 }
 
 /** A scheduler instance, native half. */
@@ -149,6 +198,34 @@ export interface ConnectOptions {
    * fails at once with `BACKPRESSURE`.
    */
   maxPendingEmits?: number
+}
+
+/** Options of `entryRange`. */
+export interface NativeEntryRange {
+  /** Only entries after this id (exclusive). */
+  after?: string
+  /** Only entries before this id (exclusive). */
+  before?: string
+  /** Only entries stored at or after this Unix ms. */
+  fromMs?: number
+  /** Only entries stored at or before this Unix ms. */
+  toMs?: number
+  /** At most this many; absent: all. */
+  count?: number
+  /** Newest first. */
+  reverse?: boolean
+  /** Only entries whose field `field` holds one of `any_of`. */
+  field?: string
+  /** The accepted values of `field`. */
+  anyOf?: Array<string>
+}
+
+/** The live stream an appended entry is published to. */
+export interface NativeLiveStream {
+  /** Stream type, e.g. `flow`. */
+  type: string
+  /** Stream id. */
+  id: string
 }
 
 /** Options of `read`. */

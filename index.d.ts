@@ -22,6 +22,12 @@ export interface EventRecord {
   data?: unknown
   /** Attempt, jobId, awaitType, ... */
   meta?: Record<string, unknown>
+  /**
+   * An entry lean-events did not emit (another program's stream, e.g. one the nvent adapters
+   * append to through `bus.keyspace`): its stored fields as they are, in stored order; `kind`
+   * is then `''`.
+   */
+  fields?: Record<string, string>
 }
 
 /** What `emit` takes: the envelope without the store-assigned `id` and `ts`. */
@@ -78,6 +84,7 @@ export type ErrorCode =
   | 'TRIGGER_RESOLVED'
   | 'TRIGGER_CANCELLED'
   | 'JOB_EXISTS'
+  | 'UNSUPPORTED'
   | 'INTERNAL'
 
 /** An error with a stable `code`. */
@@ -277,12 +284,115 @@ export declare class Subscription implements AsyncIterableIterator<EventRecord> 
   unsubscribe(): Promise<void>
 }
 
+/** A scored index and where its entries' documents live: member m's is the hash `docPrefix + m`. */
+export interface IndexRef {
+  key: string
+  docPrefix: string
+}
+
+/**
+ * An index entry with its document: a JSON object flattened into a hash, one field per leaf
+ * named by its dot path (`stats.total`), the value as the caller encoded it; an empty object
+ * at path p is the field `p.` with an empty value.
+ */
+export interface IndexedDoc {
+  member: string
+  score: number
+  /** `[path, text]` pairs (empty: no document). */
+  fields: Array<[string, string]>
+}
+
+/** A condition of `indexRead` on a top-level field of the document. */
+export interface DocFilter {
+  /** A top-level field (no dot). */
+  field: string
+  /** Accepted texts. */
+  anyOf: string[]
+  /** Also pass documents with nothing at `field` (no leaf, no subtree). */
+  orAbsent?: boolean
+}
+
+/**
+ * One step of `indexMerge`: set a leaf (what was below it, and any leaf in its path, goes),
+ * delete a leaf or whole subtree, or make a path an object (kept when empty).
+ */
+export type PathOp = ['set', string, string] | ['delete', string] | ['object', string]
+
+/**
+ * Keys and channels named in full by the caller, on one Redis or the embedded store: what an
+ * adapter for another program's key layout is built on (`lean-events/nvent`). Each call is one
+ * atomic step (one Lua script on Redis) and one round trip, except `clear` and a filtered
+ * `indexRead` over a long index. A Redis Cluster refuses every call with `UNSUPPORTED`.
+ * Keys of every type share one namespace (as on Redis): a call on a key of another type
+ * fails with `WRONG_TYPE`.
+ */
+export declare class Keyspace {
+  /**
+   * `XADD key [MAXLEN ~ maxLen] * fields`. With `live`, the entry is published on that
+   * lean-events stream's live channel in the same step, so `bus.subscribe(live)` delivers it
+   * gap-free; `key` must then be that stream's key (`<prefix>:<type>:<id>`). Resolves to the
+   * entry id.
+   */
+  appendEntry(key: string, fields: Array<[string, string]>, options?: { maxLen?: number; live?: StreamRef }): Promise<string>
+  /**
+   * Entries of a stream: exclusive `after`/`before` ids, inclusive `from`/`to` (Unix ms of the
+   * ids), `limit` (default: all), `reverse`, and `where` (only entries whose field holds one of
+   * `anyOf`; pages are full).
+   */
+  readEntries(
+    key: string,
+    options?: {
+      after?: string
+      before?: string
+      from?: number
+      to?: number
+      limit?: number
+      reverse?: boolean
+      where?: { field: string; anyOf: string[] }
+    },
+  ): Promise<Array<{ id: string; fields: Array<[string, string]> }>>
+  /** The string at `key`, or null. */
+  get(key: string): Promise<string | null>
+  /** Set the string at `key` (replacing a key of any type); `ttlMs` makes it expire. */
+  set(key: string, value: string, options?: { ttlMs?: number }): Promise<void>
+  /** Add `by` (default 1) to the number at `key` (no number there: 0), keeping its expiry. */
+  increment(key: string, by?: number): Promise<number>
+  /** Remove keys of any type; resolves to how many existed. */
+  delete(...keys: string[]): Promise<number>
+  /** Remove every key matching a glob pattern (Redis `MATCH` syntax); resolves to how many. */
+  clear(pattern: string): Promise<number>
+  /** Add or move an index entry and replace its document (`null`: none). */
+  indexPut(index: IndexRef, member: string, score: number, doc?: Array<[string, string]> | null): Promise<void>
+  /** An entry with its document, or null. */
+  indexGet(index: IndexRef, member: string): Promise<IndexedDoc | null>
+  /** Entries by score, highest first (ties: member descending); `offset` (0) and `limit` (50) count entries that pass every filter. */
+  indexRead(index: IndexRef, options?: { offset?: number; limit?: number; filters?: DocFilter[] }): Promise<IndexedDoc[]>
+  /** Apply `ops` to an entry's document and increment `versionField`, atomically: the new version (0 without one), or null when the entry or its document does not exist. */
+  indexMerge(index: IndexRef, member: string, ops: PathOp[], options?: { versionField?: string }): Promise<number | null>
+  /** Add `by` (default 1) at a dot path of an entry's document (no number there: 0) and increment `versionField`, atomically: the new value, or null when the entry does not exist. */
+  indexIncrement(index: IndexRef, member: string, path: string, by?: number, options?: { versionField?: string }): Promise<number | null>
+  /** Remove an entry and its document; true when the entry existed. */
+  indexRemove(index: IndexRef, member: string): Promise<boolean>
+  /**
+   * Every message on a plain channel while connected: lean-events live messages as their
+   * records, other JSON messages parsed (anything else is dropped). Listeners of one channel
+   * share one Pub/Sub subscription per bus.
+   */
+  listen(channel: string, handler: (message: any) => unknown, options?: { maxQueue?: number; onError?: (err: Error) => void }): Promise<Subscription>
+  /** `PUBLISH channel message`. */
+  publish(channel: string, message: string): Promise<void>
+}
+
 /** The event bus: append, read, subscribe, list runs — on Redis or in memory. */
 export declare class EventBus {
   /** Connect to Redis (`url`), a Redis Cluster (`cluster`) or, with neither, the embedded in-memory store. */
   static connect(options?: ConnectOptions): Promise<EventBus>
   /** True when running on the embedded in-memory store. */
   readonly embedded: boolean
+  /** The key prefix (`nq` unless `prefix` was given). */
+  readonly prefix: string
+  /** Keys and channels named in full (see `Keyspace`). */
+  readonly keyspace: Keyspace
   /**
    * Pub/Sub channels this bus holds (0 once every subscription has ended). A `Scheduler` on
    * this bus holds 2 of them (its instance inbox and the wake-up channel) until `close()`.

@@ -6,11 +6,12 @@
 // async-iterable.
 //
 // One file per concern under lib/: errors.js (codes), options.js (argument checks, JSON),
-// subscription.js, bus.js (EventBus), scheduler.js.
+// subscription.js, bus.js (EventBus), keyspace.js (bus.keyspace), scheduler.js.
 
 const { LeanEventsError } = require('./lib/errors.js')
 const { Subscription } = require('./lib/subscription.js')
 const { EventBus } = require('./lib/bus.js')
 const { Scheduler } = require('./lib/scheduler.js')
+const { Keyspace } = require('./lib/keyspace.js')
 
-module.exports = { EventBus, Scheduler, Subscription, LeanEventsError }
+module.exports = { EventBus, Scheduler, Subscription, Keyspace, LeanEventsError }

@@ -30,6 +30,11 @@ const REQUIRED = [
   'client/index.d.ts',
   'nitro/index.js',
   'nitro/index.d.ts',
+  'nvent/index.js',
+  'nvent/index.d.ts',
+  'nvent/adapters.js',
+  'nvent/adapters.d.ts',
+  'nvent/runtime/plugin.js',
   'scripts/install.js',
   'Cargo.toml',
   'Cargo.lock',
@@ -38,12 +43,17 @@ const REQUIRED = [
   'crates/core/Cargo.toml',
   'crates/core/src/lib.rs',
   // every module the entry points load
-  ...['lib', 'nitro'].flatMap((dir) => fs.readdirSync(path.join(ROOT, dir)).map((f) => `${dir}/${f}`)),
+  ...['lib', 'nitro', 'nvent', 'nvent/runtime'].flatMap((dir) =>
+    fs
+      .readdirSync(path.join(ROOT, dir), { withFileTypes: true })
+      .filter((e) => e.isFile())
+      .map((e) => `${dir}/${e.name}`),
+  ),
 ]
 const ALLOWED = [
   /^(package\.json|README\.md|LICENSE|index\.js|index\.d\.ts|binding\.js|binding\.d\.ts|scripts\/install\.js)$/,
   /^(Cargo\.toml|Cargo\.lock|build\.rs|crates\/core\/Cargo\.toml)$/,
-  /^(lib|client|nitro)\/[\w./-]+\.(js|mjs|cjs|d\.ts|json)$/,
+  /^(lib|client|nitro|nvent)\/[\w./-]+\.(js|mjs|cjs|d\.ts|json)$/,
   /^(src|crates\/core\/src)\/[\w./-]+\.(rs|lua)$/,
 ]
 

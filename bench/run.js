@@ -31,6 +31,7 @@ const { loadtest } = require('./scenarios/loadtest.js')
 const { timers } = require('./scenarios/timers.js')
 const { durability } = require('./scenarios/durability.js')
 const { cluster } = require('./scenarios/cluster.js')
+const { nvent } = require('./scenarios/nvent.js')
 
 const REPS = Number(process.env.BENCH_REPS || 3)
 
@@ -119,6 +120,19 @@ const SCENARIOS = [
     line: (r) =>
       Object.entries(r.setups)
         .map(([k, v]) => `${k} 256 in flight ${fmt.rate(v.median.inFlight256PerSec)}/s delivery p99 ${fmt.ms(v.median.deliveryP99)}`)
+        .join(' | '),
+  },
+  {
+    key: 'nvent',
+    title: 'nvent hot path (lean-events/nvent against adapter-store-redis)',
+    run: nvent,
+    line: (r) =>
+      ['lean', 'reference']
+        .map((s) => {
+          const q = r.sequential[s].median
+          const par = r.parallel[s].median
+          return `${s} step p50 ${fmt.ms(q.stepP50)} p99 ${fmt.ms(q.stepP99)} CPU ${fmt.us(q.cpuUsPerStep)}/step, 20 parallel: ${par.lostPerRound} lost ${par.retriesPerRound} retries per round`
+        })
         .join(' | '),
   },
 ]

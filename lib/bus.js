@@ -9,6 +9,7 @@ const { embeddedInSeveralProcesses } = require('./processes.js')
 const { defaultOnWarning } = require('./warnings.js')
 const { isPlainObject, checkOptions, checkStream, serialize } = require('./options.js')
 const { Subscription, reportError } = require('./subscription.js')
+const { Keyspace } = require('./keyspace.js')
 
 /** `(handler, options)` or `(options)`: a plain object in the handler's place is the options. */
 function handlerAndOptions(handler, options) {
@@ -149,6 +150,21 @@ class EventBus {
   /** True when running on the embedded in-memory store. */
   get embedded() {
     return this._native.embedded
+  }
+
+  /** The key prefix (`nq` unless `prefix` was given). */
+  get prefix() {
+    return this._native.prefix
+  }
+
+  /**
+   * Keys and channels named in full (raw streams, strings, scored indexes with documents,
+   * plain Pub/Sub): what adapters for another program's key layout are built on. One Redis or
+   * the embedded store; a Redis Cluster refuses these calls with `UNSUPPORTED`.
+   */
+  get keyspace() {
+    if (!this._keyspace) this._keyspace = new Keyspace(this)
+    return this._keyspace
   }
 
   /** Append one event; resolves to its stored record. */

@@ -29,7 +29,7 @@ type WarnFn = WakeFn<true>;
 type Settle = WakeQueue<(u32, lean_events_core::Result<String>), false>;
 /// Keys of subscriptions with something to take; a weak function (the bus's keep-alive holds
 /// Node while it is open).
-type Ready = WakeQueue<u32, true>;
+pub(crate) type Ready = WakeQueue<u32, true>;
 /// Warnings for `onWarning`, at most `MAX_QUEUED_WARNINGS` between two takes (all counted).
 type Warnings = WakeQueue<Warning, true>;
 
@@ -223,6 +223,12 @@ impl NativeBus {
     #[napi(getter)]
     pub fn embedded(&self) -> bool {
         self.shared.bus.is_embedded()
+    }
+
+    /// The key prefix.
+    #[napi(getter)]
+    pub fn prefix(&self) -> String {
+        self.shared.bus.prefix().to_owned()
     }
 
     /// Append one event (JSON text). Validation and the hand-off to the store happen before
@@ -510,6 +516,16 @@ impl NativeBus {
 }
 
 impl NativeBus {
+    /// The core bus, for a call that owns it.
+    pub(crate) fn bus(&self) -> Bus {
+        self.shared.bus.clone()
+    }
+
+    /// The ready list subscriptions of this bus are woken through.
+    pub(crate) fn ready(&self) -> Arc<Ready> {
+        self.shared.ready.clone()
+    }
+
     /// Hand an emit to the store with a callback that queues its outcome for `takeSettled()`.
     fn submit(
         &self,
@@ -574,7 +590,7 @@ impl NativeBus {
 }
 
 /// A subscription's waker: it queues the subscription's key on the bus's ready list.
-fn waker_for(ready: &Arc<Ready>, key: u32) -> lean_events_core::live::Waker {
+pub(crate) fn waker_for(ready: &Arc<Ready>, key: u32) -> lean_events_core::live::Waker {
     let ready = ready.clone();
     Box::new(move || {
         ready.push(key);

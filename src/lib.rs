@@ -5,6 +5,7 @@
 mod bus;
 mod environment;
 mod error;
+mod keyspace;
 mod scheduler;
 mod subscription;
 mod wake_queue;

@@ -213,6 +213,32 @@ realistic (~220-270 bytes, \`bench/run-events.js\`) spread over 100 flows.
       ].join('\n') + '\n'
   }))
 
+  out.push(section('12. nvent hot path: lean-events/nvent against adapter-store-redis', s.nvent, () => {
+    const n = s.nvent
+    const q = n.sequential
+    const par = n.parallel
+    const row = (what, set, key, show) => `| ${what} | ${show(set.lean.median[key])} | ${show(set.reference.median[key])} | ${f.ratio(set.lean.median[key], set.reference.median[key])} |`
+    const num = (v) => (f.num(v) ? String(+v.toFixed(2)) : '—')
+    return "Per step, the calls nvent's flow wiring makes (NVENT-ADAPTERS.md §6): `stream.append`, the StreamAdapter's publish of the flow event, " +
+      "`index.updateWithRetry` of the run entry (a nested `emittedEvents` partial), `index.increment` (`completedSteps`) and `index.read` of the flow's runs " +
+      `(${n.config.runsListed} entries), on lean-events/nvent's adapters and on nvent's own \`@nvent-addon/adapter-store-redis\` 0.5.15 (its stream adapter is one PUBLISH of the JSON), one Redis. ` +
+      `Sequential: ${n.config.steps} steps one after another, in runs of ${n.config.stepsPerRun} steps (each run added to the index at its start, untimed; the Redis CPU row includes those adds). Parallel: ${n.config.rounds} rounds of ${n.config.parallel} steps started together on a new run; ` +
+      "a step whose `updateWithRetry` gave up (`Failed to update index after 3 retries`) goes on, as nvent's wiring does, and its update is lost" +
+      separately(n, 'nvent', results) + '\n\n' +
+      '| | lean-events/nvent | adapter-store-redis | lean ÷ reference |\n|---|---:|---:|---:|\n' +
+      [
+        row('step latency p50', q, 'stepP50', f.ms),
+        row('step latency p99', q, 'stepP99', f.ms),
+        row('steps/s', q, 'stepsPerSec', f.rate),
+        row('CPU per step, this process (user + sys)', q, 'cpuUsPerStep', f.us),
+        row('Redis server CPU per step', q, 'redisCpuUsPerStep', f.us),
+        row(`${n.config.parallel} parallel steps: updates lost per round`, par, 'lostPerRound', num),
+        row('  updateWithRetry calls that gave up per round', par, 'gaveUpPerRound', num),
+        row('  conflict retries per round', par, 'retriesPerRound', num),
+        row('  round duration p50', par, 'roundMsP50', f.ms),
+      ].join('\n') + '\n'
+  }))
+
   out.push('## Targets\n\nMedians from the tables above.\n\n| target | goal | measured | status |\n|---|---|---|---|\n' +
     results.targets.map((t) => `| ${t.target} | ${t.goal} | ${t.measured} | ${t.status} |`).join('\n') + '\n')
   out.push('What was tried for the missed targets, and why they are missed: [README.md](README.md#where-the-targets-stand-and-why).\n')

@@ -40,6 +40,8 @@ pub enum ErrorCode {
     TriggerCancelled,
     /// `run` was given the id of a job that exists already.
     JobExists,
+    /// The store cannot do this (a keyspace call on a Redis Cluster).
+    Unsupported,
     /// A bug: an invariant did not hold or a panic was caught.
     Internal,
 }
@@ -65,6 +67,7 @@ impl ErrorCode {
             ErrorCode::TriggerResolved => "TRIGGER_RESOLVED",
             ErrorCode::TriggerCancelled => "TRIGGER_CANCELLED",
             ErrorCode::JobExists => "JOB_EXISTS",
+            ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::Internal => "INTERNAL",
         }
     }

@@ -345,6 +345,29 @@ impl Bus {
         self.listen_with(channel, max_queue, None).await
     }
 
+    /// A live-only subscription to any plain channel, named in full: live-format messages
+    /// arrive as their records, other JSON messages as they are (`event::message_record`).
+    /// At most `max_queue` queued (default: the bus's `maxQueue`).
+    pub async fn listen_channel(
+        &self,
+        channel: &str,
+        max_queue: Option<usize>,
+        waker: Option<Waker>,
+    ) -> Result<Subscription> {
+        if channel.is_empty() {
+            return Err(Error::argument("a channel name must not be empty"));
+        }
+        let max_queue = max_queue.filter(|m| *m > 0).unwrap_or(self.core.max_queue);
+        self.listen_with(channel.to_owned(), max_queue, waker).await
+    }
+
+    /// The store's keyspace calls (keys named in full; see `store::keyspace`), while the bus
+    /// is open.
+    pub fn keyspace(&self) -> Result<&dyn store::keyspace::Keyspace> {
+        self.core.check_open()?;
+        Ok(self.core.store.as_ref())
+    }
+
     async fn listen_with(
         &self,
         channel: String,
@@ -363,7 +386,8 @@ impl Bus {
         live::subscribe(&self.core.hub, channel, None, opts, waker).await
     }
 
-    /// Publish a record-shaped live message (`id␟type␟subject␟k␟v…`) on a plain channel.
+    /// Publish a record-shaped live message (`id␟type␟subject␟k␟v…`) on a plain channel, or
+    /// any other text (listeners receive it as it is when it is JSON).
     pub async fn publish(&self, channel: &str, payload: &str) -> Result<()> {
         self.core.check_open()?;
         self.core.store.publish(channel, payload).await

@@ -5,13 +5,19 @@ use super::{Record, StreamRef};
 use crate::id::StreamId;
 
 /// Build the record JSON from stored fields. Unknown fields are ignored; a `flow` stream's
-/// missing `flow` is its subject.
+/// missing `flow` is its subject. An entry lean-events did not write (its first field is not
+/// `kind`: another program's stream, e.g. nvent's) becomes a record with an empty `kind` and
+/// its stored fields as they are, in order: `{"id","ts","kind":"","subject","fields":{…}}`.
 pub fn record_from_fields<'a>(
     id: StreamId,
     stream_type: &str,
     subject: &str,
     fields: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Record {
+    let mut fields = fields.peekable();
+    if fields.peek().is_some_and(|(k, _)| *k != "kind") {
+        return foreign_record(id, subject, fields);
+    }
     let mut slots: [Option<&str>; 7] = [None; 7];
     let mut size = 64 + subject.len();
     for (k, v) in fields {
@@ -65,6 +71,32 @@ pub fn record_from_fields<'a>(
     Record { id, json: out }
 }
 
+/// The record of an entry another program wrote: its fields as strings, in stored order.
+fn foreign_record<'a>(
+    id: StreamId,
+    subject: &str,
+    fields: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Record {
+    let mut out = String::with_capacity(128 + subject.len());
+    out.push_str("{\"id\":\"");
+    out.push_str(&id.to_string());
+    out.push_str("\",\"ts\":\"");
+    out.push_str(&id.iso());
+    out.push_str("\",\"kind\":\"\",\"subject\":");
+    push_json_str(&mut out, subject);
+    out.push_str(",\"fields\":{");
+    for (i, (k, v)) in fields.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(&mut out, k);
+        out.push(':');
+        push_json_str(&mut out, v);
+    }
+    out.push_str("}}");
+    Record { id, json: out }
+}
+
 fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
     let mut start = 0;
@@ -109,6 +141,20 @@ pub fn record_from_live(payload: &str) -> Option<Record> {
         subject,
         pairs.into_iter(),
     ))
+}
+
+/// What a subscriber of a channel receives for a message: the record of a live-format message
+/// or, for any other message that is JSON text (another program's Pub/Sub, e.g. nvent's
+/// stream topics), that JSON as it is, with id `0-0`. Anything else is dropped.
+pub fn message_record(payload: &str) -> Option<Record> {
+    record_from_live(payload).or_else(|| {
+        serde_json::from_str::<serde::de::IgnoredAny>(payload)
+            .ok()
+            .map(|_| Record {
+                id: StreamId::ZERO,
+                json: payload.to_owned(),
+            })
+    })
 }
 
 /// The live message of a stored event: `id␟type␟subject␟field␟value…` (what `append.lua`
@@ -162,6 +208,34 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&e.to_record(id).json).unwrap();
         assert_eq!(v["subject"], "f\"1");
         assert_eq!(v["data"]["msg"], "a\u{1f}b");
+    }
+
+    #[test]
+    fn entries_of_another_writer_keep_their_fields() {
+        let fields = [
+            ("type", "step.started"),
+            ("data", "{\"a\":1}"),
+            ("x", "q\"\u{1}"),
+        ];
+        let r = record_from_fields(StreamId::new(5, 0), "flow", "run:1", fields.into_iter());
+        let v: serde_json::Value = serde_json::from_str(&r.json).unwrap();
+        assert_eq!(v["kind"], "");
+        assert_eq!(v["subject"], "run:1");
+        assert_eq!(v["fields"]["type"], "step.started");
+        assert_eq!(v["fields"]["data"], "{\"a\":1}");
+        assert_eq!(v["fields"]["x"], "q\"\u{1}");
+        let keys: Vec<&String> = v["fields"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["type", "data", "x"]);
+    }
+
+    #[test]
+    fn plain_json_messages_pass_as_they_are() {
+        let r = message_record(r#"{"type":"flow.event","data":{}}"#).unwrap();
+        assert_eq!(r.id, StreamId::ZERO);
+        assert_eq!(r.json, r#"{"type":"flow.event","data":{}}"#);
+        assert!(message_record("not json").is_none());
+        let note = note_payload("i", "sched.ended", "{}");
+        assert_eq!(message_record(&note), record_from_live(&note));
     }
 
     #[test]

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::id::StreamId;
 
-pub use codec::{live_payload, note_payload, record_from_fields, record_from_live, LIVE_SEP};
+pub use codec::{
+    live_payload, message_record, note_payload, record_from_fields, record_from_live, LIVE_SEP,
+};
 pub use validate::{prepare, validate_id, validate_kind, validate_label, validate_type};
 
 /// Longest accepted `kind`.

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use super::subscription::{catch_up, Phase, SubShared};
 use crate::error::{Error, ErrorCode, Result};
-use crate::event::{record_from_live, SharedRecord};
+use crate::event::{message_record, SharedRecord};
 use crate::store::{Channel, Fanout, Store};
 
 /// The subscriptions of one channel (copied on change, so fan-out can iterate a snapshot).
@@ -121,9 +121,9 @@ impl Hub {
         }
     }
 
-    /// A message from the live connection.
+    /// A message from the live connection (see `event::message_record`).
     pub(super) fn deliver_live(&self, channel: &str, payload: &str) {
-        if let Some(rec) = record_from_live(payload) {
+        if let Some(rec) = message_record(payload) {
             self.dispatch(channel, &Arc::new(rec));
         }
     }

@@ -1,6 +1,7 @@
-//! Where events and the scheduler's state live, behind two traits every backend implements:
-//! [`EventLog`] (append, read, catch up, the run index) and [`Coordination`] (hashes with
-//! compare-and-set, sets, leases, durable timers, publishing). A backend also says where live
+//! Where events and the scheduler's state live, behind three traits every backend implements:
+//! [`EventLog`] (append, read, catch up, the run index), [`Coordination`] (hashes with
+//! compare-and-set, sets, leases, durable timers, publishing) and [`keyspace::Keyspace`]
+//! (keys named in full by an adapter for another key layout). A backend also says where live
 //! messages come from ([`PubSubSource`], on Redis) or hands them to a [`Fanout`] itself (the
 //! embedded store).
 //!
@@ -11,6 +12,9 @@
 
 pub mod awaits;
 pub mod cluster;
+pub mod keyspace;
+#[cfg(test)]
+mod keyspace_suite;
 pub mod memory;
 pub mod redis;
 #[cfg(test)]
@@ -332,7 +336,7 @@ pub trait Fanout: Send + Sync {
 }
 
 /// A store: the event log, the scheduler's primitives and where live messages come from.
-pub trait Store: EventLog + Coordination {
+pub trait Store: EventLog + Coordination + keyspace::Keyspace {
     /// The names of its keys and channels.
     fn keys(&self) -> &Keys;
 

@@ -11,7 +11,7 @@ use crate::store::redis::connection::nodes_of_url;
 
 /// Records what the embedded store delivers.
 #[derive(Default)]
-struct Recorder(Mutex<Vec<(String, String)>>);
+pub(super) struct Recorder(pub(super) Mutex<Vec<(String, String)>>);
 
 impl Fanout for Recorder {
     fn deliver(&self, channel: &str, record: &SharedRecord) {
@@ -33,7 +33,7 @@ fn unique(name: &str) -> String {
 }
 
 /// Every backend, each with its own prefix, and what the embedded one delivered.
-async fn backends(name: &str) -> Vec<(Arc<dyn Store>, Arc<Recorder>)> {
+pub(super) async fn backends(name: &str) -> Vec<(Arc<dyn Store>, Arc<Recorder>)> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let opts = |prefix: String| StoreOptions {
         prefix,
@@ -60,6 +60,32 @@ async fn backends(name: &str) -> Vec<(Arc<dyn Store>, Arc<Recorder>)> {
         out.push((store, recorder));
     }
     out
+}
+
+/// On Redis, what a plain Pub/Sub subscription to `channel` hears (as the live task would
+/// hear it), kept while the returned connection lives; on the embedded store, nothing (its
+/// `Recorder` has the deliveries).
+pub(super) async fn listen(
+    store: &Arc<dyn Store>,
+    channel: &str,
+) -> (Option<Box<dyn PubSubConnection>>, Arc<Mutex<Vec<String>>>) {
+    let heard = Arc::new(Mutex::new(Vec::<String>::new()));
+    let Some(source) = store.pubsub() else {
+        return (None, heard);
+    };
+    let h = heard.clone();
+    let on_push: PushHandler = Arc::new(move |p| {
+        if let Push::Message { payload, .. } = p {
+            h.lock().unwrap().push(payload.to_owned());
+        }
+    });
+    let mut conn = source.connect(on_push).await.unwrap();
+    let channel = Channel {
+        name: channel.to_owned(),
+        sharded: false,
+    };
+    conn.subscribe(&[channel]).await.unwrap();
+    (Some(conn), heard)
 }
 
 fn event(json: &str) -> PreparedEvent {
@@ -323,27 +349,8 @@ async fn an_event_resolves_an_await_by_the_contract() {
     for (store, recorder) in backends("awaits").await {
         let k = store.keys().clone();
         let inbox = k.inbox_channel("owner-1");
-        let heard = Arc::new(Mutex::new(Vec::<String>::new()));
         // on Redis the note goes over Pub/Sub: listen as the live task would
-        let _live = match store.pubsub() {
-            Some(source) => {
-                let h = heard.clone();
-                let on_push: PushHandler = Arc::new(move |p| {
-                    if let Push::Message { payload, .. } = p {
-                        h.lock().unwrap().push(payload.to_owned());
-                    }
-                });
-                let mut conn = source.connect(on_push).await.unwrap();
-                conn.subscribe(&[Channel {
-                    name: inbox.clone(),
-                    sharded: false,
-                }])
-                .await
-                .unwrap();
-                Some(conn)
-            }
-            None => None,
-        };
+        let (_live, heard) = listen(&store, &inbox).await;
         let await_id = "job-1:1:0";
         let fields = [
             ("type", "event".to_owned()),

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::{MemoryStore, State};
 use crate::error::Result;
-use crate::event::record_from_live;
+use crate::event::message_record;
 use crate::store::{CasResult, CasWrite, ClaimedTimer, Coordination, Expect};
 
 impl State {
@@ -240,7 +240,7 @@ impl Coordination for MemoryStore {
     }
 
     async fn publish(&self, channel: &str, payload: &str) -> Result<()> {
-        if let Some(rec) = record_from_live(payload) {
+        if let Some(rec) = message_record(payload) {
             self.fanout.deliver(channel, &Arc::new(rec));
         }
         Ok(())

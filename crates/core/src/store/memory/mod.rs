@@ -5,6 +5,8 @@
 //! scheduler's primitives are in `coordination.rs`.
 
 mod coordination;
+mod glob;
+mod keyspace;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,15 +29,94 @@ use crate::keys::Keys;
 
 #[derive(Default)]
 struct MemStream {
-    entries: VecDeque<SharedRecord>,
+    entries: VecDeque<MemEntry>,
     last_id: StreamId,
     max_deleted: StreamId,
+}
+
+impl MemStream {
+    /// The id of the next entry: the clock's milliseconds, never below the last id.
+    fn next_id(&mut self) -> StreamId {
+        let ms = now_ms().max(self.last_id.ms);
+        let id = if ms == self.last_id.ms {
+            self.last_id.next()
+        } else {
+            StreamId::new(ms, 0)
+        };
+        self.last_id = id;
+        id
+    }
+
+    /// Drop the oldest entries past `max`.
+    fn trim(&mut self, max: Option<u64>) {
+        if let Some(max) = max {
+            while self.entries.len() as u64 > max {
+                if let Some(old) = self.entries.pop_front() {
+                    self.max_deleted = old.record.id;
+                }
+            }
+        }
+    }
+}
+
+/// A stream entry: its record, and for an entry appended through the keyspace (not by an
+/// emit), its raw fields.
+struct MemEntry {
+    record: SharedRecord,
+    raw: Option<Arc<[(String, String)]>>,
+}
+
+impl MemEntry {
+    /// The record as a read of `stream` returns it (an entry with raw fields is named after
+    /// the stream it is read from, as on Redis).
+    fn record_for(&self, stream: &StreamRef) -> Record {
+        match &self.raw {
+            None => (*self.record).clone(),
+            Some(raw) => crate::event::record_from_fields(
+                self.record.id,
+                &stream.stream_type,
+                &stream.id,
+                raw.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            ),
+        }
+    }
 }
 
 #[derive(Default)]
 struct SortedSet {
     scores: HashMap<String, u64>,
     order: BTreeSet<(u64, String)>,
+}
+
+/// A sorted set with any scores (the keyspace's indexes).
+#[derive(Default)]
+struct Scored {
+    scores: HashMap<String, f64>,
+    order: BTreeSet<(ScoreKey, String)>,
+}
+
+/// A score that orders as Redis orders them (`total_cmp`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ScoreKey(f64);
+
+impl Eq for ScoreKey {}
+
+impl PartialOrd for ScoreKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ScoreKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// A string key (the keyspace's kv).
+struct MemString {
+    value: String,
+    expires: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -62,6 +143,8 @@ struct State {
     sets: HashMap<String, HashSet<String>>,
     leases: HashMap<String, Instant>,
     timers: Timers,
+    scored: HashMap<String, Scored>,
+    strings: HashMap<String, MemString>,
 }
 
 impl State {
@@ -117,13 +200,7 @@ impl MemoryStore {
         fields: &[(&'static str, String)],
     ) -> StreamId {
         let s = st.streams.entry(self.keys.stream(stream)).or_default();
-        let ms = now_ms().max(s.last_id.ms);
-        let id = if ms == s.last_id.ms {
-            s.last_id.next()
-        } else {
-            StreamId::new(ms, 0)
-        };
-        s.last_id = id;
+        let id = s.next_id();
         let pairs = || fields.iter().map(|(k, v)| (*k, v.as_str()));
         let record: SharedRecord = Arc::new(crate::event::record_from_fields(
             id,
@@ -131,14 +208,11 @@ impl MemoryStore {
             &stream.id,
             pairs(),
         ));
-        s.entries.push_back(record.clone());
-        if let Some(max) = self.max_len {
-            while s.entries.len() as u64 > max {
-                if let Some(old) = s.entries.pop_front() {
-                    s.max_deleted = old.id;
-                }
-            }
-        }
+        s.entries.push_back(MemEntry {
+            record: record.clone(),
+            raw: None,
+        });
+        s.trim(self.max_len);
         if let Some(index) = index {
             let key = match index {
                 IndexEntry::Flow(name) => self.keys.runs(name),
@@ -254,11 +328,11 @@ impl EventLog for MemoryStore {
         };
         let limit = opts.limit.unwrap_or(DEFAULT_READ_LIMIT);
         let lo = match opts.after {
-            Some(a) => s.entries.partition_point(|r| r.id <= a),
+            Some(a) => s.entries.partition_point(|e| e.record.id <= a),
             None => 0,
         };
         let hi = match opts.before {
-            Some(b) => s.entries.partition_point(|r| r.id < b),
+            Some(b) => s.entries.partition_point(|e| e.record.id < b),
             None => s.entries.len(),
         };
         if lo >= hi {
@@ -266,9 +340,13 @@ impl EventLog for MemoryStore {
         }
         let range = s.entries.range(lo..hi);
         Ok(if opts.reverse {
-            range.rev().take(limit).map(|r| (**r).clone()).collect()
+            range
+                .rev()
+                .take(limit)
+                .map(|e| e.record_for(stream))
+                .collect()
         } else {
-            range.take(limit).map(|r| (**r).clone()).collect()
+            range.take(limit).map(|e| e.record_for(stream)).collect()
         })
     }
 
@@ -283,13 +361,13 @@ impl EventLog for MemoryStore {
         let Some(s) = st.streams.get(&self.keys.stream(stream)) else {
             return Ok(CatchUpPage::default());
         };
-        let lo = s.entries.partition_point(|r| r.id <= after);
+        let lo = s.entries.partition_point(|e| e.record.id <= after);
         Ok(CatchUpPage {
             records: s
                 .entries
                 .range(lo..)
                 .take(count)
-                .map(|r| (**r).clone())
+                .map(|e| e.record_for(stream))
                 .collect(),
             gap: check_gap && s.max_deleted > after,
         })

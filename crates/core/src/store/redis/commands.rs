@@ -42,7 +42,8 @@ impl Commands {
         }
     }
 
-    async fn query<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T> {
+    /// One command, bounded by the store's timeout.
+    pub(crate) async fn query<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T> {
         let cmd = &cmd;
         self.conn
             .send(|mut c| async move { cmd.query_async(&mut c).await })
@@ -56,7 +57,8 @@ impl Commands {
             .await
     }
 
-    async fn script<T: redis::FromRedisValue>(
+    /// One script call (reloaded on NOSCRIPT), bounded by the store's timeout.
+    pub(crate) async fn script<T: redis::FromRedisValue>(
         &self,
         inv: redis::ScriptInvocation<'_>,
     ) -> Result<T> {

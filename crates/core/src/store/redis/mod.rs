@@ -6,6 +6,7 @@
 pub mod append;
 pub mod commands;
 pub mod connection;
+pub mod keyspace;
 pub mod pubsub;
 pub mod reply;
 
