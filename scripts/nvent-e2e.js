@@ -7,7 +7,7 @@
 //
 // NVENT_DIR is a checkout of DevJoghurt/nuxt-queue (nvent 0.5.x) whose dependencies are
 // installed (pnpm@10.20.0: `pnpm install --frozen-lockfile`, which also prepares the
-// playground). Nothing in it is changed: the playground is copied next to it
+// playground); `pnpm` must be on PATH (`npm install -g pnpm@10.20.0`). Nothing in it is changed: the playground is copied next to it
 // (NVENT_DIR/playground-lean-events, so pnpm's relative links still resolve), and in the copy
 // - `lean-events/nvent` goes FIRST in `modules` (the plugin must still end up after nvent's
 //   Redis adapter modules and before nvent: that is what the module arranges);
@@ -140,8 +140,9 @@ async function main() {
   let t = Date.now()
   log(`nuxi build ${COPY} ...`)
   const build = spawnSync('pnpm', ['exec', 'nuxi', 'build', COPY], { cwd: NVENT_DIR, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, timeout: 15 * 60_000 })
+  if (build.error) fail(`could not run pnpm (${build.error.code || build.error.message}): put pnpm@10.20.0 on PATH (npm install -g pnpm@10.20.0)`)
   if (build.status !== 0) {
-    console.log((build.stdout + build.stderr).split('\n').slice(-60).join('\n'))
+    console.log(`${build.stdout}${build.stderr}`.split('\n').slice(-60).join('\n'))
     fail(`nuxi build failed (exit ${build.status})`)
   }
   log(`built in ${((Date.now() - t) / 1000).toFixed(0)} s`)
