@@ -162,10 +162,7 @@ class Scheduler {
       end = await new Promise((resolve, reject) => {
         this._bus
           .subscribe(stream, (e) => isFlowEnd(e) && resolve(e), { after: recent[0].id, onError: reject })
-          .then((s) => {
-            sub = s
-            s.ended?.catch?.(reject)
-          }, reject)
+          .then((s) => (sub = s), reject)
       }).finally(() => sub && sub.unsubscribe().catch(() => {}))
     }
     if (end.kind === 'flow.completed') return end.data?.result
