@@ -10,7 +10,7 @@
 //! (`<runId>:<attempt>:<seq>:r<k>`, written without `step.await.time` / `step.resumed`).
 //! The run's `flow.started` is written when its attempt starts, its `flow.completed` /
 //! `flow.failed` by the compare-and-set that ends its job (see `jobs`), `flow.cancelled` by
-//! the one that cancels it.
+//! the one that cancels it (see `runs`).
 
 use serde_json::{json, Map, Value};
 
@@ -26,11 +26,6 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::event;
 use crate::store::awaits::RESOLVED_TTL_MS;
 use crate::store::{Expect, NewTimer, SetChange};
-
-/// How the last events of a run are looked for before an unwritten last event is written
-/// again (by a take-over or repair): a run that wrote it and died before unmarking it must
-/// not end twice.
-const FINAL_LOOKBACK: usize = 20;
 
 /// The `error` of a `flow.failed`: the thrown error's `message`, `name`, `code` and `step`.
 pub(super) fn flow_error(thrown_json: &str, message: &str) -> Value {
@@ -54,7 +49,7 @@ fn mismatch(seq: u32, recorded: &str, called: &str) -> Error {
     )
 }
 
-fn ended(run: &str, status: Option<JobStatus>) -> Error {
+pub(super) fn ended(run: &str, status: Option<JobStatus>) -> Error {
     match status {
         Some(JobStatus::Cancelled) => Error::new(
             ErrorCode::FlowCancelled,
@@ -164,7 +159,7 @@ impl Scheduler {
         // From here the run exists: when its start fails (the store is away), the repair
         // pass starts it (and writes `flow.started`) later.
         let started = self
-            .start_attempt(&run, &record, 1, StartReason::Moved, None)
+            .start_attempt(&run, &record, 1, StartReason::Created, None)
             .await;
         self.report("JOB_START_FAILED", &format!("starting run {run}"), started);
         Ok(run)
@@ -191,7 +186,7 @@ impl Scheduler {
     }
 
     /// The running flow run `job` (the typed error of a run that is not running).
-    async fn running_flow(&self, job: &str) -> Result<Job> {
+    pub(super) async fn running_flow(&self, job: &str) -> Result<Job> {
         let record = self.read_job(job).await?;
         if !record.is_flow || record.status != Some(JobStatus::Running) {
             return Err(ended(job, record.status.filter(|_| record.is_flow)));
@@ -232,7 +227,8 @@ impl Scheduler {
             }
             .fields(),
         );
-        self.store()
+        let created = self
+            .store()
             .hash_cas(
                 &key,
                 field::STATUS,
@@ -242,7 +238,18 @@ impl Scheduler {
                 &fields,
             )
             .await?;
-        let mut record = self.read_await(&id).await?;
+        // a new record is what was just written; only a replay reads what was recorded
+        let mut record = if created.set {
+            Await {
+                status: Some(AwaitStatus::Pending),
+                await_type: Some(AwaitType::Step),
+                step: name.to_owned(),
+                step_attempt: 1,
+                ..Await::default()
+            }
+        } else {
+            self.read_await(&id).await?
+        };
         if record.await_type != Some(AwaitType::Step) || record.step != name {
             return Err(mismatch(
                 seq,
@@ -351,6 +358,7 @@ impl Scheduler {
             .await?;
         if done.set {
             self.instance.bus.emit(&event, None).await?;
+            return Ok(format!(r#"{{"status":"done","result":{}}}"#, result.get()));
         }
         self.step_outcome(job, &id).await
     }
@@ -487,167 +495,5 @@ impl Scheduler {
             Some(AwaitStatus::Cancelled) => Err(ended(job, Some(JobStatus::Cancelled))),
             _ => Ok(r#"{"status":"retry"}"#.into()),
         }
-    }
-
-    /// Cancel a running flow run: its job ends `cancelled` (`flow.cancelled`), its pending
-    /// awaits, triggers and step back-offs are cancelled (a trigger's `fire` then rejects with
-    /// `TRIGGER_CANCELLED`), and the flow function, wherever it runs, is stopped at its next
-    /// step or await.
-    pub async fn cancel_flow(&self, run: &str, reason: &str) -> Result<()> {
-        self.check_open()?;
-        let record = self.running_flow(run).await.map_err(|e| match e.code {
-            ErrorCode::FlowCancelled => Error::new(
-                ErrorCode::FlowEnded,
-                format!("flow run {run} was cancelled already"),
-            ),
-            _ => e,
-        })?;
-        let now = now_ms();
-        let event = events::flow_cancelled(run, reason, now.saturating_sub(record.created_ms));
-        self.fits(&event)?;
-        let cancelled = self
-            .store()
-            .hash_cas_with(
-                &self.job_key(run),
-                (
-                    field::STATUS,
-                    Expect::Value(JobStatus::Running.as_str()),
-                    JobStatus::Cancelled.as_str(),
-                ),
-                &[],
-                (
-                    &[
-                        (field::ERROR, reason.to_owned()),
-                        (field::FINAL_EVENT, event.clone()),
-                        (field::ENDED_MS, now.to_string()),
-                    ],
-                    RESOLVED_TTL_MS,
-                ),
-                None,
-                &[],
-            )
-            .await?;
-        if !cancelled.set {
-            let current = cancelled.current.as_deref().and_then(JobStatus::parse);
-            return Err(ended(run, current));
-        }
-        // the run is cancelled from here: what follows is cleanup that a failure leaves to
-        // the timers (a late resolution finds the run ended)
-        let fields = self.store().hash_get_all(&self.job_key(run)).await?;
-        let mut ids: Vec<String> = Vec::new();
-        for (k, v) in &fields {
-            if let Some(call) = k.strip_prefix("c:") {
-                ids.push(format!("{run}:{call}"));
-            } else if k.starts_with("t:") {
-                ids.push(v.clone());
-            }
-        }
-        for id in ids {
-            let done = self.cancel_await(&id, reason).await;
-            self.report("CANCEL_FAILED", &format!("cancelling await {id}"), done);
-        }
-        self.instance.bus.emit(&event, None).await?;
-        self.final_written(run, &event, &record.owner).await
-    }
-
-    /// Cancel one pending await or step record of a cancelled run (a trigger as `cancel`
-    /// does), with the back-off of a step's pending retry.
-    async fn cancel_await(&self, id: &str, reason: &str) -> Result<()> {
-        let state = self.read_await(id).await?;
-        if state.status != Some(AwaitStatus::Pending) {
-            return Ok(());
-        }
-        match state.await_type {
-            Some(AwaitType::Trigger) => {
-                return match self.cancel(id, reason).await {
-                    Err(e) if e.code == ErrorCode::TriggerResolved => Ok(()),
-                    other => other,
-                };
-            }
-            Some(AwaitType::Step) => {
-                for k in 2..=state.step_attempt {
-                    Box::pin(self.cancel_await(&format!("{id}:r{k}"), reason)).await?;
-                }
-            }
-            _ => {}
-        }
-        let extra = vec![
-            (field::RESOLVED_MS, now_ms().to_string()),
-            (field::REASON, reason.to_owned()),
-        ];
-        let r = self
-            .resolve_await(id, AwaitStatus::Cancelled, extra, &[])
-            .await?;
-        if !r.set {
-            return Ok(());
-        }
-        for task in [
-            TimerTask::Time {
-                await_id: id.to_owned(),
-            },
-            TimerTask::Timeout {
-                await_id: id.to_owned(),
-            },
-        ] {
-            self.store().timer_remove(&task.id()).await?;
-        }
-        if let Some(kind) = &state.event_kind {
-            self.store()
-                .hash_del(&self.keys().event_awaits(kind), &[id])
-                .await?;
-        }
-        let state = Await {
-            status: Some(AwaitStatus::Cancelled),
-            ..state
-        };
-        self.publish_resolution(id, &state).await
-    }
-
-    /// Start a new run of the flow of run `run` with its input; its `flow.started` carries
-    /// `run` as `correlationId`. Returns the new run's id.
-    pub async fn rerun_flow(&self, run: &str) -> Result<String> {
-        self.check_open()?;
-        let record = self.read_job(run).await?;
-        if !record.is_flow || record.status.is_none() {
-            return Err(ended(run, None));
-        }
-        self.start_flow(&record.step, None, &record.input, Some(run))
-            .await
-    }
-
-    /// Whether run `job`'s stream holds its last event already (`flow.completed`,
-    /// `flow.failed` or `flow.cancelled` among its last events).
-    pub(super) async fn flow_end_written(&self, job: &str) -> Result<bool> {
-        let stream = super::flow_stream(job)?;
-        let opts = crate::store::ReadOptions {
-            limit: Some(FINAL_LOOKBACK),
-            reverse: true,
-            ..Default::default()
-        };
-        let records = self.instance.bus.read(&stream, opts).await?;
-        Ok(records.iter().any(|r| {
-            [
-                "\"flow.completed\"",
-                "\"flow.failed\"",
-                "\"flow.cancelled\"",
-            ]
-            .iter()
-            .any(|k| r.json.contains(&format!("\"kind\":{k}")))
-        }))
-    }
-
-    /// Write the unwritten last event of an ended job this instance now owns (a take-over or
-    /// the repair pass): a flow run's only when its stream does not hold it yet.
-    pub(super) async fn announce_final_again(
-        &self,
-        job: &str,
-        record: &Job,
-        event: &str,
-    ) -> Result<()> {
-        if record.is_flow && self.flow_end_written(job).await? {
-            let owner = self.instance.id.clone();
-            return self.final_written(job, event, &owner).await;
-        }
-        self.announce_final(job, event).await
     }
 }

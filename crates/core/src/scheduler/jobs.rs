@@ -46,6 +46,8 @@ pub(super) enum StartReason {
     /// A repair pass that found the job running here with nothing executing it: it yields to
     /// any attempt of the job this instance executes.
     Repair,
+    /// `start_flow` created the run just now (nobody can have written its `flow.started`).
+    Created,
 }
 
 /// What recording a thrown error came to.
@@ -205,8 +207,13 @@ impl Scheduler {
                 },
             );
         }
-        let fresh = record.started_attempt < attempt;
         let input = json::stored(&record.input);
+        // a run's `flow.started` written by an instance that died before marking it is not
+        // written again (its run begins once)
+        let fresh = record.started_attempt < attempt
+            && !(record.is_flow
+                && by != StartReason::Created
+                && self.flow_started_written(job).await.unwrap_or(false));
         if fresh {
             let started = if record.is_flow {
                 events::flow_started(&record.step, job, &input, &record.correlation)
