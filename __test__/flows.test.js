@@ -281,6 +281,8 @@ bothBackends('flow status comes from the engine: flow.failed once, with the step
   try {
     const run = await scheduler.startFlow('doomed', { id: 'doomed-1' })
     await expectCode(scheduler.startFlow('doomed', { id: 'doomed-1' }), 'JOB_EXISTS', 'same id')
+    await expectCode(scheduler.run('doomed', { flow: 'x' }), 'INVALID_ARGUMENT', 'run() of a flow')
+    await expectCode(scheduler.startFlow('nope', {}), 'INVALID_ARGUMENT', 'an undefined flow')
     const err = await expectCode(scheduler.result(run), 'FLOW_FAILED', 'result')
     assert.deepEqual(err.error, { message: 'card declined', name: 'Error', code: 'DECLINED', step: 'bad' })
     const all = await events(bus, run)

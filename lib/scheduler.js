@@ -194,6 +194,7 @@ class Scheduler {
     const n = await this._ready
     const def = this._defs.get(step)
     if (def && def.error) throw def.error
+    if (def && def.flow) throw argError(`'${step}' is a flow, not a step: use startFlow()`)
     let result
     try {
       result = await native(n.run(step, o.flow, toJson(o.input, 'input'), o.jobId))
