@@ -293,3 +293,35 @@ bothBackends('flow status comes from the engine: flow.failed once, with the step
     await scheduler.close()
   }
 })
+
+bothBackends('cancel stops a run in a step back-off and a timer: both reject with FLOW_CANCELLED where the function waits', async (ctx) => {
+  const bus = await ctx.connect()
+  const scheduler = new Scheduler(bus, { leaseMs: 1000 })
+  const seen = []
+  const watch = (p) => p.catch((err) => (seen.push(err.code), Promise.reject(err)))
+  scheduler.defineFlow('stuck', async (_input, c) => {
+    const flaky = c.step(
+      'flaky',
+      async () => {
+        throw new Error('down')
+      },
+      { retry: { attempts: 5, backoff: { type: 'fixed', delayMs: 600_000 } } },
+    )
+    await Promise.all([watch(flaky), watch(c.await.time(600_000))])
+  })
+  await scheduler.ready()
+  try {
+    const run = await scheduler.startFlow('stuck', {})
+    await eventOf(bus, run, 'step.retry')
+    await eventOf(bus, run, 'step.await.time')
+    await scheduler.cancelFlow(run, 'stop')
+    await expectCode(scheduler.result(run), 'FLOW_CANCELLED', 'result')
+    await waitFor(() => seen.length === 2, 5000, () => `the waits rejected: ${seen}`)
+    assert.deepEqual(seen, ['FLOW_CANCELLED', 'FLOW_CANCELLED'])
+    const all = kinds(await events(bus, run))
+    assert.deepEqual(all.filter((k) => k.startsWith('flow.')), ['flow.started', 'flow.cancelled'])
+    assert.equal(all.filter((k) => k === 'step.started').length, 1, 'the retry never started')
+  } finally {
+    await scheduler.close()
+  }
+})
