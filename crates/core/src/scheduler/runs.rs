@@ -146,35 +146,39 @@ impl Scheduler {
     /// Whether run `job`'s stream holds its last event already (`flow.completed`,
     /// `flow.failed` or `flow.cancelled` among its last events).
     pub(super) async fn flow_end_written(&self, job: &str) -> Result<bool> {
-        let stream = super::flow_stream(job)?;
-        let opts = crate::store::ReadOptions {
-            limit: Some(LOOKBACK),
-            reverse: true,
-            ..Default::default()
-        };
-        let records = self.instance.bus.read(&stream, opts).await?;
-        Ok(records.iter().any(|r| {
-            [
-                "\"flow.completed\"",
-                "\"flow.failed\"",
-                "\"flow.cancelled\"",
-            ]
-            .iter()
-            .any(|k| r.json.contains(&format!("\"kind\":{k}")))
+        let kinds = self.run_kinds(job, true).await?;
+        Ok(kinds.iter().any(|k| {
+            matches!(
+                k.as_str(),
+                "flow.completed" | "flow.failed" | "flow.cancelled"
+            )
         }))
     }
 
     /// Whether run `job`'s stream begins with its `flow.started` already.
     pub(super) async fn flow_started_written(&self, job: &str) -> Result<bool> {
+        let kinds = self.run_kinds(job, false).await?;
+        Ok(kinds.iter().any(|k| k == "flow.started"))
+    }
+
+    /// The kinds of run `job`'s first (or, `last`, last) `LOOKBACK` events.
+    async fn run_kinds(&self, job: &str, last: bool) -> Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct Kind {
+            kind: String,
+        }
         let stream = super::flow_stream(job)?;
         let opts = crate::store::ReadOptions {
             limit: Some(LOOKBACK),
+            reverse: last,
             ..Default::default()
         };
         let records = self.instance.bus.read(&stream, opts).await?;
         Ok(records
             .iter()
-            .any(|r| r.json.contains("\"kind\":\"flow.started\"")))
+            .filter_map(|r| serde_json::from_str::<Kind>(&r.json).ok())
+            .map(|k| k.kind)
+            .collect())
     }
 
     /// Write the unwritten last event of an ended job this instance now owns (a take-over or
