@@ -157,6 +157,32 @@ export declare class NativeScheduler {
   fire(triggerId: string, payload: string): Promise<void>
   /** Cancel a pending trigger. */
   cancel(triggerId: string, reason: string): Promise<void>
+  /** Declare that this instance runs flow `name` (flows and steps share one namespace). */
+  defineFlow(name: string): void
+  /**
+   * Start a run of flow `name` with `input` (JSON); resolves to the run id once the run
+   * exists and its `flow.started` is written.
+   */
+  startFlow(name: string, input: string, runId?: string | undefined | null): Promise<string>
+  /**
+   * `ctx.step`: what call `seq` of a flow run is to do, as JSON `{status: 'done', result} |
+   * {status: 'failed', error} | {status: 'run', attempt}` (waits for a retry's back-off).
+   */
+  stepBegin(jobId: string, attempt: number, seq: number, name: string): Promise<string>
+  /**
+   * A flow step's attempt returned `result` (JSON); resolves to what `step_begin` would
+   * say now (the recorded result).
+   */
+  stepComplete(jobId: string, attempt: number, seq: number, stepAttempt: number, result: string): Promise<string>
+  /**
+   * A flow step's attempt threw `error` (JSON); `policy` is its retry policy (JSON).
+   * Resolves to `{status: 'retry'}` or what `step_begin` would say now.
+   */
+  stepFail(jobId: string, attempt: number, seq: number, stepAttempt: number, error: string, policy?: string | undefined | null): Promise<string>
+  /** Cancel a running flow run (`flow.cancelled`, its pending awaits cancelled). */
+  cancelFlow(runId: string, reason: string): Promise<void>
+  /** Start a new run with the input of run `run_id`; resolves to the new run's id. */
+  rerunFlow(runId: string): Promise<string>
   /** Stop this instance's background work. */
   close(): Promise<void>
 }

@@ -84,6 +84,11 @@ export type ErrorCode =
   | 'TRIGGER_RESOLVED'
   | 'TRIGGER_CANCELLED'
   | 'JOB_EXISTS'
+  | 'REPLAY_MISMATCH'
+  | 'FLOW_CANCELLED'
+  | 'FLOW_FAILED'
+  | 'FLOW_NOT_FOUND'
+  | 'FLOW_ENDED'
   | 'UNSUPPORTED'
   | 'INTERNAL'
 
@@ -191,7 +196,7 @@ export interface StepState {
 /** The reduced state of a flow run. */
 export interface FlowState {
   /** Where the run is. */
-  status: 'running' | 'completed' | 'failed'
+  status: 'running' | 'completed' | 'failed' | 'cancelled'
   /** The flow's name, from `flow.started`. */
   name?: string
   /** ISO start time. */
@@ -202,6 +207,8 @@ export interface FlowState {
   duration?: number
   /** The error of `flow.failed`. */
   error?: unknown
+  /** The reason of `flow.cancelled`. */
+  reason?: string
   /** Steps by name. */
   steps: Record<string, StepState>
   /** `log` events in order. */
@@ -504,6 +511,34 @@ export interface StepContext {
   }
 }
 
+/** What a flow function gets besides its input. */
+export interface FlowContext {
+  /** The run id (the id of its stream). */
+  runId: string
+  /** Same as `runId`. */
+  flow: string
+  /** The flow's name. */
+  name: string
+  /** True when the function runs again after a crash, deploy or take-over (finished calls replay). */
+  replay: boolean
+  /**
+   * A durable step: `fn` runs until it returns (retried by `retry`, each back-off a durable
+   * timer), its result (JSON) is recorded, and a replay returns the record without running `fn`.
+   * A step that failed for good throws (also on a replay) an Error with its `message`, `code`
+   * and `step`. Calls are matched by order: a replay that calls another step or await at a
+   * position rejects with `REPLAY_MISMATCH` and the run fails.
+   */
+  step<R = any>(name: string, fn: (info: { attempt: number; runId: string; step: string }) => R | Promise<R>, options?: { retry?: RetryPolicy }): Promise<R>
+  /** `Promise.all` over steps (or functions returning them), started in array order. */
+  parallel<T extends readonly unknown[]>(items: T): Promise<unknown[]>
+  /** Emit a `log` event to the run. */
+  log(level: string, msg: string, data?: unknown): Promise<EventRecord>
+  /** Emit an event of any kind to the run. */
+  emit(kind: string, data?: unknown): Promise<EventRecord>
+  /** The durable awaits of `StepContext`, at flow level (numbered with the steps, replayed the same way). */
+  await: StepContext['await']
+}
+
 /** Options of `new Scheduler`. */
 export interface SchedulerOptions {
   /** Stable id of this instance (default: random). */
@@ -538,7 +573,29 @@ export declare class Scheduler {
   define<I = any, R = any>(step: string, handler: (input: I, ctx: StepContext) => R | Promise<R>, options?: { retry?: RetryPolicy }): this
   /** Run one step of a flow, retries and awaits included; rejects with `STEP_FAILED` when it fails for good. */
   run<R = any>(step: string, options: { flow: string; input?: unknown; jobId?: string }): Promise<R>
-  /** Fire a trigger; rejects with `TRIGGER_NOT_FOUND` (unknown or expired) or `TRIGGER_RESOLVED`. */
+  /**
+   * Define a durable flow on this instance (flows and steps share one namespace). The engine
+   * writes `flow.started`, `flow.completed` {result, duration ms} and `flow.failed` {error,
+   * duration ms} once per run; `close()` and process exit leave runs running, to be continued
+   * by any instance that defines the flow (it runs `fn` again: finished steps replay).
+   */
+  defineFlow<I = any, R = any>(name: string, fn: (input: I, ctx: FlowContext) => R | Promise<R>, options?: {}): this
+  /** Start a run; resolves to its id (random unless `id` is given) once `flow.started` is stored. Rejects with `JOB_EXISTS` for a used id. */
+  startFlow(name: string, options?: { id?: string; input?: unknown }): Promise<string>
+  /**
+   * Wait for a run to end, from any instance: its result, or a rejection with `FLOW_FAILED`
+   * (`err.error`: what the flow threw), `FLOW_CANCELLED` or `FLOW_NOT_FOUND`.
+   */
+  result<R = any>(runId: string): Promise<R>
+  /**
+   * Cancel a running run: `flow.cancelled` {reason, duration}; its pending awaits, timers and
+   * triggers are cancelled (a trigger's `fire` then rejects with `TRIGGER_CANCELLED`). Rejects
+   * with `FLOW_ENDED` when the run has ended, `FLOW_NOT_FOUND` when there is none.
+   */
+  cancelFlow(runId: string, reason?: string): Promise<void>
+  /** Start a new run of the same flow with the same input; its `flow.started` has `correlationId: runId`. Resolves to the new id. */
+  rerunFlow(runId: string): Promise<string>
+  /** Fire a trigger; rejects with `TRIGGER_NOT_FOUND` (unknown or expired), `TRIGGER_RESOLVED` or `TRIGGER_CANCELLED`. */
   fire(triggerId: string, payload?: unknown): Promise<void>
   /** Cancel a pending trigger; its `wait()` rejects with `TRIGGER_CANCELLED`. */
   cancel(triggerId: string, reason?: string): Promise<void>

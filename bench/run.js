@@ -32,6 +32,7 @@ const { timers } = require('./scenarios/timers.js')
 const { durability } = require('./scenarios/durability.js')
 const { cluster } = require('./scenarios/cluster.js')
 const { nvent } = require('./scenarios/nvent.js')
+const { flows } = require('./scenarios/flows.js')
 
 const REPS = Number(process.env.BENCH_REPS || 3)
 
@@ -134,6 +135,15 @@ const SCENARIOS = [
           return `${s} step p50 ${fmt.ms(q.stepP50)} p99 ${fmt.ms(q.stepP99)} CPU ${fmt.us(q.cpuUsPerStep)}/step, 20 parallel: ${par.lostPerRound} lost ${par.retriesPerRound} retries per round`
         })
         .join(' | '),
+  },
+  {
+    key: 'flows',
+    title: 'durable flow of 5 steps',
+    run: flows,
+    line: (r) => {
+      const m = r.median
+      return `${fmt.rate(m.runsPerSec)} runs/s (${fmt.rate(m.stepsPerSec)} steps/s, ${r.config.inFlight} in flight); one at a time p50 ${fmt.ms(m.runP50)} p99 ${fmt.ms(m.runP99)}; per-step overhead p50 ${fmt.ms(m.stepOverheadP50)}`
+    },
   },
 ]
 

@@ -41,7 +41,7 @@ export function applyFlowEvent(state, event) {
   if (!event || typeof event !== 'object') return s
   const kind = typeof event.kind === 'string' ? event.kind : ''
   const data = event.data
-  const terminal = s.status === 'completed' || s.status === 'failed'
+  const terminal = s.status === 'completed' || s.status === 'failed' || s.status === 'cancelled'
   if (kind === 'flow.started') {
     if (!terminal) s.status = 'running'
     setOpt(s, 'name', data)
@@ -51,6 +51,11 @@ export function applyFlowEvent(state, event) {
     setOpt(s, 'completedAt', event, 'ts')
     setOpt(s, 'duration', data)
     if (kind === 'flow.failed') setOpt(s, 'error', data)
+  } else if (kind === 'flow.cancelled') {
+    s.status = 'cancelled'
+    setOpt(s, 'completedAt', event, 'ts')
+    setOpt(s, 'duration', data)
+    setOpt(s, 'reason', data)
   } else if (kind === 'log') {
     const entry = {}
     setOpt(entry, 'ts', event)

@@ -19,6 +19,45 @@ function errorInfo(err) {
   return info
 }
 
+function isFlowEnd(e) {
+  return e.kind === 'flow.completed' || e.kind === 'flow.failed' || e.kind === 'flow.cancelled'
+}
+
+/** `ctx.await`: durable awaits numbered by `next()` (call order, replayed after a take-over). */
+function awaits(n, jobId, attempt, next) {
+  return {
+    time: (when) => {
+      // a delay counts from the first call of this await: a replay keeps its time
+      const relative = typeof when === 'number'
+      const ms = when instanceof Date ? when.getTime() : relative ? when : NaN
+      if (!Number.isFinite(ms)) return Promise.reject(argError('await.time takes a number of ms or a Date'))
+      return native(n.awaitTime(jobId, attempt, next(), Math.max(0, ms), relative)).then(() => undefined)
+    },
+    event: (spec) => {
+      const o = checkOptions(spec, 'await.event options', { kind: 'string', match: 'object', timeoutMs: 'int' })
+      if (typeof o.kind !== 'string') return Promise.reject(argError('await.event needs { kind }'))
+      return native(n.awaitEvent(jobId, attempt, next(), o.kind, toJson(o.match ?? {}, 'match'), o.timeoutMs)).then(JSON.parse)
+    },
+    trigger: async (spec) => {
+      const o = checkOptions(spec, 'await.trigger options', { type: 'string', payload: 'any', timeoutMs: 'int' })
+      const s = next()
+      const payload = o.payload === undefined ? undefined : toJson(o.payload, 'payload')
+      const id = await native(n.registerTrigger(jobId, attempt, s, o.type ?? 'webhook', payload, o.timeoutMs))
+      return { id, wait: () => native(n.waitTrigger(id)).then(JSON.parse) }
+    },
+  }
+}
+
+/** The error a flow step that failed for good throws (also on a replay). */
+function stepError(step, error) {
+  const e = new Error(error?.message ?? `step '${step}' failed`)
+  if (error?.name) e.name = error.name
+  e.code = error?.code ?? 'STEP_FAILED'
+  e.step = step
+  e.retriable = false
+  return e
+}
+
 /**
  * Steps with retries and durable awaits. Handlers run here; timers, awaits and triggers live
  * in the store, so another instance that defines the same steps can resume them.
@@ -47,7 +86,8 @@ class Scheduler {
 
   _defineNative(step, def) {
     try {
-      this._native.define(step, def.policy)
+      if (def.flow) this._native.defineFlow(step)
+      else this._native.define(step, def.policy)
       def.error = null
     } catch (err) {
       def.error = withCode(err)
@@ -78,6 +118,75 @@ class Scheduler {
     return this
   }
 
+  /**
+   * Define a durable flow: `fn(input, ctx)` calls `ctx.step(name, fn, { retry })`,
+   * `ctx.parallel([...])` and `ctx.await.*`. After a crash, deploy or take-over the function
+   * runs again on a live instance and each finished step or await returns its recorded result.
+   */
+  defineFlow(name, fn, options) {
+    if (typeof name !== 'string') throw argError('name must be a string')
+    if (typeof fn !== 'function') throw argError('the flow must be a function')
+    checkOptions(options, 'options', {})
+    const def = { handler: fn, flow: true, policy: null, error: null }
+    this._defs.set(name, def)
+    if (this._native) {
+      this._defineNative(name, def)
+      if (def.error) throw def.error
+    }
+    return this
+  }
+
+  /** Start a run of a flow; resolves to its id once `flow.started` is stored. */
+  async startFlow(name, options) {
+    if (typeof name !== 'string') throw argError('name must be a string')
+    const o = checkOptions(options, 'options', { id: 'string', input: 'any' })
+    const n = await this._ready
+    const def = this._defs.get(name)
+    if (def && def.error) throw def.error
+    if (def && !def.flow) throw argError(`'${name}' is a step, not a flow: use run()`)
+    return native(n.startFlow(name, toJson(o.input, 'input'), o.id))
+  }
+
+  /**
+   * Wait for a flow run to end (on any instance): resolves to its result; rejects with
+   * `FLOW_FAILED` (`err.error` is what the flow threw), `FLOW_CANCELLED` or `FLOW_NOT_FOUND`.
+   */
+  async result(runId) {
+    if (typeof runId !== 'string') throw argError('runId must be a string')
+    const stream = { type: 'flow', id: runId }
+    const recent = await this._bus.read(stream, { reverse: true, limit: 100 })
+    let end = recent.find(isFlowEnd)
+    if (!end) {
+      if (recent.length === 0) throw Object.assign(new Error(`no flow run ${runId}`), { code: 'FLOW_NOT_FOUND' })
+      let sub
+      end = await new Promise((resolve, reject) => {
+        this._bus
+          .subscribe(stream, (e) => isFlowEnd(e) && resolve(e), { after: recent[0].id, onError: reject })
+          .then((s) => (sub = s), reject)
+      }).finally(() => sub && sub.unsubscribe().catch(() => {}))
+    }
+    if (end.kind === 'flow.completed') return end.data?.result
+    const error = end.data?.error
+    if (end.kind === 'flow.cancelled') {
+      throw Object.assign(new Error(`flow run ${runId} was cancelled: ${end.data?.reason}`), { code: 'FLOW_CANCELLED', reason: end.data?.reason })
+    }
+    throw Object.assign(new Error(`flow run ${runId} failed: ${error?.message}`), { code: 'FLOW_FAILED', error })
+  }
+
+  /** Cancel a running flow run: `flow.cancelled`, its pending awaits and triggers cancelled. */
+  async cancelFlow(runId, reason) {
+    if (typeof runId !== 'string') throw argError('runId must be a string')
+    const n = await this._ready
+    await native(n.cancelFlow(runId, reason === undefined ? 'cancelled' : String(reason)))
+  }
+
+  /** Start a new run with the input of `runId`, linked to it by `correlationId`; resolves to its id. */
+  async rerunFlow(runId) {
+    if (typeof runId !== 'string') throw argError('runId must be a string')
+    const n = await this._ready
+    return native(n.rerunFlow(runId))
+  }
+
   /** Run one step for a flow: retries and awaits included. Resolves to the handler's result. */
   async run(step, options) {
     const o = checkOptions(options, 'options', { flow: 'string', input: 'any', jobId: 'string' })
@@ -85,6 +194,7 @@ class Scheduler {
     const n = await this._ready
     const def = this._defs.get(step)
     if (def && def.error) throw def.error
+    if (def && def.flow) throw argError(`'${step}' is a flow, not a step: use startFlow()`)
     let result
     try {
       result = await native(n.run(step, o.flow, toJson(o.input, 'input'), o.jobId))
@@ -154,6 +264,7 @@ class Scheduler {
       await report(n.fail(jobId, attempt, JSON.stringify({ message: `step '${step}' is not defined on this instance`, retriable: false })))
       return
     }
+    if (def.flow) return this._executeFlow(n, work, def, report)
     let seq = 0
     const bus = this._bus
     const ctx = {
@@ -165,27 +276,7 @@ class Scheduler {
       log: (level, msg, data) =>
         bus.emit({ kind: 'log', subject: flow, step, data: data === undefined ? { level, msg } : { level, msg, data } }),
       emit: (kind, data) => bus.emit(data === undefined ? { kind, subject: flow, step } : { kind, subject: flow, step, data }),
-      await: {
-        time: (when) => {
-          // a delay counts from the first call of this await: a replay keeps its time
-          const relative = typeof when === 'number'
-          const ms = when instanceof Date ? when.getTime() : relative ? when : NaN
-          if (!Number.isFinite(ms)) return Promise.reject(argError('await.time takes a number of ms or a Date'))
-          return native(n.awaitTime(jobId, attempt, seq++, Math.max(0, ms), relative)).then(() => undefined)
-        },
-        event: (spec) => {
-          const o = checkOptions(spec, 'await.event options', { kind: 'string', match: 'object', timeoutMs: 'int' })
-          if (typeof o.kind !== 'string') return Promise.reject(argError('await.event needs { kind }'))
-          return native(n.awaitEvent(jobId, attempt, seq++, o.kind, toJson(o.match ?? {}, 'match'), o.timeoutMs)).then(JSON.parse)
-        },
-        trigger: async (spec) => {
-          const o = checkOptions(spec, 'await.trigger options', { type: 'string', payload: 'any', timeoutMs: 'int' })
-          const s = seq++
-          const payload = o.payload === undefined ? undefined : toJson(o.payload, 'payload')
-          const id = await native(n.registerTrigger(jobId, attempt, s, o.type ?? 'webhook', payload, o.timeoutMs))
-          return { id, wait: () => native(n.waitTrigger(id)).then(JSON.parse) }
-        },
-      },
+      await: awaits(n, jobId, attempt, () => seq++),
     }
     let result
     try {
@@ -197,6 +288,109 @@ class Scheduler {
     let json
     try {
       json = toJson(result, 'the step result')
+    } catch (err) {
+      await report(n.fail(jobId, attempt, JSON.stringify({ message: err.message, retriable: false })))
+      return
+    }
+    await report(n.complete(jobId, attempt, json))
+  }
+  /** Run (or replay) a flow function: its steps and awaits are recorded in the store. */
+  async _executeFlow(n, work, def, report) {
+    const { jobId, flow, attempt } = work
+    const bus = this._bus
+    let seq = 0
+    // a replay that no longer matches fails the run, whatever the function does with the error
+    let mismatch = null
+    const watch = (p) =>
+      p.catch((err) => {
+        if (err && err.code === 'REPLAY_MISMATCH') mismatch ??= err
+        throw err
+      })
+    const step = (name, fn, options) => {
+      if (typeof name !== 'string') return Promise.reject(argError('ctx.step needs a name'))
+      if (typeof fn !== 'function') return Promise.reject(argError('ctx.step needs a function'))
+      let o
+      let policy
+      try {
+        o = checkOptions(options, 'step options', { retry: 'object' })
+        policy = toJson(o.retry ?? null, 'retry')
+      } catch (err) {
+        return Promise.reject(err)
+      }
+      // numbered now, synchronously: steps started together keep their order on a replay
+      const s = seq++
+      return watch(
+        (async () => {
+          for (;;) {
+            let state = JSON.parse(await native(n.stepBegin(jobId, attempt, s, name)))
+            if (state.status === 'run') {
+              let value
+              let thrown = null
+              try {
+                value = await fn({ attempt: state.attempt, runId: flow, step: name })
+              } catch (err) {
+                thrown = err
+              }
+              if (thrown) {
+                state = JSON.parse(await native(n.stepFail(jobId, attempt, s, state.attempt, JSON.stringify(errorInfo(thrown)), policy)))
+              } else {
+                let json
+                try {
+                  json = toJson(value, 'the step result')
+                } catch (err) {
+                  json = null
+                  state = JSON.parse(
+                    await native(n.stepFail(jobId, attempt, s, state.attempt, JSON.stringify({ message: err.message, retriable: false }), policy)),
+                  )
+                }
+                if (json !== null) state = JSON.parse(await native(n.stepComplete(jobId, attempt, s, state.attempt, json)))
+              }
+            }
+            if (state.status === 'done') return state.result
+            if (state.status === 'failed') throw stepError(name, state.error)
+            // 'retry': the next stepBegin waits for the back-off
+          }
+        })(),
+      )
+    }
+    const flowAwaits = awaits(n, jobId, attempt, () => seq++)
+    const ctx = {
+      runId: flow,
+      flow,
+      name: work.step,
+      replay: !!work.replay,
+      log: (level, msg, data) => bus.emit({ kind: 'log', subject: flow, data: data === undefined ? { level, msg } : { level, msg, data } }),
+      emit: (kind, data) => bus.emit(data === undefined ? { kind, subject: flow } : { kind, subject: flow, data }),
+      step,
+      parallel: (items) => {
+        if (!Array.isArray(items)) return Promise.reject(argError('ctx.parallel takes an array'))
+        return Promise.all(items.map((item) => (typeof item === 'function' ? item() : item)))
+      },
+      await: {
+        time: (when) => watch(flowAwaits.time(when)),
+        event: (spec) => watch(flowAwaits.event(spec)),
+        trigger: (spec) =>
+          watch(flowAwaits.trigger(spec)).then((t) => ({ id: t.id, wait: () => watch(t.wait()) })),
+      },
+    }
+    let result
+    let failure = null
+    try {
+      result = await def.handler(work.input, ctx)
+    } catch (err) {
+      failure = err
+    }
+    if (mismatch) failure = mismatch
+    if (failure) {
+      const info = errorInfo(failure)
+      info.retriable = false
+      if (typeof failure?.step === 'string') info.step = failure.step
+      await report(n.fail(jobId, attempt, JSON.stringify(info)))
+      return
+    }
+    let json
+    try {
+      json = toJson(result, 'the flow result')
     } catch (err) {
       await report(n.fail(jobId, attempt, JSON.stringify({ message: err.message, retriable: false })))
       return

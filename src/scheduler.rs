@@ -219,6 +219,105 @@ impl NativeScheduler {
         spawn(env, async move { s.cancel(&trigger_id, &reason).await })
     }
 
+    /// Declare that this instance runs flow `name` (flows and steps share one namespace).
+    #[napi]
+    pub fn define_flow(&self, name: String) -> Result<()> {
+        guarded_sync(|| self.inner.define_flow(&name))
+    }
+
+    /// Start a run of flow `name` with `input` (JSON); resolves to the run id once the run
+    /// exists and its `flow.started` is written.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn start_flow(
+        &self,
+        env: Env,
+        name: String,
+        input: String,
+        run_id: Option<String>,
+    ) -> Result<PromiseRaw<'static, String>> {
+        let s = self.inner.clone();
+        spawn(env, async move {
+            s.start_flow(&name, run_id.as_deref(), &input, None).await
+        })
+    }
+
+    /// `ctx.step`: what call `seq` of a flow run is to do, as JSON `{status: 'done', result} |
+    /// {status: 'failed', error} | {status: 'run', attempt}` (waits for a retry's back-off).
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn step_begin(
+        &self,
+        env: Env,
+        job_id: String,
+        attempt: u32,
+        seq: u32,
+        name: String,
+    ) -> Result<PromiseRaw<'static, String>> {
+        let s = self.inner.clone();
+        spawn(env, async move {
+            s.step_begin(&job_id, attempt, seq, &name).await
+        })
+    }
+
+    /// A flow step's attempt returned `result` (JSON); resolves to what `step_begin` would
+    /// say now (the recorded result).
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn step_complete(
+        &self,
+        env: Env,
+        job_id: String,
+        attempt: u32,
+        seq: u32,
+        step_attempt: u32,
+        result: String,
+    ) -> Result<PromiseRaw<'static, String>> {
+        let s = self.inner.clone();
+        spawn(env, async move {
+            s.step_complete(&job_id, attempt, seq, step_attempt, &result)
+                .await
+        })
+    }
+
+    /// A flow step's attempt threw `error` (JSON); `policy` is its retry policy (JSON).
+    /// Resolves to `{status: 'retry'}` or what `step_begin` would say now.
+    #[allow(clippy::too_many_arguments)]
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn step_fail(
+        &self,
+        env: Env,
+        job_id: String,
+        attempt: u32,
+        seq: u32,
+        step_attempt: u32,
+        error: String,
+        policy: Option<String>,
+    ) -> Result<PromiseRaw<'static, String>> {
+        let s = self.inner.clone();
+        spawn(env, async move {
+            let policy = policy.unwrap_or_else(|| "null".into());
+            s.step_fail(&job_id, attempt, seq, step_attempt, &error, &policy)
+                .await
+        })
+    }
+
+    /// Cancel a running flow run (`flow.cancelled`, its pending awaits cancelled).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn cancel_flow(
+        &self,
+        env: Env,
+        run_id: String,
+        reason: String,
+    ) -> Result<PromiseRaw<'static, ()>> {
+        let s = self.inner.clone();
+        spawn(env, async move { s.cancel_flow(&run_id, &reason).await })
+    }
+
+    /// Start a new run with the input of run `run_id`; resolves to the new run's id.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn rerun_flow(&self, env: Env, run_id: String) -> Result<PromiseRaw<'static, String>> {
+        let s = self.inner.clone();
+        spawn(env, async move { s.rerun_flow(&run_id).await })
+    }
+
     /// Stop this instance's background work.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn close(&self, env: Env) -> Result<PromiseRaw<'static, ()>> {

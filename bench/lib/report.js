@@ -239,6 +239,23 @@ realistic (~220-270 bytes, \`bench/run-events.js\`) spread over 100 flows.
       ].join('\n') + '\n'
   }))
 
+  out.push(section('13. Durable flow of 5 steps', s.flows, () => {
+    const r = s.flows
+    const m = r.median
+    return `The addon alone, on Redis: a flow (\`defineFlow\`) of ${r.config.steps} steps, each returning a small object at once. ` +
+      `Throughput: ${r.config.runs} runs with ${r.config.inFlight} in flight, \`startFlow\` to \`flow.completed\`; latency: ${r.config.sequential} runs one at a time; ` +
+      'per-step overhead: (5-step run − run of a flow with no step) ÷ 5, p50' + separately(r, 'flows', results) + '\n\n' +
+      '| | |\n|---|---:|\n' +
+      [
+        `| runs/s | ${f.rate(m.runsPerSec)} |`,
+        `| steps/s | ${f.rate(m.stepsPerSec)} |`,
+        `| one run at a time p50 | ${f.ms(m.runP50)} |`,
+        `| one run at a time p99 | ${f.ms(m.runP99)} |`,
+        `| run with no step p50 | ${f.ms(m.emptyRunP50)} |`,
+        `| per-step overhead p50 | ${f.ms(m.stepOverheadP50)} |`,
+      ].join('\n') + '\n'
+  }))
+
   out.push('## Targets\n\nMedians from the tables above.\n\n| target | goal | measured | status |\n|---|---|---|---|\n' +
     results.targets.map((t) => `| ${t.target} | ${t.goal} | ${t.measured} | ${t.status} |`).join('\n') + '\n')
   out.push('What was tried for the missed targets, and why they are missed: [README.md](README.md#where-the-targets-stand-and-why).\n')

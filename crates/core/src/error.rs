@@ -38,8 +38,20 @@ pub enum ErrorCode {
     TriggerResolved,
     /// The trigger a step waited for was cancelled.
     TriggerCancelled,
-    /// `run` was given the id of a job that exists already.
+    /// `run` was given the id of a job that exists already (or `startFlow` the id of a run).
     JobExists,
+    /// A flow re-ran after a take-over and called another step or await than its run recorded
+    /// at that position (its code changed).
+    ReplayMismatch,
+    /// The flow run was cancelled.
+    FlowCancelled,
+    /// The flow run failed (what `result` rejects with).
+    FlowFailed,
+    /// No flow run has this id (or its records expired).
+    FlowNotFound,
+    /// The flow run has ended already (it cannot be cancelled; a step call of a run that ended
+    /// elsewhere is refused).
+    FlowEnded,
     /// The store cannot do this (a keyspace call on a Redis Cluster).
     Unsupported,
     /// A bug: an invariant did not hold or a panic was caught.
@@ -67,6 +79,11 @@ impl ErrorCode {
             ErrorCode::TriggerResolved => "TRIGGER_RESOLVED",
             ErrorCode::TriggerCancelled => "TRIGGER_CANCELLED",
             ErrorCode::JobExists => "JOB_EXISTS",
+            ErrorCode::ReplayMismatch => "REPLAY_MISMATCH",
+            ErrorCode::FlowCancelled => "FLOW_CANCELLED",
+            ErrorCode::FlowFailed => "FLOW_FAILED",
+            ErrorCode::FlowNotFound => "FLOW_NOT_FOUND",
+            ErrorCode::FlowEnded => "FLOW_ENDED",
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::Internal => "INTERNAL",
         }

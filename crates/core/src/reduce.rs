@@ -65,7 +65,7 @@ pub fn apply_flow_event(state: &mut Value, event: &Value) {
     let data = event.get("data");
     let terminal = matches!(
         s.get("status").and_then(Value::as_str),
-        Some("completed" | "failed")
+        Some("completed" | "failed" | "cancelled")
     );
     match kind {
         "flow.started" => {
@@ -87,6 +87,12 @@ pub fn apply_flow_event(state: &mut Value, event: &Value) {
             if kind == "flow.failed" {
                 set_opt(s, "error", data.and_then(|d| d.get("error")));
             }
+        }
+        "flow.cancelled" => {
+            s.insert("status".into(), "cancelled".into());
+            set_opt(s, "completedAt", ts.as_ref());
+            set_opt(s, "duration", data.and_then(|d| d.get("duration")));
+            set_opt(s, "reason", data.and_then(|d| d.get("reason")));
         }
         "log" => {
             let mut entry = Map::new();

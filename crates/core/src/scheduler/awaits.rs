@@ -80,6 +80,10 @@ impl Scheduler {
             if record.status.is_none() {
                 return Err(Error::argument(format!("job '{job}' does not exist")));
             }
+            if record.is_flow {
+                self.record_call(job, attempt, seq, &spec.call_name())
+                    .await?;
+            }
             let mut all = vec![
                 (field::JOB, job.to_owned()),
                 (field::FLOW, record.flow.clone()),
@@ -417,9 +421,16 @@ impl Scheduler {
                         .map_or_else(|| "?".to_owned(), |t| t.to_string())
                 ),
             )),
+            Some(AwaitStatus::Cancelled) if state.await_type == Some(AwaitType::Trigger) => {
+                Err(Error::new(
+                    ErrorCode::TriggerCancelled,
+                    format!("the trigger was cancelled: {}", state.reason),
+                ))
+            }
+            // only a cancelled flow run cancels its other awaits
             Some(AwaitStatus::Cancelled) => Err(Error::new(
-                ErrorCode::TriggerCancelled,
-                format!("the trigger was cancelled: {}", state.reason),
+                ErrorCode::FlowCancelled,
+                format!("the flow run was cancelled: {}", state.reason),
             )),
             Some(AwaitStatus::Pending) | None => return Ok(()),
         };

@@ -307,6 +307,96 @@ pub(super) fn trigger_timeout(id: &str, a: &Await, late_ms: u64) -> String {
     )
 }
 
+/// A flow event of run `run`'s stream.
+fn flow_event<D: Serialize>(
+    kind: &'static str,
+    run: &str,
+    correlation: Option<&str>,
+    data: D,
+) -> String {
+    to_json(&Envelope {
+        kind,
+        subject: run,
+        step: None,
+        correlation_id: correlation.filter(|c| !c.is_empty()),
+        data,
+        meta: Some(json!({ "jobId": run })),
+    })
+}
+
+/// `flow.started`: run `run` of flow `name` begins with `input` (a rerun names the run it
+/// reruns as `correlation`).
+pub(super) fn flow_started(name: &str, run: &str, input: &RawValue, correlation: &str) -> String {
+    #[derive(Serialize)]
+    struct Data<'a> {
+        name: &'a str,
+        input: &'a RawValue,
+    }
+    flow_event("flow.started", run, Some(correlation), Data { name, input })
+}
+
+/// `flow.completed` with the flow function's result and the run's duration (ms).
+pub(super) fn flow_completed(run: &str, result: &RawValue, duration_ms: u64) -> String {
+    #[derive(Serialize)]
+    struct Data<'a> {
+        result: &'a RawValue,
+        duration: u64,
+    }
+    let data = Data {
+        result,
+        duration: duration_ms,
+    };
+    flow_event("flow.completed", run, None, data)
+}
+
+/// `flow.failed` with what the flow function threw (`{message, name?, code?, step?}`).
+pub(super) fn flow_failed(run: &str, error: &Value, duration_ms: u64) -> String {
+    flow_event(
+        "flow.failed",
+        run,
+        None,
+        json!({ "error": error, "duration": duration_ms }),
+    )
+}
+
+/// `flow.cancelled` with its reason.
+pub(super) fn flow_cancelled(run: &str, reason: &str, duration_ms: u64) -> String {
+    flow_event(
+        "flow.cancelled",
+        run,
+        None,
+        json!({ "reason": reason, "duration": duration_ms }),
+    )
+}
+
+/// `step.started` of a flow's step: its attempt `attempt`, call `seq` of the run.
+pub(super) fn flow_step_started(run: &str, step: &str, attempt: u32, seq: u32) -> String {
+    step_event(
+        "step.started",
+        run,
+        step,
+        json!({}),
+        json!({ "attempt": attempt, "jobId": run, "seq": seq }),
+    )
+}
+
+/// `step.completed` of a flow's step.
+pub(super) fn flow_step_completed(
+    run: &str,
+    step: &str,
+    result: &RawValue,
+    attempt: u32,
+    duration_ms: u64,
+    seq: u32,
+) -> String {
+    #[derive(Serialize)]
+    struct Data<'a> {
+        result: &'a RawValue,
+    }
+    let meta = json!({ "attempt": attempt, "duration": duration_ms, "jobId": run, "seq": seq });
+    step_event("step.completed", run, step, Data { result }, meta)
+}
+
 /// Work for the host: run attempt `attempt` of `job` (as a replay when it was started
 /// before).
 pub(super) fn work(

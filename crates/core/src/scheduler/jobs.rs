@@ -32,6 +32,10 @@ pub(super) struct Attempt {
     pub flow: String,
     /// The instance whose `run` call waits for the job.
     pub runner: String,
+    /// The job of a flow run.
+    pub is_flow: bool,
+    /// When the job was created (Unix ms): a flow run's duration counts from there.
+    pub created_ms: u64,
 }
 
 /// Why `start_attempt` is asked to start an attempt.
@@ -42,6 +46,8 @@ pub(super) enum StartReason {
     /// A repair pass that found the job running here with nothing executing it: it yields to
     /// any attempt of the job this instance executes.
     Repair,
+    /// `start_flow` created the run just now (nobody can have written its `flow.started`).
+    Created,
 }
 
 /// What recording a thrown error came to.
@@ -196,14 +202,24 @@ impl Scheduler {
                     step: record.step.clone(),
                     flow: record.flow.clone(),
                     runner: record.runner.clone(),
+                    is_flow: record.is_flow,
+                    created_ms: record.created_ms,
                 },
             );
         }
-        let fresh = record.started_attempt < attempt;
         let input = json::stored(&record.input);
+        // a run's `flow.started` written by an instance that died before marking it is not
+        // written again (its run begins once)
+        let fresh = record.started_attempt < attempt
+            && !(record.is_flow
+                && by != StartReason::Created
+                && self.flow_started_written(job).await.unwrap_or(false));
         if fresh {
-            let started =
-                events::step_started(&record.flow, &record.step, &input, attempt, job, late_ms);
+            let started = if record.is_flow {
+                events::flow_started(&record.step, job, &input, &record.correlation)
+            } else {
+                events::step_started(&record.flow, &record.step, &input, attempt, job, late_ms)
+            };
             let announced = async {
                 self.instance.bus.emit(&started, None).await?;
                 self.store()
@@ -261,6 +277,8 @@ impl Scheduler {
             step: record.step,
             flow: record.flow,
             runner: record.runner,
+            is_flow: record.is_flow,
+            created_ms: record.created_ms,
         })
     }
 
@@ -330,8 +348,13 @@ impl Scheduler {
         let finished: Result<(Option<String>, String, Box<RawValue>)> = async {
             let result = json::checked("the result", result)?;
             let a = self.attempt_info(job, attempt).await?;
-            let duration = a.since.elapsed().as_millis() as u64;
-            let event = events::step_completed(&a.flow, &a.step, &result, attempt, duration, job);
+            let event = if a.is_flow {
+                let duration = now_ms().saturating_sub(a.created_ms);
+                events::flow_completed(job, &result, duration)
+            } else {
+                let duration = a.since.elapsed().as_millis() as u64;
+                events::step_completed(&a.flow, &a.step, &result, attempt, duration, job)
+            };
             self.fits(&event)?;
             let event = self
                 .finish_job(
@@ -403,7 +426,7 @@ impl Scheduler {
 
     /// The message of a thrown error as `step.failed` / `step.retry` carry it: the events
     /// must fit in `maxEventBytes` (the whole error stays in the job).
-    fn error_message(&self, thrown: &ThrownError) -> String {
+    pub(super) fn error_message(&self, thrown: &ThrownError) -> String {
         let mut message = thrown
             .message
             .clone()
@@ -432,14 +455,27 @@ impl Scheduler {
         let message = self.error_message(&thrown);
         let a = self.attempt_info(job, attempt).await?;
         let policy = self.policy(&a.step);
-        if let Some(delay) = policy.retry_delay(&thrown, attempt) {
-            return self.record_retry(job, &a, &policy, &message, delay).await;
+        // a flow function is not retried: its steps are, each by its own policy
+        if !a.is_flow {
+            if let Some(delay) = policy.retry_delay(&thrown, attempt) {
+                return self.record_retry(job, &a, &policy, &message, delay).await;
+            }
         }
         let max = policy.max_attempts();
         let Attempt {
-            step, flow, runner, ..
+            step,
+            flow,
+            runner,
+            is_flow,
+            created_ms,
+            ..
         } = a;
-        let event = events::step_failed(&flow, &step, &message, attempt, max, job, Next::Fail);
+        let event = if is_flow {
+            let duration = now_ms().saturating_sub(created_ms);
+            events::flow_failed(job, &super::flows::flow_error(error, &message), duration)
+        } else {
+            events::step_failed(&flow, &step, &message, attempt, max, job, Next::Fail)
+        };
         let finished = self
             .finish_job(
                 job,
@@ -514,7 +550,15 @@ impl Scheduler {
             }
             // refused for good (checked before the job ended, so not expected): not retried
         }
-        let owned = self.owned_key(&self.instance.id);
+        let owner = self.instance.id.clone();
+        self.final_written(job, event, &owner).await?;
+        emitted
+    }
+
+    /// The last event of an ended job is written: unmark it and drop the job from `owner`'s
+    /// owned set, in one step.
+    pub(super) async fn final_written(&self, job: &str, event: &str, owner: &str) -> Result<()> {
+        let owned = self.owned_key(owner);
         self.store()
             .hash_cas_with(
                 &self.job_key(job),
@@ -529,7 +573,7 @@ impl Scheduler {
                 }],
             )
             .await?;
-        emitted
+        Ok(())
     }
 
     /// Refuse an event of this scheduler's that the bus would refuse: only its size can be

@@ -12,7 +12,9 @@
 //! and event awaits, settling and resuming), `triggers`
 //! (register, wait, fire, cancel), `timers` (the timer loop: retries, await times and
 //! timeouts), `recovery` (leases, take-over, the repair pass, re-checks), `notes` (control
-//! messages between instances).
+//! messages between instances), `flows` (durable flows: a run is a job whose handler is the
+//! flow function; its steps' records and replay), `runs` (cancel and rerun a flow run, its own
+//! events written once).
 //!
 //! Other keys (prefix `nq`): `nq:await:kind:<kind>` (hash: awaitId → match, the pending
 //! event awaits, matched by the append script in the same step as the append);
@@ -46,6 +48,7 @@
 
 mod awaits;
 mod events;
+mod flows;
 mod jobs;
 mod json;
 mod model;
@@ -53,6 +56,7 @@ mod notes;
 mod policy;
 mod recovery;
 mod retries;
+mod runs;
 mod timers;
 mod triggers;
 

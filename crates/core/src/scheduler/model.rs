@@ -6,7 +6,9 @@
 //!   status (see `JobStatus`; `failing` since `failingMs`), owner, result / error, `finalEvent`
 //!   (the last event, until it is written; then empty) and `endedMs`, `runner` (the instance
 //!   whose `run` call waits), `errorDetail`, `t:<attempt>:<seq>` → the trigger id of an
-//!   `await.trigger` call. Expires 7 days after the job ends.
+//!   `await.trigger` call. A flow run's job also has `kind` = `flow`, `correlationId`, and
+//!   `c:<attempt>:<seq>` → the call its flow function made at that position (see `flows`).
+//!   Expires 7 days after the job ends.
 //! - await (`<coord>:await:<awaitId>`, hash): type (see `AwaitType`), job, flow, step, attempt,
 //!   seq, owner, status (see `AwaitStatus`), createdMs, result, `announced` (its
 //!   `step.await.*` event is written), `resumed` (its `step.resumed` is written), and per type
@@ -36,6 +38,10 @@ pub(super) mod field {
     pub const FINAL_EVENT: &str = "finalEvent";
     pub const ENDED_MS: &str = "endedMs";
     pub const FAILING_MS: &str = "failingMs";
+    /// `flow` on the job of a flow run (absent on a step's job).
+    pub const KIND: &str = "kind";
+    /// The run a flow run reruns (its `flow.started` carries it as `correlationId`).
+    pub const CORRELATION: &str = "correlationId";
     // await
     pub const TYPE: &str = "type";
     pub const JOB: &str = "job";
@@ -51,6 +57,8 @@ pub(super) mod field {
     pub const TIMEOUT_MS: &str = "timeoutMs";
     pub const REASON: &str = "reason";
     pub const PENDING_EVENTS: &str = "pendingEvents";
+    // step record of a flow
+    pub const STEP_ATTEMPT: &str = "stepAttempt";
 
     /// The job field that holds the trigger id of call `seq` of `attempt`.
     pub fn trigger_slot(attempt: u32, seq: u32) -> String {
@@ -72,6 +80,8 @@ pub enum JobStatus {
     Completed,
     /// Ended with an error.
     Failed,
+    /// A flow run cancelled by `cancel_flow`.
+    Cancelled,
 }
 
 impl JobStatus {
@@ -83,6 +93,7 @@ impl JobStatus {
             JobStatus::Retrying => "retrying",
             JobStatus::Completed => "completed",
             JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
         }
     }
 
@@ -94,13 +105,17 @@ impl JobStatus {
             "retrying" => JobStatus::Retrying,
             "completed" => JobStatus::Completed,
             "failed" => JobStatus::Failed,
+            "cancelled" => JobStatus::Cancelled,
             _ => return None,
         })
     }
 
-    /// Completed or failed.
+    /// Completed, failed or cancelled.
     pub fn has_ended(self) -> bool {
-        matches!(self, JobStatus::Completed | JobStatus::Failed)
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
     }
 }
 
@@ -149,6 +164,8 @@ pub enum AwaitType {
     Event,
     /// `ctx.await.trigger`.
     Trigger,
+    /// A flow's `ctx.step` (its record: the step's attempt and, once done, its result).
+    Step,
 }
 
 impl AwaitType {
@@ -158,6 +175,7 @@ impl AwaitType {
             AwaitType::Time => "time",
             AwaitType::Event => "event",
             AwaitType::Trigger => "trigger",
+            AwaitType::Step => "step",
         }
     }
 
@@ -167,6 +185,7 @@ impl AwaitType {
             "time" => AwaitType::Time,
             "event" => AwaitType::Event,
             "trigger" => AwaitType::Trigger,
+            "step" => AwaitType::Step,
             _ => return None,
         })
     }
@@ -204,6 +223,12 @@ pub struct Job {
     pub final_event: Option<String>,
     pub ended_ms: u64,
     pub failing_ms: u64,
+    /// When it was created (Unix ms; 0 when not recorded).
+    pub created_ms: u64,
+    /// The job of a flow run (the flow function is its handler).
+    pub is_flow: bool,
+    /// A flow run's `correlationId` (the run it reruns; empty: none).
+    pub correlation: String,
 }
 
 impl Job {
@@ -215,6 +240,9 @@ impl Job {
             started_attempt: number(&f, field::STARTED_ATTEMPT).unwrap_or(0),
             ended_ms: number(&f, field::ENDED_MS).unwrap_or(0),
             failing_ms: number(&f, field::FAILING_MS).unwrap_or(0),
+            created_ms: number(&f, field::CREATED_MS).unwrap_or(0),
+            is_flow: f.get(field::KIND).is_some_and(|k| k == "flow"),
+            correlation: text(&mut f, field::CORRELATION),
             final_event: f.remove(field::FINAL_EVENT).filter(|e| !e.is_empty()),
             step: text(&mut f, field::STEP),
             flow: text(&mut f, field::FLOW),
@@ -272,6 +300,8 @@ pub enum AwaitSpec {
         trigger_type: String,
         timeout_ms: Option<u64>,
     },
+    /// A flow's step named `name`: resolves when an attempt of it returns.
+    Step { name: String },
 }
 
 impl AwaitSpec {
@@ -281,6 +311,17 @@ impl AwaitSpec {
             AwaitSpec::Time { .. } => AwaitType::Time,
             AwaitSpec::Event { .. } => AwaitType::Event,
             AwaitSpec::Trigger { .. } => AwaitType::Trigger,
+            AwaitSpec::Step { .. } => AwaitType::Step,
+        }
+    }
+
+    /// How a flow run records the call that made it (what a replay must call again).
+    pub fn call_name(&self) -> String {
+        match self {
+            AwaitSpec::Time { .. } => "await.time".into(),
+            AwaitSpec::Event { kind, .. } => format!("await.event '{kind}'"),
+            AwaitSpec::Trigger { trigger_type, .. } => format!("await.trigger '{trigger_type}'"),
+            AwaitSpec::Step { name } => format!("step '{name}'"),
         }
     }
 
@@ -308,6 +349,7 @@ impl AwaitSpec {
                 out.push((field::TRIGGER_TYPE, trigger_type.clone()));
                 *timeout_ms
             }
+            AwaitSpec::Step { .. } => None,
         };
         if let Some(t) = timeout {
             out.push((field::TIMEOUT_MS, t.to_string()));
@@ -343,6 +385,12 @@ pub struct Await {
     pub reason: String,
     /// The events its resolution writes that are not written yet, in order.
     pub pending_events: Vec<String>,
+    /// A step record's current attempt (1 when not recorded).
+    pub step_attempt: u32,
+    /// A step record's last attempt whose `step.started` is written (0: none).
+    pub started_attempt: u32,
+    /// A step record that failed for good: the thrown error (JSON).
+    pub error_detail: Option<String>,
 }
 
 impl Await {
@@ -358,6 +406,9 @@ impl Await {
             resume_at: number(&f, field::RESUME_AT),
             timeout_ms: number(&f, field::TIMEOUT_MS),
             announced: f.contains_key(field::ANNOUNCED),
+            step_attempt: number(&f, field::STEP_ATTEMPT).unwrap_or(1),
+            started_attempt: number(&f, field::STARTED_ATTEMPT).unwrap_or(0),
+            error_detail: f.remove(field::ERROR_DETAIL),
             resumed: f.contains_key(field::RESUMED),
             result: f.remove(field::RESULT),
             event_kind: f.remove(field::EVENT_KIND),
@@ -405,6 +456,7 @@ mod tests {
             JobStatus::Retrying,
             JobStatus::Completed,
             JobStatus::Failed,
+            JobStatus::Cancelled,
         ] {
             assert_eq!(JobStatus::parse(s.as_str()), Some(s));
         }
@@ -416,7 +468,12 @@ mod tests {
         ] {
             assert_eq!(AwaitStatus::parse(s.as_str()), Some(s));
         }
-        for t in [AwaitType::Time, AwaitType::Event, AwaitType::Trigger] {
+        for t in [
+            AwaitType::Time,
+            AwaitType::Event,
+            AwaitType::Trigger,
+            AwaitType::Step,
+        ] {
             assert_eq!(AwaitType::parse(t.as_str()), Some(t));
         }
         assert_eq!(JobStatus::parse("done"), None);

@@ -80,7 +80,7 @@ impl Scheduler {
             return Ok(());
         }
         if let Some(event) = final_event {
-            self.announce_final(job, event).await?;
+            self.announce_final_again(job, &record, event).await?;
             return self.end_run(job, &record.runner, None).await;
         }
         match record.status {
@@ -108,7 +108,9 @@ impl Scheduler {
                 let record = self.read_job(&job).await?;
                 let carried_on = match record.status {
                     Some(JobStatus::Running | JobStatus::Failing | JobStatus::Retrying) => true,
-                    Some(JobStatus::Completed | JobStatus::Failed) => record.final_event.is_some(),
+                    Some(JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled) => {
+                        record.final_event.is_some()
+                    }
                     None => false,
                 };
                 if carried_on {
@@ -151,13 +153,17 @@ impl Scheduler {
                     self.start_attempt(&job, &record, record.attempt, StartReason::Repair, None)
                         .await
                 }
-                Some(JobStatus::Completed | JobStatus::Failed) => match &record.final_event {
-                    Some(event) => match self.announce_final(&job, event).await {
-                        Ok(()) => self.end_run(&job, &record.runner, None).await,
-                        Err(e) => Err(e),
-                    },
-                    None => self.store().set_update(&owned, &job, false).await,
-                },
+                Some(JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled) => {
+                    match &record.final_event {
+                        Some(event) => {
+                            match self.announce_final_again(&job, &record, event).await {
+                                Ok(()) => self.end_run(&job, &record.runner, None).await,
+                                Err(e) => Err(e),
+                            }
+                        }
+                        None => self.store().set_update(&owned, &job, false).await,
+                    }
+                }
                 _ => Ok(()),
             };
             // the next pass tries again

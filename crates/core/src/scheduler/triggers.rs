@@ -129,7 +129,10 @@ impl Scheduler {
         }
         let payload =
             json::checked("the payload", payload).map_err(|e| Error::invalid(e.message))?;
-        let state = self.pending_trigger(trigger_id).await?;
+        let state = self
+            .pending_trigger(trigger_id)
+            .await
+            .map_err(|e| cancelled_already(trigger_id, e))?;
         let fired = events::trigger_fired(trigger_id, &state.flow, &payload);
         let extra = vec![
             (field::RESOLVED_MS, now_ms().to_string()),
@@ -137,6 +140,7 @@ impl Scheduler {
         ];
         self.resolve_trigger(trigger_id, state, AwaitStatus::Resolved, extra, fired)
             .await
+            .map_err(|e| cancelled_already(trigger_id, e))
     }
 
     /// Cancel a pending trigger; the waiting step's `wait()` rejects with `TRIGGER_CANCELLED`.
@@ -214,6 +218,18 @@ fn not_found(trigger_id: &str) -> Error {
         ErrorCode::TriggerNotFound,
         format!("trigger {trigger_id} does not exist or has expired"),
     )
+}
+
+/// A `fire` that lost to a cancel rejects with `TRIGGER_CANCELLED` (the step it would
+/// resume is not waiting any more).
+fn cancelled_already(trigger_id: &str, e: Error) -> Error {
+    if e.code == ErrorCode::TriggerResolved && e.message.ends_with("(cancelled)") {
+        return Error::new(
+            ErrorCode::TriggerCancelled,
+            format!("trigger {trigger_id} was cancelled"),
+        );
+    }
+    e
 }
 
 fn resolved_already(trigger_id: &str, status: &str) -> Error {
