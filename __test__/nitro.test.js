@@ -61,7 +61,9 @@ function assertError(res, status, code, what) {
 }
 
 const ids = (messages) => messages.map((m) => m.id)
-const kinds = (messages) => messages.map((m) => m.event)
+/** The kinds of SSE messages: the record's (messages have no event name by default). */
+const kinds = (messages) => messages.map((m) => (m.record ? m.record.kind : m.event))
+const kindOf = (m) => (m.record ? m.record.kind : undefined)
 
 function assertIncreasingIds(list, what) {
   const key = (id) => id.split('-').map(BigInt)
@@ -138,9 +140,30 @@ describe('lean-events/nitro handlers in an h3 app (in-process)', () => {
       await waitFor(() => sse.messages.length >= 4, 5000, 'live event')
       assert.deepEqual(ids(sse.messages), [...first.map((e) => e.id), live.id])
       assert.deepEqual(kinds(sse.messages), ['flow.started', 'step.started', 'log', 'step.completed'])
+      assert.deepEqual(
+        sse.messages.map((m) => m.event),
+        ['message', 'message', 'message', 'message'],
+        'no event name: EventSource.onmessage receives every kind',
+      )
       assert.deepEqual(sse.messages[3].record, live, 'data: is the record as JSON')
     } finally {
       sse.close()
+    }
+    // named events, for pages that listen per kind
+    const { eventStreamHandler } = nitro
+    assert.throws(() => eventStreamHandler({ namedEvents: 'yes' }), { code: 'INVALID_ARGUMENT' })
+    const named = await (await h3Fixture()).startH3App({ bus, namedEvents: true })
+    const sseNamed = await openSse(`${named.url}/api/_events/flow/${id}/stream`)
+    try {
+      await waitFor(() => sseNamed.messages.length >= 4, 5000, 'backfill with named events')
+      assert.deepEqual(
+        sseNamed.messages.map((m) => m.event),
+        ['flow.started', 'step.started', 'log', 'step.completed'],
+      )
+      assert.deepEqual(ids(sseNamed.messages), ids(sse.messages))
+    } finally {
+      sseNamed.close()
+      await named.close()
     }
 
     const fromQuery = await openSse(`${app.url}/api/_events/flow/${id}/stream?after=${first[0].id}`)
@@ -594,11 +617,11 @@ describe('example Nitro app (embedded store)', { timeout: 600_000 }, () => {
     assert.equal(first.status, 200)
     assert.match(first.headers['content-type'], /^text\/event-stream/)
     assert.equal(first.headers['x-accel-buffering'], 'no')
-    await waitFor(() => first.messages.some((m) => m.event === 'step.await.trigger'), 10_000, () => `await.trigger on the stream: ${kinds(first.messages)}`)
-    assert.equal(first.messages[0].event, 'flow.started', 'the backfill starts at the beginning')
-    const awaitTime = first.messages.find((m) => m.event === 'step.await.time')
+    await waitFor(() => first.messages.some((m) => kindOf(m) === 'step.await.trigger'), 10_000, () => `await.trigger on the stream: ${kinds(first.messages)}`)
+    assert.equal(kindOf(first.messages[0]), 'flow.started', 'the backfill starts at the beginning')
+    const awaitTime = first.messages.find((m) => kindOf(m) === 'step.await.time')
     assert.ok(awaitTime, 'the timer wait was streamed')
-    const triggerId = first.messages.find((m) => m.event === 'step.await.trigger').record.data.triggerId
+    const triggerId = first.messages.find((m) => kindOf(m) === 'step.await.trigger').record.data.triggerId
     // disconnect, like a browser tab losing its network
     first.close()
     const lastId = first.messages[first.messages.length - 1].id
@@ -612,10 +635,10 @@ describe('example Nitro app (embedded store)', { timeout: 600_000 }, () => {
 
     // the browser reconnects with Last-Event-ID
     const second = await openSse(streamUrl, { 'Last-Event-ID': lastId })
-    await waitFor(() => second.messages.some((m) => m.event === 'flow.completed'), 10_000, () => `flow.completed after reconnect: ${kinds(second.messages)}`)
+    await waitFor(() => second.messages.some((m) => kindOf(m) === 'flow.completed'), 10_000, () => `flow.completed after reconnect: ${kinds(second.messages)}`)
     // a fresh connection replays everything
     const full = await openSse(streamUrl)
-    await waitFor(() => full.messages.some((m) => m.event === 'flow.completed'), 10_000, 'full replay')
+    await waitFor(() => full.messages.some((m) => kindOf(m) === 'flow.completed'), 10_000, 'full replay')
     second.close()
     full.close()
 

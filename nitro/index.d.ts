@@ -89,11 +89,18 @@ export interface EventStreamOptions extends HandlerOptions, FormatOptions {
   retryMs?: number
   /** Events queued for a slow client before it is cut off (it then reconnects with Last-Event-ID). */
   maxQueue?: number
+  /**
+   * `lean-events` format: also name each message after the event's kind (`event: step.started`),
+   * for pages that listen per kind with `addEventListener`; default `false` (no name: every
+   * message reaches `onmessage`). A non-boolean: the factory throws `INVALID_ARGUMENT`.
+   */
+  namedEvents?: boolean
 }
 
 /**
  * `GET /api/_events/:type/:id/stream`: Server-Sent Events, backfill then live. Each event is
- * one message: `id:` its stream id, `event:` its kind, `data:` the record as JSON. Resumes
+ * one message: `id:` its stream id and `data:` the record as JSON, with no event name (so
+ * `EventSource.onmessage` gets every kind; `namedEvents: true` adds `event:` its kind). Resumes
  * after the `Last-Event-ID` header (or `?after=`); a cursor older than the trimmed entries gets
  * an `event: gap` message (`{ after, firstId }`, no `id:`) first; heartbeat comments;
  * unsubscribes when the client goes away; ends when the server starts closing.
