@@ -304,6 +304,27 @@ describe('lean-events/nitro handlers in an h3 app (in-process)', () => {
     assertError(await post(`${app.url}/api/_triggers/a%20b`, '{}'), 400, 'INVALID_ARGUMENT', 'trigger id')
   })
 
+  test('cancel a trigger: 200, its wait() rejects with TRIGGER_CANCELLED; then 409, 404 unknown, 403 denied', async () => {
+    const flow = `h3-cancel-${Date.now()}`
+    const result = scheduler.run('wait_for_webhook', { flow, input: null })
+    result.catch(() => {})
+    const registered = await waitFor(async () => (await bus.read({ type: 'flow', id: flow })).find((e) => e.kind === 'webhook.registered'), 5000, 'trigger registered')
+    const triggerId = registered.data.triggerId
+    const url = `${app.url}/api/_triggers/${triggerId}/cancel`
+    assertError(await post(url, '{"reason'), 400, 'BODY_INVALID', 'bad JSON')
+    denied.add(`trigger:${triggerId}`)
+    assertError(await post(url, '{}'), 403, 'FORBIDDEN', 'denied by authorize')
+    denied.delete(`trigger:${triggerId}`)
+    const cancelled = await post(url, JSON.stringify({ reason: 'changed my mind' }))
+    assert.equal(cancelled.status, 200, cancelled.text)
+    assert.deepEqual(cancelled.json, { id: triggerId, status: 'cancelled' })
+    await assert.rejects(result, (err) => /TRIGGER_CANCELLED|STEP_FAILED/.test(err.code) && /changed my mind|cancel/i.test(`${err.message} ${err.cause && err.cause.message}`))
+    assertError(await post(url, '{}'), 409, 'TRIGGER_RESOLVED', 'second cancel')
+    assertError(await post(`${app.url}/api/_triggers/ffffffffffffffffffffffffffffffff/cancel`, ''), 404, 'TRIGGER_NOT_FOUND', 'unknown trigger')
+    const state = await http(`${app.url}/api/_events/trigger/${triggerId}`)
+    assert.equal(state.json.state.status, 'cancelled')
+  })
+
   test('trigger webhook: 200 then 409, 404 unknown, 400 bad JSON, 413 over the body limit or the event limit', async () => {
     const flow = `h3-wh-${Date.now()}`
     const result = scheduler.run('wait_for_webhook', { flow, input: null })

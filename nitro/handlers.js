@@ -132,3 +132,32 @@ export function triggerHandler(options = {}) {
     }
   })
 }
+
+const CANCEL_BODY_BYTES = 16 * 1024
+
+/**
+ * `POST /api/_triggers/:id/cancel`, optional JSON body `{ reason }`: cancels a pending trigger
+ * (its waiting step's `wait()` rejects with `TRIGGER_CANCELLED`). 200 `{ id, status:
+ * 'cancelled' }`; 404 unknown or expired; 409 already resolved; 400 bad id or body.
+ */
+export function cancelTriggerHandler(options = {}) {
+  return defineEventHandler(async (event) => {
+    try {
+      if (getMethod(event) !== 'POST') {
+        const e = new HttpError(405, 'METHOD_NOT_ALLOWED', 'use POST to cancel a trigger')
+        e.allow = 'POST'
+        throw e
+      }
+      const id = checkId(param(event, 'id'), 'trigger id')
+      await checkAuthorized(options.authorize, event, { type: 'trigger', id })
+      const body = parsePayload(event, await readBodyLimited(event, CANCEL_BODY_BYTES))
+      const reason = body && typeof body === 'object' && typeof body.reason === 'string' ? body.reason : 'cancelled over HTTP'
+      const scheduler = await resolveScheduler(options)
+      await scheduler.cancel(id, reason)
+      setResponseHeader(event, 'cache-control', 'no-store')
+      return { id, status: 'cancelled' }
+    } catch (err) {
+      return sendError(event, err)
+    }
+  })
+}

@@ -139,6 +139,13 @@ export declare function runsHandler(
  */
 export declare function triggerHandler(options?: HandlerOptions & { scheduler?: Scheduler; maxBodyBytes?: number }): EventHandler
 
+/**
+ * `POST /api/_triggers/:id/cancel`, optional JSON body `{ reason }` → `scheduler.cancel`: 200
+ * `{ id, status: 'cancelled' }` (the waiting step's `wait()` rejects with `TRIGGER_CANCELLED`),
+ * 404 unknown or expired, 409 already resolved, 400 bad id or body.
+ */
+export declare function cancelTriggerHandler(options?: HandlerOptions & { scheduler?: Scheduler }): EventHandler
+
 /** Error bodies of every handler. */
 export interface ErrorBody {
   statusCode: number
