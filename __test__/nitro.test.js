@@ -510,6 +510,19 @@ describe('lean-events/nitro handlers in an h3 app (in-process)', () => {
   })
 })
 
+test('in the primary of a Node cluster the shared scheduler accepts step definitions (the app\'s plugins run there too) and refuses work', async () => {
+  const child = startChild(process.execPath, [path.join(__dirname, 'fixtures', 'nitro-cluster-primary.mjs')], { cwd: ROOT })
+  const { code } = await child.exited
+  assert.equal(code, 0, child.stderr)
+  assert.deepEqual(JSON.parse(child.stdout.trim().split('\n').pop()), {
+    defineReturns: true,
+    ready: true,
+    run: 'INVALID_ARGUMENT',
+    fire: 'INVALID_ARGUMENT',
+    cancel: 'INVALID_ARGUMENT',
+  })
+})
+
 // ---------------------------------------------------------------------------------------------
 // The example Nitro app, built and started like `npm run demo` does
 

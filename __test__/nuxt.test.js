@@ -143,6 +143,27 @@ test('the plugin\'s settings: redisUrl (NUXT_LEAN_EVENTS_REDIS_URL) else no url 
   })
 })
 
+test("README's Nuxt section: each code block is an examples/nuxt file as it is (the app the browser test drives), under 40 lines together", () => {
+  const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8')
+  const start = readme.indexOf('\n## Nuxt\n')
+  assert.ok(start > 0, 'README has a Nuxt section')
+  assert.ok(start < readme.indexOf('\n## Example: emit and subscribe'), 'it comes before the plain-Node examples')
+  const section = readme.slice(start + 1, readme.indexOf('\n## ', start + 1))
+  const blocks = [...section.matchAll(/```(\w+)\n([\s\S]*?)```/g)].map((m) => m[2])
+  assert.equal(blocks.length, 3)
+  let lines = 0
+  const files = []
+  for (const block of blocks) {
+    const [first, ...rest] = block.split('\n')
+    const file = /^(?:\/\/|<!--) ([\w./[\]-]+)/.exec(first)[1]
+    files.push(file)
+    assert.equal(rest.join('\n'), fs.readFileSync(path.join(APP, file), 'utf8'), `the README's ${file} is examples/nuxt/${file}`)
+    lines += block.trimEnd().split('\n').length
+  }
+  assert.deepEqual(files, ['nuxt.config.ts', 'server/api/orders.post.ts', 'app/pages/runs/[id].vue'])
+  assert.ok(lines < 40, `${lines} lines`)
+})
+
 // ---------------------------------------------------------------------------------------------
 // The example Nuxt app: installed and built once per run (again only when its inputs change)
 

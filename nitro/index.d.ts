@@ -16,7 +16,8 @@ export interface LeanEvents {
   /**
    * This process's scheduler instance. In the primary process of a Node cluster (Nitro's
    * `node-cluster` preset), which only forks the workers that serve the app, none is started:
-   * reading it there throws `INVALID_ARGUMENT`.
+   * Nitro runs the app's plugins there too, so `define()` is accepted and dropped (the workers
+   * run the steps), and `run`, `fire`, `cancel` and `execute` reject with `INVALID_ARGUMENT`.
    */
   scheduler: Scheduler
   /** The key prefix in use (`nq` unless configured). */
