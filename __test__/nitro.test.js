@@ -511,7 +511,7 @@ describe('lean-events/nitro handlers in an h3 app (in-process)', () => {
 })
 
 test('in the primary of a Node cluster the shared scheduler accepts step definitions (the app\'s plugins run there too) and refuses work', async () => {
-  const child = startChild(process.execPath, [path.join(__dirname, 'fixtures', 'nitro-cluster-primary.mjs')], { cwd: ROOT })
+  const child = startChild(process.execPath, [path.join(__dirname, 'fixtures', 'nitro-cluster-primary-steps.mjs')], { cwd: ROOT })
   const { code } = await child.exited
   assert.equal(code, 0, child.stderr)
   assert.deepEqual(JSON.parse(child.stdout.trim().split('\n').pop()), {
