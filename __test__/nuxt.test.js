@@ -164,6 +164,49 @@ test("README's Nuxt section: each code block is an examples/nuxt file as it is (
   assert.ok(lines < 40, `${lines} lines`)
 })
 
+test('authorize: the app\'s lean-events:authorize hooks decide (false or a throw: no); without one the routes are open, the dashboard only in development', async (t) => {
+  const { importWithShims, shimState } = require('./fixtures/nvent-reference/load.js')
+  const { authorize, authorizeRoute, authorizeDashboard } = await importWithShims('nuxt/runtime/server/authorize.js')
+  const registry = {}
+  // hookable 5's callHookWith (Nitro 2): (caller, name, ...args) → caller(hooks, args)
+  shimState().nitroApp = { hooks: { callHookWith: (caller, name, ...args) => caller(registry[name] ? [...registry[name]] : [], args) } }
+  const savedEnv = process.env.NODE_ENV
+  t.after(() => {
+    if (savedEnv === undefined) delete process.env.NODE_ENV
+    else process.env.NODE_ENV = savedEnv
+  })
+  const api = { path: '/api/_events/flow/r1/stream' }
+  const dash = { path: '/_lean-events/api/_flows/order/runs' }
+
+  process.env.NODE_ENV = 'production'
+  assert.equal(await authorizeRoute(api, { type: 'flow', id: 'r1' }), true, 'no hook: the API routes are open')
+  assert.equal(await authorizeDashboard(dash, { type: 'dashboard', id: '/' }), false, 'no hook: no dashboard in production')
+  assert.equal(await authorize(dash, { type: 'flows', id: 'order' }), false, 'a path under /_lean-events is the dashboard\'s')
+  process.env.NODE_ENV = 'development'
+  assert.equal(await authorize(dash, { type: 'flows', id: 'order' }), true, 'in development it is open')
+
+  process.env.NODE_ENV = 'production'
+  const seen = []
+  registry['lean-events:authorize'] = [
+    (event, target) => {
+      seen.push({ path: event.path, ...target })
+      return target.id !== 'secret'
+    },
+    async (_event, target) => {
+      if (target.id === 'boom') throw new Error('session store down')
+    },
+  ]
+  assert.equal(await authorize(api, { type: 'flow', id: 'r1' }), true)
+  assert.equal(await authorize(api, { type: 'flow', id: 'secret' }), false)
+  assert.equal(await authorize(dash, { type: 'flows', id: 'order' }), true, 'a hook that does not say no lets the dashboard in')
+  await assert.rejects(authorize(api, { type: 'flow', id: 'boom' }), /session store down/, 'a throw: the handler answers 403')
+  assert.deepEqual(seen.slice(0, 3), [
+    { path: api.path, type: 'flow', id: 'r1', route: 'api' },
+    { path: api.path, type: 'flow', id: 'secret', route: 'api' },
+    { path: dash.path, type: 'flows', id: 'order', route: 'dashboard' },
+  ])
+})
+
 // ---------------------------------------------------------------------------------------------
 // The example Nuxt app: installed and built once per run (again only when its inputs change)
 

@@ -11,22 +11,17 @@ import { useNitroApp } from '#imports'
 
 const HOOK = 'lean-events:authorize'
 
+/**
+ * true: a hook allowed it (none said no); false: one said no (or threw); undefined: no hook.
+ * The hooks get `(event, target)` from this closure, not from hookable's arguments: those
+ * differ between hookable 5 (Nitro 2) and 6.
+ */
 async function askHooks(event, target) {
-  const hooks = useNitroApp().hooks
-  const registered = hooks._hooks && hooks._hooks[HOOK] ? hooks._hooks[HOOK].length : undefined
-  if (typeof hooks.callHookWith === 'function') {
-    return hooks.callHookWith(
-      async (fns, args) => {
-        for (const fn of fns) if ((await fn(...args)) === false) return false
-        return fns.length > 0 ? true : undefined
-      },
-      HOOK,
-      event,
-      target,
-    )
+  const ask = async (fns) => {
+    for (const fn of fns) if ((await fn(event, target)) === false) return false
+    return fns.length > 0 ? true : undefined
   }
-  await hooks.callHook(HOOK, event, target)
-  return registered ? true : undefined
+  return useNitroApp().hooks.callHookWith(ask, HOOK, event, target)
 }
 
 /** The routes under /_lean-events are the dashboard's; the others the app's API routes. */
