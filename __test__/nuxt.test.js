@@ -395,6 +395,41 @@ describe('example Nuxt app in chromium (embedded store)', { timeout: 600_000 }, 
     }
   })
 
+  test('the dashboard shows a pending timer (due time) and event await (kind and match), and cancels a pending trigger', async (t) => {
+    const browser = await launchChromium(t)
+    if (!browser) return
+    let app
+    try {
+      app = await startApp()
+      const problems = []
+      const dash = await newPage(browser, problems)
+      const hold = await (await fetch(`${app.url}/api/holds`, { method: 'POST' })).json()
+      await dash.goto(`${app.url}/_lean-events/runs/${hold.id}`)
+      await dash.waitForSelector('[data-testid=pending-timer][data-step=nap]', { timeout: 10_000 })
+      await dash.waitForSelector('[data-testid=pending-event][data-step=hold]', { timeout: 10_000 })
+      assert.match(await dash.textContent('[data-testid=pending-timer]'), /due .+ \(in (59 min( \d+ s)?|1 h)\)/, 'an hour from now')
+      const awaitText = await dash.textContent('[data-testid=pending-event]')
+      assert.match(awaitText, /hold\.released/)
+      assert.ok(awaitText.includes(`{"data.id":"${hold.id}"}`), awaitText)
+      await shot(dash, 'nuxt-dashboard-pending.png')
+
+      const order = await (await fetch(`${app.url}/api/orders`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"item":"a kettle"}' })).json()
+      await dash.goto(`${app.url}/_lean-events/runs/${order.id}`)
+      await dash.waitForSelector('[data-testid=pending-trigger]', { timeout: 15_000 })
+      const trigger = await dash.getAttribute('[data-testid=pending-trigger]', 'data-trigger')
+      await dash.click('[data-testid=cancel]')
+      // the step's wait() rejects: the attempt fails and is retried with a new trigger
+      await dash.waitForSelector('[data-testid=attempt][data-step=ship][data-attempt="3"]', { timeout: 15_000 })
+      const state = await (await fetch(`${app.url}/api/_events/trigger/${trigger}`)).json()
+      assert.equal(state.state.status, 'cancelled')
+      assert.equal(await dash.getAttribute('[data-testid=attempt][data-step=ship][data-attempt="2"]', 'data-status'), 'failed, retried')
+      assert.deepEqual(problems, [])
+    } finally {
+      await browser.close()
+      if (app) await app.child.kill('SIGTERM')
+    }
+  })
+
   test('the routes answer as lean-events/nitro does; a denying lean-events:authorize hook is not needed for the example', async () => {
     const app = await startApp()
     try {

@@ -43,7 +43,16 @@ function fill(node, children, replace = true) {
 
 const json = (v) => (v === undefined ? '' : JSON.stringify(v, null, 2))
 const time = (iso) => (iso ? new Date(iso).toLocaleTimeString(undefined, { hour12: false }) : '')
-const ms = (n) => (n === undefined || n === null || Number.isNaN(n) ? '' : n < 1000 ? `${Math.round(n)} ms` : `${(n / 1000).toFixed(n < 10_000 ? 2 : 1)} s`)
+/** A duration for people: 840 ms, 2.35 s, 14.2 s, 3 min 20 s, 1 h 5 min. */
+function ms(n) {
+  if (n === undefined || n === null || Number.isNaN(n)) return ''
+  if (n < 1000) return `${Math.round(n)} ms`
+  if (n < 60_000) return `${(n / 1000).toFixed(n < 10_000 ? 2 : 1)} s`
+  const s = Math.round(n / 1000)
+  if (s < 3600) return `${Math.floor(s / 60)} min${s % 60 ? ` ${s % 60} s` : ''}`
+  const m = Math.round(s / 60)
+  return `${Math.floor(m / 60)} h${m % 60 ? ` ${m % 60} min` : ''}`
+}
 const tsOf = (e) => Date.parse(e.ts)
 
 function setConn(text, cls) {

@@ -1,6 +1,7 @@
-// The order flow's step: packs the order (its first attempt fails, to show a retry), then
-// waits for a person to approve the shipment (a trigger, fired from the dashboard or with
-// POST /api/_triggers/:id). Defined at startup, so a run resumes after a restart.
+// The steps, defined at startup so that a run resumes after a restart. The order flow's `ship`
+// packs the order (its first attempt fails, to show a retry), then waits for a person to
+// approve the shipment (a trigger, fired from the dashboard or with POST /api/_triggers/:id).
+// `nap` and `hold` (server/api/holds.post.ts) wait on a timer and on an event.
 export default defineNitroPlugin(async () => {
   const { scheduler } = await useLeanEvents()
   scheduler.define(
@@ -15,4 +16,12 @@ export default defineNitroPlugin(async () => {
     },
     { retry: { attempts: 3, backoff: { type: 'fixed', delayMs: 300 } } },
   )
+  scheduler.define('nap', async (input: { ms: number }, ctx) => {
+    await ctx.await.time(input.ms)
+    return { napped: input.ms }
+  })
+  scheduler.define('hold', async (input: { id: string }, ctx) => {
+    const released = await ctx.await.event({ kind: 'hold.released', match: { 'data.id': input.id }, timeoutMs: 3_600_000 })
+    return { releasedBy: released.data }
+  })
 })
