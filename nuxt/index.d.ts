@@ -43,7 +43,7 @@ export default leanEventsNuxt
 /** The composables the module auto-imports from lean-events/vue. */
 export declare const COMPOSABLES: string[]
 
-declare module 'nitropack' {
+declare module 'nitropack/types' {
   interface NitroRuntimeHooks {
     'lean-events:authorize': (
       event: import('h3').H3Event,
