@@ -10,8 +10,8 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
 const nodeHttp = require('node:http')
-const { spawn, execFileSync } = require('node:child_process')
-const { EventBus, waitFor, freePort, startChild } = require('./helpers')
+const { spawn } = require('node:child_process')
+const { EventBus, waitFor, freePort, startChild, deleteRedisPrefix } = require('./helpers')
 const { openSse } = require('./fixtures/nitro-sse')
 
 const ROOT = path.join(__dirname, '..')
@@ -765,12 +765,8 @@ describe('example Nitro app on Redis', { timeout: 120_000 }, () => {
       await waitFor(async () => (await flowState(server.url, id))?.status === 'completed', 10_000, 'completed on Redis')
     } finally {
       await stopServer(server)
-      try {
-        const keys = execFileSync('redis-cli', ['-u', url, '--scan', '--pattern', `${prefix}:*`], { encoding: 'utf8' }).split('\n').filter(Boolean)
-        if (keys.length) execFileSync('redis-cli', ['-u', url, 'UNLINK', ...keys])
-      } catch {
-        // cleanup is best effort
-      }
+      // on a cluster url too (redis-cli -u knows no redis+cluster://)
+      await deleteRedisPrefix(prefix)
     }
   })
 })

@@ -14,13 +14,14 @@ const crypto = require('node:crypto')
 const fs = require('node:fs')
 const path = require('node:path')
 const { spawnSync } = require('node:child_process')
-const { EventBus, REDIS_URL, waitFor, freePort, startChild, deleteRedisPrefix } = require('./helpers')
+const { EventBus, REDIS_URL, waitFor, freePort, startChild, deleteRedisPrefix, redisKeysUnder } = require('./helpers')
 const { walkFiles } = require('../scripts/install.js')
 
 const ROOT = path.join(__dirname, '..')
 const APP = path.join(ROOT, 'examples', 'nuxt')
 const RESULTS = path.join(ROOT, 'test-results')
-const CHROMIUM = '/usr/bin/chromium'
+// Debian's chromium (.ci/run installs it); LEAN_EVENTS_CHROMIUM names another binary
+const CHROMIUM = process.env.LEAN_EVENTS_CHROMIUM || '/usr/bin/chromium'
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run']
 const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm'
 
@@ -269,19 +270,41 @@ async function startApp(extraEnv = {}) {
   for (const k of ['REDIS_URL', 'NUXT_QUEUE_REDIS_URL', 'NUXT_LEAN_EVENTS_REDIS_URL']) if (!(k in extraEnv)) delete env[k]
   const child = startChild(process.execPath, [path.join(APP, '.output', 'server', 'index.mjs')], { cwd: APP, env })
   const url = `http://127.0.0.1:${port}`
-  await waitFor(
-    async () => {
-      if (child.done) throw new Error(`the app exited: ${child.stdout}${child.stderr}`)
-      try {
-        return (await fetch(`${url}/api/_flows/order/runs`)).status === 200
-      } catch {
-        return false
-      }
-    },
-    30_000,
-    () => `the app to answer on ${url}: ${child.stdout}${child.stderr}`,
-  )
+  try {
+    await waitFor(
+      async () => {
+        if (child.done) throw new Error(`the app exited: ${child.stdout}${child.stderr}`)
+        try {
+          return (await fetch(`${url}/api/_flows/order/runs`)).status === 200
+        } catch {
+          return false
+        }
+      },
+      30_000,
+      () => `the app to answer on ${url}: ${child.stdout}${child.stderr}`,
+    )
+  } catch (err) {
+    await stopApp({ child })
+    throw err
+  }
   return { url, child }
+}
+
+/** SIGTERM (Nitro closes the bus and scheduler), SIGKILL if it has not exited within 10 s. */
+async function stopApp(app) {
+  if (!app || app.child.done) return
+  const term = app.child.kill('SIGTERM')
+  const late = await Promise.race([term.then(() => false), new Promise((resolve) => setTimeout(resolve, 10_000, true).unref())])
+  if (late) await app.child.kill('SIGKILL')
+}
+
+/** Stop the app and the browser, whichever of them was started, even if one of them throws. */
+async function stopAll(app, browser) {
+  try {
+    await stopApp(app)
+  } finally {
+    if (browser) await browser.close().catch(() => {})
+  }
 }
 
 async function launchChromium(t) {
@@ -293,8 +316,9 @@ async function launchChromium(t) {
     return undefined
   }
   if (!fs.existsSync(CHROMIUM)) {
-    console.log(`browser test skipped: ${CHROMIUM} is missing (apt-get install chromium)`)
-    t.skip(`${CHROMIUM} is missing`)
+    const why = `the example Nuxt app is driven in chromium and there is none at ${CHROMIUM} (apt-get install chromium, or LEAN_EVENTS_CHROMIUM=<path>)`
+    console.log(`browser test skipped: ${why}`)
+    t.skip(why)
     return undefined
   }
   try {
@@ -390,8 +414,7 @@ describe('example Nuxt app in chromium (embedded store)', { timeout: 600_000 }, 
       assert.deepEqual(problems, [])
       console.log(`screenshots: ${[waitingShot, completedShot, pageShot, listShot].map((f) => path.relative(ROOT, f)).join(', ')}`)
     } finally {
-      await browser.close()
-      if (app) await app.child.kill('SIGTERM')
+      await stopAll(app, browser)
     }
   })
 
@@ -425,8 +448,7 @@ describe('example Nuxt app in chromium (embedded store)', { timeout: 600_000 }, 
       assert.equal(await dash.getAttribute('[data-testid=attempt][data-step=ship][data-attempt="2"]', 'data-status'), 'failed, retried')
       assert.deepEqual(problems, [])
     } finally {
-      await browser.close()
-      if (app) await app.child.kill('SIGTERM')
+      await stopAll(app, browser)
     }
   })
 
@@ -444,7 +466,7 @@ describe('example Nuxt app in chromium (embedded store)', { timeout: 600_000 }, 
       assert.equal(asset.status, 200)
       assert.match(await asset.text(), /export function applyFlowEvent/)
     } finally {
-      await app.child.kill('SIGTERM')
+      await stopApp(app)
     }
   })
 })
@@ -484,9 +506,13 @@ describe('example Nuxt app on Redis', { timeout: 300_000 }, () => {
       await page.waitForSelector('[data-testid=run][data-status=completed]', { timeout: 15_000 })
       await shot(page, 'nuxt-run-completed-redis.png')
       assert.deepEqual(problems, [])
+      // stopped, the app writes nothing more: its prefix is deleted, and nothing is left under it
+      await stopAll(app, browser)
+      assert.equal(app.child.signal, null, 'the app exited on SIGTERM by itself')
+      await deleteRedisPrefix(prefix)
+      assert.deepEqual(await redisKeysUnder(prefix), [])
     } finally {
-      await browser.close()
-      if (app) await app.child.kill('SIGTERM')
+      await stopAll(app, browser)
       await deleteRedisPrefix(prefix)
     }
   })
