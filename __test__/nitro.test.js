@@ -11,7 +11,7 @@ const fs = require('node:fs')
 const path = require('node:path')
 const nodeHttp = require('node:http')
 const { spawn } = require('node:child_process')
-const { EventBus, waitFor, freePort, startChild, deleteRedisPrefix } = require('./helpers')
+const { EventBus, BACKENDS, makeContext, waitFor, freePort, startChild, deleteRedisPrefix } = require('./helpers')
 const { openSse } = require('./fixtures/nitro-sse')
 
 const ROOT = path.join(__dirname, '..')
@@ -509,6 +509,67 @@ describe('lean-events/nitro handlers in an h3 app (in-process)', () => {
     }
   })
 })
+
+// ?status= on the runs route: a scan of the run index, capped per request, on both stores
+for (const backend of BACKENDS) {
+  test(`runs ?status=: the newest runs with that status, at most maxScan runs read per request, nextOffset pages through all; a bad status → 400 [${backend.name}]`, async (t) => {
+    const nitro = await nitroModule()
+    const ctx = makeContext(backend, 'runs-status')
+    t.after(() => ctx.cleanup())
+    const bus = await ctx.connect()
+    const { startH3App } = await h3Fixture()
+    const app = await startH3App({ bus, maxScan: 4 })
+    t.after(() => app.close())
+    const name = 'status-flow'
+    const run = (n) => `${name}-r${n}`
+    for (let n = 1; n <= 7; n++) {
+      await bus.emit({ kind: 'flow.started', subject: run(n), data: { name } })
+      // distinct start times: the index order is r7 (newest) … r1
+      await bus.indexRun(name, run(n), 1_700_000_000_000 + n * 1000)
+    }
+    for (const n of [1, 3, 6]) await bus.emit({ kind: 'flow.completed', subject: run(n), data: { duration: 1 } })
+    await bus.emit({ kind: 'flow.failed', subject: run(4), data: { error: { message: 'no' } } })
+    const get = async (q) => {
+      const res = await http(`${app.url}/api/_flows/${name}/runs?${q}`)
+      assert.equal(res.status, 200, `${q}: ${res.text}`)
+      return { ids: res.json.runs.map((r) => r.id), statuses: res.json.runs.map((r) => r.status), scanned: res.json.scanned, nextOffset: res.json.nextOffset }
+    }
+    const ids = (...ns) => ns.map(run)
+
+    // the cap (4 runs read) ends the first request with one match of two; the next one goes on
+    assert.deepEqual(await get('status=completed&limit=2'), { ids: ids(6), statuses: ['completed'], scanned: 4, nextOffset: 4 })
+    assert.deepEqual(await get('status=completed&limit=2&offset=4'), { ids: ids(3, 1), statuses: ['completed', 'completed'], scanned: 3, nextOffset: null })
+    // limit reached before the cap: nextOffset is just past the last match
+    assert.deepEqual(await get('status=completed&limit=1'), { ids: ids(6), statuses: ['completed'], scanned: 2, nextOffset: 2 })
+    assert.deepEqual(await get('status=running&offset=2'), { ids: ids(5, 2), statuses: ['running', 'running'], scanned: 4, nextOffset: 6 })
+    // a page with no match still says where to go on
+    assert.deepEqual(await get('status=failed&offset=4'), { ids: [], statuses: [], scanned: 3, nextOffset: null })
+    const failed = await get('status=failed')
+    assert.deepEqual(failed, { ids: ids(4), statuses: ['failed'], scanned: 4, nextOffset: 4 })
+    // following nextOffset reaches every match of the index
+    const all = []
+    for (let offset = 0; offset !== null; ) {
+      const page = await get(`status=running&limit=1&offset=${offset}`)
+      all.push(...page.ids)
+      offset = page.nextOffset
+    }
+    assert.deepEqual(all, ids(7, 5, 2))
+
+    // without ?status=: nextOffset from one run more than asked
+    assert.deepEqual(await get('limit=3'), { ids: ids(7, 6, 5), statuses: [undefined, undefined, undefined], scanned: undefined, nextOffset: 3 })
+    assert.deepEqual((await get('limit=3&offset=6&state=1')).nextOffset, null)
+    assert.deepEqual((await get('limit=7')).nextOffset, null)
+
+    for (const bad of ['done', 'Running', 'registered']) {
+      const res = await http(`${app.url}/api/_flows/${name}/runs?status=${bad}`)
+      assertError(res, 400, 'INVALID_ARGUMENT', `status=${bad}`)
+      assert.match(res.json.message, /status must be one of running, completed, failed/)
+    }
+    assert.deepEqual(nitro.FLOW_STATUSES, ['running', 'completed', 'failed'])
+    assert.equal(nitro.RUNS_MAX_SCAN, 1000)
+    for (const maxScan of [0, -1, 1.5, '10']) assert.throws(() => nitro.runsHandler({ maxScan }), { code: 'INVALID_ARGUMENT' }, `maxScan ${maxScan}`)
+  })
+}
 
 test('in the primary of a Node cluster the shared scheduler accepts step definitions (the app\'s plugins run there too) and refuses work', async () => {
   const child = startChild(process.execPath, [path.join(__dirname, 'fixtures', 'nitro-cluster-primary-steps.mjs')], { cwd: ROOT })

@@ -505,6 +505,30 @@ describe('example Nuxt app on Redis', { timeout: 300_000 }, () => {
       assert.equal(fired.status, 200, await fired.clone().text())
       await page.waitForSelector('[data-testid=run][data-status=completed]', { timeout: 15_000 })
       await shot(page, 'nuxt-run-completed-redis.png')
+
+      // the dashboard's status filter is the server's: the completed run, behind 25 newer
+      // running ones (more than a page of 20), is found; the running ones take two pages
+      const writer = await EventBus.connect({ url: REDIS_URL, prefix })
+      try {
+        for (let i = 0; i < 25; i++) await writer.emit({ kind: 'flow.started', subject: `order-later-${i}`, data: { name: 'order' } })
+      } finally {
+        await writer.close()
+      }
+      const dash = await newPage(browser, problems)
+      await dash.goto(`${app.url}/_lean-events?flow=order&status=completed`)
+      await dash.waitForSelector(`tr[data-run="${id}"][data-status=completed]`, { timeout: 10_000 })
+      assert.equal((await dash.$$('tr[data-run]')).length, 1, 'only the completed run')
+      assert.equal(await dash.getAttribute('[data-testid=runs]', 'data-next-offset'), 'none')
+      await dash.selectOption('[data-testid=status-filter]', 'running')
+      await dash.waitForSelector('[data-testid=runs][data-filter=running][data-next-offset="20"]', { timeout: 10_000 })
+      assert.equal((await dash.$$('tr[data-run][data-status=running]')).length, 20)
+      await dash.click('[data-testid=next]')
+      await dash.waitForURL(/status=running&offset=20/)
+      await dash.waitForSelector('[data-testid=runs][data-filter=running][data-offset="20"][data-next-offset=none]', { timeout: 10_000 })
+      const older = await dash.$$eval('tr[data-run]', (rows) => rows.map((r) => [r.dataset.run, r.dataset.status]))
+      // the five oldest of them (in index order; two started in the same ms may come either way)
+      assert.deepEqual(older.sort(), [0, 1, 2, 3, 4].map((i) => [`order-later-${i}`, 'running']))
+      await shot(dash, 'nuxt-dashboard-runs-filtered-redis.png')
       assert.deepEqual(problems, [])
       // stopped, the app writes nothing more: its prefix is deleted, and nothing is left under it
       await stopAll(app, browser)

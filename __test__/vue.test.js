@@ -227,7 +227,7 @@ test('on the server (no window): nothing is opened, the state is the empty one',
   unmount2()
 })
 
-test('useRuns reads the runs with their status and again on refresh; fireTrigger posts JSON and surfaces the error code', async (t) => {
+test('useRuns reads the runs with their status and again on refresh, filtered by status on the server with nextOffset to go on; fireTrigger posts JSON and surfaces the error code', async (t) => {
   inBrowser(t)
   const saved = globalThis.fetch
   t.after(() => {
@@ -245,9 +245,32 @@ test('useRuns reads the runs with their status and again on refresh; fireTrigger
   await waitFor(() => r.status.value === 'ready', 5000, 'the first read')
   assert.equal(calls[0].url, '/api/_flows/my%20flow/runs?state=1&limit=5&offset=0')
   assert.deepEqual(r.runs.value, answer.body.runs)
-  answer = { status: 200, body: { name: 'f', runs: [{ id: 'a', startedAt: 'x', status: 'completed' }] } }
+  assert.equal(r.nextOffset.value, null, 'an answer without nextOffset: the end')
+  answer = { status: 200, body: { name: 'f', runs: [{ id: 'a', startedAt: 'x', status: 'completed' }], nextOffset: 5 } }
   await r.refresh()
   assert.equal(r.runs.value[0].status, 'completed')
+  assert.equal(r.nextOffset.value, 5)
+
+  // status: the server filters (?status=), a new value reads again from the given offset
+  const { ref } = await vue()
+  const only = ref('failed')
+  const offset = ref(0)
+  answer = { status: 200, body: { name: 'f', status: 'failed', runs: [], scanned: 1000, nextOffset: 1000 } }
+  const { value: f, unmount: unmountFiltered } = await mount(() => useRuns('f', { status: only, offset, intervalMs: 0 }))
+  t.after(unmountFiltered)
+  await waitFor(() => f.status.value === 'ready', 5000, 'the filtered read')
+  assert.equal(calls[calls.length - 1].url, '/api/_flows/f/runs?state=1&limit=20&offset=0&status=failed')
+  assert.deepEqual(f.runs.value, [])
+  assert.equal(f.nextOffset.value, 1000, 'none among the first 1000: go on from there')
+  answer = { status: 200, body: { name: 'f', status: 'failed', runs: [{ id: 'old', startedAt: 'x', status: 'failed' }], scanned: 3, nextOffset: null } }
+  offset.value = f.nextOffset.value
+  await waitFor(() => f.runs.value.length === 1, 5000, 'the next filtered read')
+  assert.equal(calls[calls.length - 1].url, '/api/_flows/f/runs?state=1&limit=20&offset=1000&status=failed')
+  assert.equal(f.nextOffset.value, null)
+  const before = calls.length
+  only.value = null
+  await waitFor(() => calls.length > before, 5000, 'the unfiltered read')
+  assert.equal(calls[calls.length - 1].url, '/api/_flows/f/runs?state=1&limit=20&offset=1000')
 
   answer = { status: 200, body: { id: 't1', status: 'fired' } }
   assert.deepEqual(await fireTrigger('t1', { ok: true }), { id: 't1', status: 'fired' })

@@ -16,6 +16,6 @@
 export { configureLeanEvents, useLeanEvents, closeLeanEvents, leanEventsPlugin } from './shared.js'
 export { parseStreamName, toEventInput, createStreamAdapter, createBusAdapter } from './adapters.js'
 export { eventStreamHandler } from './sse.js'
-export { stateHandler, runsHandler, triggerHandler, cancelTriggerHandler } from './handlers.js'
+export { stateHandler, runsHandler, triggerHandler, cancelTriggerHandler, FLOW_STATUSES, RUNS_MAX_SCAN } from './handlers.js'
 export { HttpError, STATUS_BY_CODE } from './errors.js'
 export { toModuleRecord } from './nuxt-queue.js'

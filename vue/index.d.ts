@@ -48,20 +48,28 @@ export declare function useFlowRun(id: MaybeRefOrGetter<string | undefined | nul
 export interface RunsOptions {
   /** Runs per read (default 20). */
   limit?: MaybeRefOrGetter<number>
-  /** Skip this many, newest first (default 0). */
+  /** Start at this position of the run index, newest first (default 0; with `status`, the last `nextOffset`). */
   offset?: MaybeRefOrGetter<number>
+  /**
+   * Only runs with this status (`?status=`): the server reads the run index from `offset` for
+   * them, at most 1000 runs per request (its `maxScan`), so a read may bring fewer than `limit`
+   * (even none) while `nextOffset` is not null.
+   */
+  status?: MaybeRefOrGetter<'running' | 'completed' | 'failed' | undefined | null>
   /** The routes' prefix (default `/api`). */
   base?: string
   /** Read again every N ms (default 2000; 0: only on `refresh()`). */
   intervalMs?: number
 }
 
-/** A flow's runs, newest first, with `status` (and `completedAt`), read now and every `intervalMs`. */
+/** A flow's runs, newest first, with `status` (and `completedAt`), read now and every `intervalMs`; `options.status` filters them on the server. */
 export declare function useRuns(
   flowName: MaybeRefOrGetter<string | undefined | null>,
   options?: RunsOptions,
 ): {
   runs: Ref<Array<RunInfo & { status?: FlowState['status']; completedAt?: string }>>
+  /** The `offset` of the next read (pass it as `offset` to go on); null when the run index has no more. */
+  nextOffset: Ref<number | null>
   status: Ref<'idle' | 'loading' | 'ready' | 'error'>
   error: Ref<(Error & { code?: string; status?: number }) | null>
   refresh(): Promise<RunInfo[]>

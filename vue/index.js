@@ -247,13 +247,16 @@ async function readJson(res, what) {
 }
 
 /**
- * A flow's runs, newest first, with their status: `{ runs, status, error, refresh, stop }`.
- * Read from `GET <base>/_flows/:name/runs?state=1` now and every `intervalMs` (default 2000;
- * 0: only on `refresh()`), while the component is mounted. Options: `limit` (default 20),
- * `offset`, `base`, `intervalMs`. `flowName`, `limit` and `offset` may be refs or getters.
+ * A flow's runs, newest first, with their status: `{ runs, nextOffset, status, error, refresh,
+ * stop }`. Read from `GET <base>/_flows/:name/runs?state=1` now and every `intervalMs` (default
+ * 2000; 0: only on `refresh()`), while the component is mounted. Options: `limit` (default 20),
+ * `offset`, `status` (only runs with this status: the server reads its run index for them, up
+ * to its cap per request; `nextOffset` is the `offset` that goes on, null at the end), `base`,
+ * `intervalMs`. `flowName`, `limit`, `offset` and `status` may be refs or getters.
  */
 export function useRuns(flowName, options = {}) {
   const runs = ref([])
+  const nextOffset = ref(null)
   const status = ref('idle')
   const error = ref(null)
   const intervalMs = options.intervalMs ?? 2000
@@ -267,12 +270,15 @@ export function useRuns(flowName, options = {}) {
     const mine = ++seq
     const limit = toValue(options.limit) ?? 20
     const offset = toValue(options.offset) ?? 0
+    const only = toValue(options.status)
     if (status.value === 'idle') status.value = 'loading'
     try {
-      const url = `${trimBase(options.base)}/_flows/${encodeURIComponent(name)}/runs?state=1&limit=${limit}&offset=${offset}`
+      const filter = only ? `&status=${encodeURIComponent(only)}` : ''
+      const url = `${trimBase(options.base)}/_flows/${encodeURIComponent(name)}/runs?state=1&limit=${limit}&offset=${offset}${filter}`
       const body = await readJson(await fetch(url, { headers: { accept: 'application/json' } }), `the runs of ${name}`)
       if (mine === seq) {
         runs.value = body.runs
+        nextOffset.value = body.nextOffset ?? null
         status.value = 'ready'
         error.value = null
       }
@@ -302,7 +308,7 @@ export function useRuns(flowName, options = {}) {
 
   if (inBrowser()) {
     watch(
-      () => [toValue(flowName), toValue(options.limit), toValue(options.offset)],
+      () => [toValue(flowName), toValue(options.limit), toValue(options.offset), toValue(options.status)],
       () => {
         refresh()
       },
@@ -311,7 +317,7 @@ export function useRuns(flowName, options = {}) {
     schedule()
   }
   disposeWithScope(stop)
-  return { runs, status, error, refresh, stop }
+  return { runs, nextOffset, status, error, refresh, stop }
 }
 
 /**

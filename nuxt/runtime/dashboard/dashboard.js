@@ -1,6 +1,7 @@
 // The lean-events run dashboard (served at /_lean-events by lean-events/nuxt with
 // `dashboard: true`, and shown in a Nuxt DevTools tab). Plain browser ESM, no build step:
-//   /_lean-events?flow=&status=&page=   a flow's runs: status filter, run id search, pages
+//   /_lean-events?flow=&status=&offset= a flow's runs: status filter (on the server), run id
+//                                       search, pages
 //   /_lean-events/runs/:id              one run, live: waterfall of steps and attempts, each
 //                                       attempt's input, result or error, logs and events,
 //                                       pending awaits (fire or cancel a trigger)
@@ -109,9 +110,12 @@ function runsPage(query) {
   const state = {
     flow: query.get('flow') || '',
     status: query.get('status') || '',
-    page: Math.max(1, Number(query.get('page')) || 1),
+    // the position in the flow's run index (newest first) this page starts at
+    offset: Math.max(0, Math.trunc(Number(query.get('offset'))) || 0),
     flows: [],
     runs: [],
+    nextOffset: null,
+    scanned: 0,
     error: null,
   }
   document.title = 'Runs · lean-events'
@@ -122,7 +126,7 @@ function runsPage(query) {
     const s = { ...state, ...over }
     if (s.flow) q.set('flow', s.flow)
     if (s.status) q.set('status', s.status)
-    if (s.page > 1) q.set('page', String(s.page))
+    if (s.offset > 0) q.set('offset', String(s.offset))
     const qs = q.toString()
     return `/_lean-events${qs ? `?${qs}` : ''}`
   }
@@ -130,10 +134,14 @@ function runsPage(query) {
   async function load() {
     if (!state.flow) return
     try {
-      const offset = (state.page - 1) * PAGE_SIZE
-      // one more than a page: is there a next page?
-      const body = await api(`/_flows/${encodeURIComponent(state.flow)}/runs?state=1&limit=${PAGE_SIZE + 1}&offset=${offset}`)
+      // the server filters by status: it reads the run index from offset on (up to its cap of
+      // runs per request) and says where the next page starts
+      const q = new URLSearchParams({ state: '1', limit: String(PAGE_SIZE), offset: String(state.offset) })
+      if (state.status) q.set('status', state.status)
+      const body = await api(`/_flows/${encodeURIComponent(state.flow)}/runs?${q}`)
       state.runs = body.runs
+      state.nextOffset = body.nextOffset ?? null
+      state.scanned = body.scanned ?? body.runs.length
       state.error = null
       setConn('live', 'live')
     } catch (err) {
@@ -143,8 +151,13 @@ function runsPage(query) {
   }
 
   function render() {
-    const shown = state.runs.slice(0, PAGE_SIZE).filter((r) => !state.status || r.status === state.status)
-    const more = state.runs.length > PAGE_SIZE
+    const shown = state.runs
+    const more = state.nextOffset !== null
+    const empty = !state.status
+      ? 'No runs on this page.'
+      : more
+        ? `No ${state.status} runs among the ${state.scanned} runs read here; older ones may have some.`
+        : `No ${state.status} runs${state.offset > 0 ? ' further back' : ''}.`
     const flowInput = h('input', { name: 'flow', list: 'flows', placeholder: 'flow name', value: state.flow, 'data-testid': 'flow' })
     const search = h('input', { name: 'run', placeholder: 'run id', 'data-testid': 'search' })
     fill($app, [
@@ -154,7 +167,7 @@ function runsPage(query) {
           class: 'toolbar',
           onsubmit: (e) => {
             e.preventDefault()
-            navigate(urlFor({ flow: flowInput.value.trim(), page: 1 }))
+            navigate(urlFor({ flow: flowInput.value.trim(), offset: 0 }))
           },
         },
         h('label', {}, 'Flow ', flowInput),
@@ -165,7 +178,7 @@ function runsPage(query) {
           'Status ',
           h(
             'select',
-            { 'data-testid': 'status-filter', onchange: (e) => navigate(urlFor({ status: e.target.value, page: 1 })) },
+            { 'data-testid': 'status-filter', onchange: (e) => navigate(urlFor({ status: e.target.value, offset: 0 })) },
             ['', 'running', 'completed', 'failed'].map((s) => h('option', { value: s, selected: s === state.status }, s || 'all')),
           ),
         ),
@@ -186,15 +199,22 @@ function runsPage(query) {
       ),
       state.error ? h('p', { class: 'error' }, `Could not read the runs: ${state.error.message}`) : null,
       !state.flow
-        ? h('p', { class: 'muted' }, 'Pick a flow: ', state.flows.map((f) => [h('a', { href: urlFor({ flow: f, page: 1 }), 'data-nav': true }, f), ' ']))
+        ? h('p', { class: 'muted' }, 'Pick a flow: ', state.flows.map((f) => [h('a', { href: urlFor({ flow: f, offset: 0 }), 'data-nav': true }, f), ' ']))
         : h(
             'table',
-            { class: 'runs', 'data-testid': 'runs', 'data-flow': state.flow, 'data-filter': state.status || 'all', 'data-page': state.page },
+            {
+              class: 'runs',
+              'data-testid': 'runs',
+              'data-flow': state.flow,
+              'data-filter': state.status || 'all',
+              'data-offset': state.offset,
+              'data-next-offset': more ? state.nextOffset : 'none',
+            },
             h('thead', {}, h('tr', {}, h('th', {}, 'Run'), h('th', {}, 'Status'), h('th', {}, 'Started'), h('th', {}, 'Completed'))),
             h(
               'tbody',
               {},
-              shown.length === 0 ? h('tr', {}, h('td', { colspan: 4, class: 'muted' }, 'No runs on this page.')) : null,
+              shown.length === 0 ? h('tr', {}, h('td', { colspan: 4, class: 'muted', 'data-testid': 'no-runs' }, empty)) : null,
               shown.map((r) =>
                 h(
                   'tr',
@@ -211,9 +231,22 @@ function runsPage(query) {
         ? h(
             'nav',
             { class: 'pager' },
-            state.page > 1 ? h('a', { href: urlFor({ page: state.page - 1 }), 'data-nav': true, 'data-testid': 'prev' }, '← newer') : null,
-            h('span', {}, ` page ${state.page} `),
-            more ? h('a', { href: urlFor({ page: state.page + 1 }), 'data-nav': true, 'data-testid': 'next' }, 'older →') : null,
+            // a filtered page's start cannot be worked back from this one's: back to the newest
+            state.offset > 0
+              ? state.status
+                ? h('a', { href: urlFor({ offset: 0 }), 'data-nav': true, 'data-testid': 'prev' }, '← newest')
+                : h('a', { href: urlFor({ offset: Math.max(0, state.offset - PAGE_SIZE) }), 'data-nav': true, 'data-testid': 'prev' }, '← newer')
+              : null,
+            h(
+              'span',
+              { 'data-testid': 'range' },
+              state.status && state.scanned > 0
+                ? ` runs ${state.offset + 1}–${state.offset + state.scanned} of the index read `
+                : !state.status && shown.length > 0
+                  ? ` runs ${state.offset + 1}–${state.offset + shown.length} `
+                  : ' ',
+            ),
+            more ? h('a', { href: urlFor({ offset: state.nextOffset }), 'data-nav': true, 'data-testid': 'next' }, 'older →') : null,
           )
         : null,
     ])
