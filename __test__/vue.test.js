@@ -281,3 +281,41 @@ test('useRuns reads the runs with their status and again on refresh, filtered by
   answer = { status: 409, body: { statusCode: 409, code: 'TRIGGER_RESOLVED', message: 'already fired' } }
   await assert.rejects(fireTrigger('t1', {}), { code: 'TRIGGER_RESOLVED', status: 409, message: 'already fired' })
 })
+
+test('useRuns: a listed run follows the flow.* events of a stream already open on the page, and opens none itself', async (t) => {
+  inBrowser(t)
+  const saved = globalThis.fetch
+  t.after(() => {
+    globalThis.fetch = saved
+  })
+  let reads = 0
+  globalThis.fetch = async () => {
+    reads++
+    const body = { name: 'f', runs: [{ id: 'r9', startedAt: 'x', status: 'running' }, { id: 'r8', startedAt: 'w', status: 'running' }], nextOffset: null }
+    return new Response(JSON.stringify(body), { status: 200, headers: { 'content-type': 'application/json' } })
+  }
+  const { useRuns, useFlowRun } = await vueModule()
+  const { value: list, unmount } = await mount(() => useRuns('f', { intervalMs: 0 }))
+  t.after(unmount)
+  await waitFor(() => list.status.value === 'ready', 5000, 'the first read')
+  assert.equal(FakeEventSource.opened.length, 0, 'useRuns opens no stream')
+
+  const { value: run, unmount: closeRun } = await mount(() => useFlowRun('r9'))
+  assert.equal(FakeEventSource.opened.length, 1)
+  const es = FakeEventSource.opened[0]
+  es.open()
+  es.send({ ...ev('flow.started', { data: { name: 'f' } }), subject: 'r9' })
+  assert.equal(list.runs.value[0].status, 'running')
+  const done = { ...ev('flow.completed', { data: { duration: 5 } }), subject: 'r9' }
+  es.send(done)
+  assert.equal(run.state.value.status, 'completed')
+  assert.deepEqual(list.runs.value[0], { id: 'r9', startedAt: 'x', status: 'completed', completedAt: done.ts })
+  assert.equal(list.runs.value[1].status, 'running', 'the other run is untouched')
+  assert.equal(reads, 1, 'no read of the runs route')
+
+  // unmounted, the list no longer listens
+  unmount()
+  es.send({ ...ev('flow.failed', { data: { error: { message: 'late' } } }), subject: 'r9' })
+  assert.equal(list.runs.value[0].status, 'completed')
+  closeRun()
+})

@@ -58,11 +58,16 @@ export interface RunsOptions {
   status?: MaybeRefOrGetter<'running' | 'completed' | 'failed' | undefined | null>
   /** The routes' prefix (default `/api`). */
   base?: string
-  /** Read again every N ms (default 2000; 0: only on `refresh()`). */
+  /** Read again every N ms (default 2000; 0: only on `refresh()`). Runs with a stream open on the page update sooner, from its events. */
   intervalMs?: number
 }
 
-/** A flow's runs, newest first, with `status` (and `completedAt`), read now and every `intervalMs`; `options.status` filters them on the server. */
+/**
+ * A flow's runs, newest first, with `status` (and `completedAt`), read now and every
+ * `intervalMs`; `options.status` filters them on the server. Between reads, a listed run whose
+ * own stream is open on the page (useFlowRun, useEventStream) follows its `flow.*` events at
+ * once; useRuns opens no stream of its own.
+ */
 export declare function useRuns(
   flowName: MaybeRefOrGetter<string | undefined | null>,
   options?: RunsOptions,

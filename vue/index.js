@@ -39,6 +39,21 @@ function streamUrl(base, { type, id }, after) {
   return after ? `${url}?after=${encodeURIComponent(after)}` : url
 }
 
+// Every record an open stream of this page receives, for useRuns: a listed run follows its
+// own flow.* events when a stream of that run is open anyway (a run page, useFlowRun), with
+// no connection of its own.
+const pageListeners = new Set()
+
+function tellPage(ref_, record) {
+  for (const listener of pageListeners) {
+    try {
+      listener(ref_, record)
+    } catch {
+      // one listener's fault is not the stream's
+    }
+  }
+}
+
 function disposeWithScope(fn) {
   if (getCurrentScope()) onScopeDispose(fn)
 }
@@ -115,6 +130,7 @@ export function useEventStream(stream, options = {}) {
       if (options.keep > 0 && list.length > options.keep) list.splice(0, list.length - options.keep)
       triggerRef(events)
       if (typeof options.onEvent === 'function') options.onEvent(record)
+      if (pageListeners.size > 0) tellPage(ref_, record)
     }
     es.addEventListener('gap', (msg) => {
       if (source !== es) return
@@ -253,6 +269,10 @@ async function readJson(res, what) {
  * `offset`, `status` (only runs with this status: the server reads its run index for them, up
  * to its cap per request; `nextOffset` is the `offset` that goes on, null at the end), `base`,
  * `intervalMs`. `flowName`, `limit`, `offset` and `status` may be refs or getters.
+ * Between reads, a listed run whose own stream is open on the page (useFlowRun,
+ * useEventStream) takes its `status` and `completedAt` from that stream's `flow.*` events at
+ * once; useRuns opens no stream itself. (With `status`, a run that changed status leaves the
+ * list at the next read.)
  */
 export function useRuns(flowName, options = {}) {
   const runs = ref([])
@@ -263,6 +283,19 @@ export function useRuns(flowName, options = {}) {
   let timer = null
   let stopped = false
   let seq = 0
+
+  const follow = (stream, record) => {
+    if (stream.type !== 'flow' || !record || (record.kind !== 'flow.completed' && record.kind !== 'flow.failed' && record.kind !== 'flow.started')) return
+    const list = runs.value
+    const i = list.findIndex((r) => r.id === stream.id)
+    if (i < 0) return
+    // the server's reducer, on the fields a listed run has
+    const folded = applyFlowEvent({ status: list[i].status ?? 'running', steps: {}, logs: [] }, record)
+    if (folded.status === list[i].status && folded.completedAt === list[i].completedAt) return
+    const run = { ...list[i], status: folded.status }
+    if (folded.completedAt) run.completedAt = folded.completedAt
+    runs.value = [...list.slice(0, i), run, ...list.slice(i + 1)]
+  }
 
   async function refresh() {
     const name = toValue(flowName)
@@ -302,11 +335,13 @@ export function useRuns(flowName, options = {}) {
 
   function stop() {
     stopped = true
+    pageListeners.delete(follow)
     if (timer !== null) clearTimeout(timer)
     timer = null
   }
 
   if (inBrowser()) {
+    pageListeners.add(follow)
     watch(
       () => [toValue(flowName), toValue(options.limit), toValue(options.offset), toValue(options.status)],
       () => {
