@@ -67,14 +67,39 @@ async function liveSubscribers(prefix, type, id) {
   return total
 }
 
+/**
+ * The keys under a test's prefix. On a cluster they are spread over the masters, and the
+ * cluster layout names some with the prefix as hash tag (`{prefix}:…`): every node is scanned
+ * for both forms.
+ */
+async function redisKeysUnder(prefix) {
+  if (!CLUSTER) return (await redisCli(['--scan', '--pattern', `${prefix}:*`])).split('\n').filter(Boolean)
+  const keys = new Set()
+  for (const node of CLUSTER_NODES) {
+    for (const pattern of [`${prefix}:*`, `{${prefix}}:*`]) {
+      const out = await redisCli(['--scan', '--pattern', pattern], `redis://${node}`)
+      for (const k of out.split('\n')) if (k) keys.add(k)
+    }
+  }
+  return [...keys].sort()
+}
+
 /** Best effort: delete the keys a test wrote to the shared Redis (never FLUSH anything). */
 async function deleteRedisPrefix(prefix) {
-  // a test cluster (scripts/cluster.sh) is torn down after the run, with everything in it
-  if (CLUSTER) return
   try {
-    const out = await redisCli(['--scan', '--pattern', `${prefix}:*`])
-    const keys = out.split('\n').filter(Boolean)
-    for (let i = 0; i < keys.length; i += 500) await redisCli(['UNLINK', ...keys.slice(i, i + 500)])
+    const keys = await redisKeysUnder(prefix)
+    if (!CLUSTER) {
+      for (let i = 0; i < keys.length; i += 500) await redisCli(['UNLINK', ...keys.slice(i, i + 500)])
+      return
+    }
+    if (keys.length === 0) return
+    // one UNLINK may not span slots: one per key, through a redis-cli that follows redirects
+    const [host, port] = CLUSTER_NODES[0].split(':')
+    const script = keys.map((k) => `UNLINK ${JSON.stringify(k)}\n`).join('')
+    await new Promise((resolve, reject) => {
+      const cli = execFile('redis-cli', ['-c', '-h', host, '-p', port], { maxBuffer: 64 * 1024 * 1024 }, (err) => (err ? reject(err) : resolve()))
+      cli.stdin.end(script)
+    })
   } catch {
     // cleanup is best effort
   }
@@ -299,5 +324,6 @@ module.exports = {
   startChild,
   redisCli,
   deleteRedisPrefix,
+  redisKeysUnder,
   rng,
 }

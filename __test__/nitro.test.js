@@ -10,8 +10,8 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
 const nodeHttp = require('node:http')
-const { spawn, execFileSync } = require('node:child_process')
-const { EventBus, waitFor, freePort, startChild } = require('./helpers')
+const { spawn } = require('node:child_process')
+const { EventBus, BACKENDS, makeContext, waitFor, freePort, startChild, deleteRedisPrefix } = require('./helpers')
 const { openSse } = require('./fixtures/nitro-sse')
 
 const ROOT = path.join(__dirname, '..')
@@ -61,7 +61,9 @@ function assertError(res, status, code, what) {
 }
 
 const ids = (messages) => messages.map((m) => m.id)
-const kinds = (messages) => messages.map((m) => m.event)
+/** The kinds of SSE messages: the record's (messages have no event name by default). */
+const kinds = (messages) => messages.map((m) => (m.record ? m.record.kind : m.event))
+const kindOf = (m) => (m.record ? m.record.kind : undefined)
 
 function assertIncreasingIds(list, what) {
   const key = (id) => id.split('-').map(BigInt)
@@ -138,9 +140,30 @@ describe('lean-events/nitro handlers in an h3 app (in-process)', () => {
       await waitFor(() => sse.messages.length >= 4, 5000, 'live event')
       assert.deepEqual(ids(sse.messages), [...first.map((e) => e.id), live.id])
       assert.deepEqual(kinds(sse.messages), ['flow.started', 'step.started', 'log', 'step.completed'])
+      assert.deepEqual(
+        sse.messages.map((m) => m.event),
+        ['message', 'message', 'message', 'message'],
+        'no event name: EventSource.onmessage receives every kind',
+      )
       assert.deepEqual(sse.messages[3].record, live, 'data: is the record as JSON')
     } finally {
       sse.close()
+    }
+    // named events, for pages that listen per kind
+    const { eventStreamHandler } = nitro
+    assert.throws(() => eventStreamHandler({ namedEvents: 'yes' }), { code: 'INVALID_ARGUMENT' })
+    const named = await (await h3Fixture()).startH3App({ bus, namedEvents: true })
+    const sseNamed = await openSse(`${named.url}/api/_events/flow/${id}/stream`)
+    try {
+      await waitFor(() => sseNamed.messages.length >= 4, 5000, 'backfill with named events')
+      assert.deepEqual(
+        sseNamed.messages.map((m) => m.event),
+        ['flow.started', 'step.started', 'log', 'step.completed'],
+      )
+      assert.deepEqual(ids(sseNamed.messages), ids(sse.messages))
+    } finally {
+      sseNamed.close()
+      await named.close()
     }
 
     const fromQuery = await openSse(`${app.url}/api/_events/flow/${id}/stream?after=${first[0].id}`)
@@ -279,6 +302,27 @@ describe('lean-events/nitro handlers in an h3 app (in-process)', () => {
     sse.close()
     assertError(await http(`${app.url}/api/_events/flow/never-written`), 404, 'NOT_FOUND', 'empty stream')
     assertError(await post(`${app.url}/api/_triggers/a%20b`, '{}'), 400, 'INVALID_ARGUMENT', 'trigger id')
+  })
+
+  test('cancel a trigger: 200, its wait() rejects with TRIGGER_CANCELLED; then 409, 404 unknown, 403 denied', async () => {
+    const flow = `h3-cancel-${Date.now()}`
+    const result = scheduler.run('wait_for_webhook', { flow, input: null })
+    result.catch(() => {})
+    const registered = await waitFor(async () => (await bus.read({ type: 'flow', id: flow })).find((e) => e.kind === 'webhook.registered'), 5000, 'trigger registered')
+    const triggerId = registered.data.triggerId
+    const url = `${app.url}/api/_triggers/${triggerId}/cancel`
+    assertError(await post(url, '{"reason'), 400, 'BODY_INVALID', 'bad JSON')
+    denied.add(`trigger:${triggerId}`)
+    assertError(await post(url, '{}'), 403, 'FORBIDDEN', 'denied by authorize')
+    denied.delete(`trigger:${triggerId}`)
+    const cancelled = await post(url, JSON.stringify({ reason: 'changed my mind' }))
+    assert.equal(cancelled.status, 200, cancelled.text)
+    assert.deepEqual(cancelled.json, { id: triggerId, status: 'cancelled' })
+    await assert.rejects(result, (err) => /TRIGGER_CANCELLED|STEP_FAILED/.test(err.code) && /changed my mind|cancel/i.test(`${err.message} ${err.cause && err.cause.message}`))
+    assertError(await post(url, '{}'), 409, 'TRIGGER_RESOLVED', 'second cancel')
+    assertError(await post(`${app.url}/api/_triggers/ffffffffffffffffffffffffffffffff/cancel`, ''), 404, 'TRIGGER_NOT_FOUND', 'unknown trigger')
+    const state = await http(`${app.url}/api/_events/trigger/${triggerId}`)
+    assert.equal(state.json.state.status, 'cancelled')
   })
 
   test('trigger webhook: 200 then 409, 404 unknown, 400 bad JSON, 413 over the body limit or the event limit', async () => {
@@ -466,6 +510,80 @@ describe('lean-events/nitro handlers in an h3 app (in-process)', () => {
   })
 })
 
+// ?status= on the runs route: a scan of the run index, capped per request, on both stores
+for (const backend of BACKENDS) {
+  test(`runs ?status=: the newest runs with that status, at most maxScan runs read per request, nextOffset pages through all; a bad status → 400 [${backend.name}]`, async (t) => {
+    const nitro = await nitroModule()
+    const ctx = makeContext(backend, 'runs-status')
+    t.after(() => ctx.cleanup())
+    const bus = await ctx.connect()
+    const { startH3App } = await h3Fixture()
+    const app = await startH3App({ bus, maxScan: 4 })
+    t.after(() => app.close())
+    const name = 'status-flow'
+    const run = (n) => `${name}-r${n}`
+    for (let n = 1; n <= 7; n++) {
+      await bus.emit({ kind: 'flow.started', subject: run(n), data: { name } })
+      // distinct start times: the index order is r7 (newest) … r1
+      await bus.indexRun(name, run(n), 1_700_000_000_000 + n * 1000)
+    }
+    for (const n of [1, 3, 6]) await bus.emit({ kind: 'flow.completed', subject: run(n), data: { duration: 1 } })
+    await bus.emit({ kind: 'flow.failed', subject: run(4), data: { error: { message: 'no' } } })
+    const get = async (q) => {
+      const res = await http(`${app.url}/api/_flows/${name}/runs?${q}`)
+      assert.equal(res.status, 200, `${q}: ${res.text}`)
+      return { ids: res.json.runs.map((r) => r.id), statuses: res.json.runs.map((r) => r.status), scanned: res.json.scanned, nextOffset: res.json.nextOffset }
+    }
+    const ids = (...ns) => ns.map(run)
+
+    // the cap (4 runs read) ends the first request with one match of two; the next one goes on
+    assert.deepEqual(await get('status=completed&limit=2'), { ids: ids(6), statuses: ['completed'], scanned: 4, nextOffset: 4 })
+    assert.deepEqual(await get('status=completed&limit=2&offset=4'), { ids: ids(3, 1), statuses: ['completed', 'completed'], scanned: 3, nextOffset: null })
+    // limit reached before the cap: nextOffset is just past the last match
+    assert.deepEqual(await get('status=completed&limit=1'), { ids: ids(6), statuses: ['completed'], scanned: 2, nextOffset: 2 })
+    assert.deepEqual(await get('status=running&offset=2'), { ids: ids(5, 2), statuses: ['running', 'running'], scanned: 4, nextOffset: 6 })
+    // a page with no match still says where to go on
+    assert.deepEqual(await get('status=failed&offset=4'), { ids: [], statuses: [], scanned: 3, nextOffset: null })
+    const failed = await get('status=failed')
+    assert.deepEqual(failed, { ids: ids(4), statuses: ['failed'], scanned: 4, nextOffset: 4 })
+    // following nextOffset reaches every match of the index
+    const all = []
+    for (let offset = 0; offset !== null; ) {
+      const page = await get(`status=running&limit=1&offset=${offset}`)
+      all.push(...page.ids)
+      offset = page.nextOffset
+    }
+    assert.deepEqual(all, ids(7, 5, 2))
+
+    // without ?status=: nextOffset from one run more than asked
+    assert.deepEqual(await get('limit=3'), { ids: ids(7, 6, 5), statuses: [undefined, undefined, undefined], scanned: undefined, nextOffset: 3 })
+    assert.deepEqual((await get('limit=3&offset=6&state=1')).nextOffset, null)
+    assert.deepEqual((await get('limit=7')).nextOffset, null)
+
+    for (const bad of ['done', 'Running', 'registered']) {
+      const res = await http(`${app.url}/api/_flows/${name}/runs?status=${bad}`)
+      assertError(res, 400, 'INVALID_ARGUMENT', `status=${bad}`)
+      assert.match(res.json.message, /status must be one of running, completed, failed/)
+    }
+    assert.deepEqual(nitro.FLOW_STATUSES, ['running', 'completed', 'failed'])
+    assert.equal(nitro.RUNS_MAX_SCAN, 1000)
+    for (const maxScan of [0, -1, 1.5, '10']) assert.throws(() => nitro.runsHandler({ maxScan }), { code: 'INVALID_ARGUMENT' }, `maxScan ${maxScan}`)
+  })
+}
+
+test('in the primary of a Node cluster the shared scheduler accepts step definitions (the app\'s plugins run there too) and refuses work', async () => {
+  const child = startChild(process.execPath, [path.join(__dirname, 'fixtures', 'nitro-cluster-primary-steps.mjs')], { cwd: ROOT })
+  const { code } = await child.exited
+  assert.equal(code, 0, child.stderr)
+  assert.deepEqual(JSON.parse(child.stdout.trim().split('\n').pop()), {
+    defineReturns: true,
+    ready: true,
+    run: 'INVALID_ARGUMENT',
+    fire: 'INVALID_ARGUMENT',
+    cancel: 'INVALID_ARGUMENT',
+  })
+})
+
 // ---------------------------------------------------------------------------------------------
 // The example Nitro app, built and started like `npm run demo` does
 
@@ -601,11 +719,11 @@ describe('example Nitro app (embedded store)', { timeout: 600_000 }, () => {
     assert.equal(first.status, 200)
     assert.match(first.headers['content-type'], /^text\/event-stream/)
     assert.equal(first.headers['x-accel-buffering'], 'no')
-    await waitFor(() => first.messages.some((m) => m.event === 'step.await.trigger'), 10_000, () => `await.trigger on the stream: ${kinds(first.messages)}`)
-    assert.equal(first.messages[0].event, 'flow.started', 'the backfill starts at the beginning')
-    const awaitTime = first.messages.find((m) => m.event === 'step.await.time')
+    await waitFor(() => first.messages.some((m) => kindOf(m) === 'step.await.trigger'), 10_000, () => `await.trigger on the stream: ${kinds(first.messages)}`)
+    assert.equal(kindOf(first.messages[0]), 'flow.started', 'the backfill starts at the beginning')
+    const awaitTime = first.messages.find((m) => kindOf(m) === 'step.await.time')
     assert.ok(awaitTime, 'the timer wait was streamed')
-    const triggerId = first.messages.find((m) => m.event === 'step.await.trigger').record.data.triggerId
+    const triggerId = first.messages.find((m) => kindOf(m) === 'step.await.trigger').record.data.triggerId
     // disconnect, like a browser tab losing its network
     first.close()
     const lastId = first.messages[first.messages.length - 1].id
@@ -619,10 +737,10 @@ describe('example Nitro app (embedded store)', { timeout: 600_000 }, () => {
 
     // the browser reconnects with Last-Event-ID
     const second = await openSse(streamUrl, { 'Last-Event-ID': lastId })
-    await waitFor(() => second.messages.some((m) => m.event === 'flow.completed'), 10_000, () => `flow.completed after reconnect: ${kinds(second.messages)}`)
+    await waitFor(() => second.messages.some((m) => kindOf(m) === 'flow.completed'), 10_000, () => `flow.completed after reconnect: ${kinds(second.messages)}`)
     // a fresh connection replays everything
     const full = await openSse(streamUrl)
-    await waitFor(() => full.messages.some((m) => m.event === 'flow.completed'), 10_000, 'full replay')
+    await waitFor(() => full.messages.some((m) => kindOf(m) === 'flow.completed'), 10_000, 'full replay')
     second.close()
     full.close()
 
@@ -712,12 +830,8 @@ describe('example Nitro app on Redis', { timeout: 120_000 }, () => {
       await waitFor(async () => (await flowState(server.url, id))?.status === 'completed', 10_000, 'completed on Redis')
     } finally {
       await stopServer(server)
-      try {
-        const keys = execFileSync('redis-cli', ['-u', url, '--scan', '--pattern', `${prefix}:*`], { encoding: 'utf8' }).split('\n').filter(Boolean)
-        if (keys.length) execFileSync('redis-cli', ['-u', url, 'UNLINK', ...keys])
-      } catch {
-        // cleanup is best effort
-      }
+      // on a cluster url too (redis-cli -u knows no redis+cluster://)
+      await deleteRedisPrefix(prefix)
     }
   })
 

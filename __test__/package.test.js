@@ -35,6 +35,13 @@ const REQUIRED = [
   'nvent/adapters.js',
   'nvent/adapters.d.ts',
   'nvent/runtime/plugin.js',
+  'nuxt/index.js',
+  'nuxt/index.d.ts',
+  'nuxt/runtime/server/plugin.js',
+  'nuxt/runtime/dashboard/dashboard.js',
+  'nuxt/runtime/dashboard/dashboard.css',
+  'vue/index.js',
+  'vue/index.d.ts',
   'scripts/install.js',
   'Cargo.toml',
   'Cargo.lock',
@@ -43,7 +50,7 @@ const REQUIRED = [
   'crates/core/Cargo.toml',
   'crates/core/src/lib.rs',
   // every module the entry points load
-  ...['lib', 'nitro', 'nvent', 'nvent/runtime'].flatMap((dir) =>
+  ...['lib', 'nitro', 'nvent', 'nvent/runtime', 'nuxt', 'nuxt/runtime', 'nuxt/runtime/server', 'nuxt/runtime/server/routes', 'nuxt/runtime/dashboard', 'vue'].flatMap((dir) =>
     fs
       .readdirSync(path.join(ROOT, dir), { withFileTypes: true })
       .filter((e) => e.isFile())
@@ -53,7 +60,9 @@ const REQUIRED = [
 const ALLOWED = [
   /^(package\.json|README\.md|LICENSE|index\.js|index\.d\.ts|binding\.js|binding\.d\.ts|scripts\/install\.js)$/,
   /^(Cargo\.toml|Cargo\.lock|build\.rs|crates\/core\/Cargo\.toml)$/,
-  /^(lib|client|nitro|nvent)\/[\w./-]+\.(js|mjs|cjs|d\.ts|json)$/,
+  /^(lib|client|nitro|nvent|nuxt|vue)\/[\w./-]+\.(js|mjs|cjs|d\.ts|json)$/,
+  // the run dashboard's stylesheet
+  /^nuxt\/runtime\/dashboard\/dashboard\.css$/,
   /^(src|crates\/core\/src)\/[\w./-]+\.(rs|lua)$/,
 ]
 

@@ -101,7 +101,7 @@ test('the default onWarning is one line per code at most every 10 s', async () =
   assert.deepEqual(lines, ['[lean-events] A_FAILED: first (cause)', '[lean-events] B_FAILED: other'])
 })
 
-test('the primary of a Node cluster gets the bus but starts no scheduler; its workers do', async () => {
+test('the primary of a Node cluster gets the bus but starts no scheduler (a stand-in takes step definitions); its workers do', async () => {
   const { REDIS_URL, uniquePrefix, deleteRedisPrefix } = require('./helpers')
   const prefix = uniquePrefix('primary')
   const script = path.join(__dirname, 'fixtures', 'nitro-cluster-primary.mjs')
@@ -113,7 +113,7 @@ test('the primary of a Node cluster gets the bus but starts no scheduler; its wo
   assert.deepEqual(
     lines.sort((a, b) => a.role.localeCompare(b.role)),
     [
-      { role: 'primary', bus: 'function', scheduler: 'INVALID_ARGUMENT' },
+      { role: 'primary', bus: 'function', scheduler: 'definitions only' },
       { role: 'worker', bus: 'function', scheduler: 'started' },
     ],
   )

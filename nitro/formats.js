@@ -1,12 +1,20 @@
 // The wire formats of the handlers, in one table: how an SSE message is written and which
-// query parameter resumes a stream. `lean-events` is the default; `nuxt-queue` is what the
-// seed-era module's UI reads (`EventSource.onmessage`, reconnecting with `?fromId=`).
+// query parameter resumes a stream. `lean-events` is the default: messages without an event
+// name, so `EventSource.onmessage` receives every kind (`namedEvents: true` adds `event: <kind>`
+// for pages that listen per kind); `nuxt-queue` is what the seed-era module's UI reads
+// (`onmessage` too, reconnecting with `?fromId=`).
 
 import { argError } from './errors.js'
 import { toModuleRecord } from './nuxt-queue.js'
 
 const FORMATS = {
   'lean-events': {
+    name: 'lean-events',
+    /** `id:` the stream id, `data:` the record (its `kind` inside). */
+    sseMessage: (e) => `id: ${e.id}\ndata: ${JSON.stringify(e)}\n\n`,
+    cursorQuery: 'after',
+  },
+  'lean-events-named': {
     name: 'lean-events',
     /** `id:` the stream id, `event:` the kind, `data:` the record. */
     sseMessage: (e) => `id: ${e.id}\nevent: ${e.kind}\ndata: ${JSON.stringify(e)}\n\n`,
@@ -30,9 +38,15 @@ const FORMATS = {
 /** The format a handler's options ask for (default `lean-events`); a factory-time check. */
 export function formatOf(options, handler) {
   const name = options.format ?? 'lean-events'
-  const format = Object.prototype.hasOwnProperty.call(FORMATS, name) ? FORMATS[name] : undefined
+  const known = name !== 'lean-events-named' && Object.prototype.hasOwnProperty.call(FORMATS, name)
+  const format = known ? FORMATS[name] : undefined
   if (!format) {
-    throw argError(`${handler}({ format }) must be one of ${Object.keys(FORMATS).map((f) => `'${f}'`).join(', ')}, got ${JSON.stringify(name)}`)
+    const names = Object.keys(FORMATS).filter((f) => f !== 'lean-events-named')
+    throw argError(`${handler}({ format }) must be one of ${names.map((f) => `'${f}'`).join(', ')}, got ${JSON.stringify(name)}`)
   }
+  if (options.namedEvents !== undefined && typeof options.namedEvents !== 'boolean') {
+    throw argError(`${handler}({ namedEvents }) must be a boolean, got ${String(options.namedEvents)}`)
+  }
+  if (options.namedEvents === true && format === FORMATS['lean-events']) return FORMATS['lean-events-named']
   return format
 }

@@ -2,7 +2,7 @@
 // `format: 'nuxt-queue'`, the state and list routes answer in the seed-era module's shapes.
 
 import { defineEventHandler, getMethod, getQuery, setResponseHeader } from 'h3'
-import { HttpError, sendError } from './errors.js'
+import { HttpError, argError, sendError } from './errors.js'
 import { formatOf } from './formats.js'
 import { listBody, stateBody } from './nuxt-queue.js'
 import { checkAuthorized, checkCursor, checkId, checkType, intQuery, lastQueryValue, param, parsePayload, readBodyLimited } from './request.js'
@@ -15,6 +15,13 @@ const MODULE_STATE_LIMIT = 1000
 /** Its list route: 50 runs unless asked, at most 100. */
 const MODULE_LIST_LIMIT = 50
 const MODULE_LIST_MAX = 100
+
+/** A flow run's statuses, as the flow reducer sets them: the values `?status=` accepts. */
+export const FLOW_STATUSES = ['running', 'completed', 'failed']
+/** With `?status=`, at most this many runs of the index are read per request (`maxScan`). */
+export const RUNS_MAX_SCAN = 1000
+/** ... in pages of this many, each page's states read together. */
+const SCAN_PAGE = 100
 
 /**
  * `GET /api/_events/:type/:id`: `{ type, id, state }`, the reduced state (404 when empty).
@@ -48,14 +55,23 @@ export function stateHandler(options = {}) {
 }
 
 /**
- * `GET /api/_flows/:name/runs?limit=&offset=`: `{ name, runs: [{ id, startedAt }] }`, newest
- * first; `?state=1` (or `withState: true`) adds each run's `status`.
+ * `GET /api/_flows/:name/runs?limit=&offset=`: `{ name, runs: [{ id, startedAt }], nextOffset }`,
+ * newest first; `?state=1` (or `withState: true`) adds each run's `status`. `nextOffset`: the
+ * `offset` of the next page, null when there is none.
+ *
+ * `?status=running|completed|failed`: the newest runs with that status, from `offset` on. The
+ * index is read newest first, a page at a time, until `limit` runs match or `maxScan` runs
+ * (default 1000) were read; `scanned` says how many were, `nextOffset` where to go on (past the
+ * last run read; null once the index is read to its end). A page may hold fewer than `limit`
+ * runs, even none, while `nextOffset` is not null.
  * `format: 'nuxt-queue'`: the module's `GET /api/_events/:type/list?name=&limit=` →
  * `{ type, name, count, items: [{ id, timestamp, createdAt }] }`.
  */
 export function runsHandler(options = {}) {
   const format = formatOf(options, 'runsHandler')
   if (format.name === 'nuxt-queue') return moduleListHandler(options)
+  const maxScan = options.maxScan ?? RUNS_MAX_SCAN
+  if (!Number.isInteger(maxScan) || maxScan < 1) throw argError(`runsHandler: maxScan is a whole number 1 or more (got ${String(maxScan)})`)
   return defineEventHandler(async (event) => {
     try {
       const name = checkId(options.name ?? param(event, 'name'), 'flow name')
@@ -63,24 +79,67 @@ export function runsHandler(options = {}) {
       const q = getQuery(event)
       const limit = intQuery(q.limit, 'limit', 1, 1000) ?? options.limit ?? 50
       const offset = intQuery(q.offset, 'offset', 0, 1e9) ?? 0
+      const status = statusQuery(event)
       const bus = await resolveBus(options)
-      const runs = await bus.listRuns(name, { limit, offset })
-      const withState = options.withState || q.state === '1' || q.state === 'true'
-      if (withState) {
-        await Promise.all(
-          runs.map(async (run) => {
-            const s = await bus.state({ type: 'flow', id: run.id })
-            run.status = s.status
-            if (s.completedAt) run.completedAt = s.completedAt
-          }),
-        )
+      let body
+      if (status !== undefined) {
+        body = { name, status, ...(await scanRuns(bus, name, status, { limit, offset, maxScan })) }
+      } else {
+        // one more than asked: is there a next page?
+        const runs = await bus.listRuns(name, { limit: limit + 1, offset })
+        const more = runs.length > limit
+        if (more) runs.pop()
+        if (options.withState || q.state === '1' || q.state === 'true') await addStatus(bus, runs)
+        body = { name, runs, nextOffset: more ? offset + limit : null }
       }
       setResponseHeader(event, 'cache-control', 'no-store')
-      return { name, runs }
+      return body
     } catch (err) {
       return sendError(event, err)
     }
   })
+}
+
+function statusQuery(event) {
+  const value = lastQueryValue(event, 'status')
+  if (value === undefined || value === '') return undefined
+  if (!FLOW_STATUSES.includes(value)) {
+    const shown = JSON.stringify(String(value).slice(0, 40))
+    throw new HttpError(400, 'INVALID_ARGUMENT', `status must be one of ${FLOW_STATUSES.join(', ')} (got ${shown})`)
+  }
+  return value
+}
+
+/** Each run's `status` (and `completedAt`), from its reduced state. */
+async function addStatus(bus, runs) {
+  await Promise.all(
+    runs.map(async (run) => {
+      const s = await bus.state({ type: 'flow', id: run.id })
+      run.status = s.status
+      if (s.completedAt) run.completedAt = s.completedAt
+    }),
+  )
+  return runs
+}
+
+/** The newest runs from `offset` on whose status is `status`, reading at most `maxScan` of them. */
+async function scanRuns(bus, name, status, { limit, offset, maxScan }) {
+  const runs = []
+  let next = offset
+  let end = false
+  while (runs.length < limit && next - offset < maxScan && !end) {
+    const size = Math.min(SCAN_PAGE, maxScan - (next - offset))
+    const page = await addStatus(bus, await bus.listRuns(name, { limit: size, offset: next }))
+    let read = 0
+    for (const run of page) {
+      read++
+      if (run.status === status) runs.push(run)
+      if (runs.length === limit) break
+    }
+    next += read
+    end = read === page.length && page.length < size
+  }
+  return { runs, scanned: next - offset, nextOffset: end ? null : next }
 }
 
 /**
@@ -127,6 +186,35 @@ export function triggerHandler(options = {}) {
       await scheduler.fire(id, payload)
       setResponseHeader(event, 'cache-control', 'no-store')
       return { id, status: 'fired' }
+    } catch (err) {
+      return sendError(event, err)
+    }
+  })
+}
+
+const CANCEL_BODY_BYTES = 16 * 1024
+
+/**
+ * `POST /api/_triggers/:id/cancel`, optional JSON body `{ reason }`: cancels a pending trigger
+ * (its waiting step's `wait()` rejects with `TRIGGER_CANCELLED`). 200 `{ id, status:
+ * 'cancelled' }`; 404 unknown or expired; 409 already resolved; 400 bad id or body.
+ */
+export function cancelTriggerHandler(options = {}) {
+  return defineEventHandler(async (event) => {
+    try {
+      if (getMethod(event) !== 'POST') {
+        const e = new HttpError(405, 'METHOD_NOT_ALLOWED', 'use POST to cancel a trigger')
+        e.allow = 'POST'
+        throw e
+      }
+      const id = checkId(param(event, 'id'), 'trigger id')
+      await checkAuthorized(options.authorize, event, { type: 'trigger', id })
+      const body = parsePayload(event, await readBodyLimited(event, CANCEL_BODY_BYTES))
+      const reason = body && typeof body === 'object' && typeof body.reason === 'string' ? body.reason : 'cancelled over HTTP'
+      const scheduler = await resolveScheduler(options)
+      await scheduler.cancel(id, reason)
+      setResponseHeader(event, 'cache-control', 'no-store')
+      return { id, status: 'cancelled' }
     } catch (err) {
       return sendError(event, err)
     }

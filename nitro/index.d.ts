@@ -5,6 +5,7 @@ import type {
   EventBus,
   EventInput,
   EventRecord,
+  RunInfo,
   Scheduler,
   SchedulerOptions,
   StreamRef,
@@ -16,7 +17,8 @@ export interface LeanEvents {
   /**
    * This process's scheduler instance. In the primary process of a Node cluster (Nitro's
    * `node-cluster` preset), which only forks the workers that serve the app, none is started:
-   * reading it there throws `INVALID_ARGUMENT`.
+   * Nitro runs the app's plugins there too, so `define()` is accepted and dropped (the workers
+   * run the steps), and `run`, `fire`, `cancel` and `execute` reject with `INVALID_ARGUMENT`.
    */
   scheduler: Scheduler
   /** The key prefix in use (`nq` unless configured). */
@@ -89,11 +91,18 @@ export interface EventStreamOptions extends HandlerOptions, FormatOptions {
   retryMs?: number
   /** Events queued for a slow client before it is cut off (it then reconnects with Last-Event-ID). */
   maxQueue?: number
+  /**
+   * `lean-events` format: also name each message after the event's kind (`event: step.started`),
+   * for pages that listen per kind with `addEventListener`; default `false` (no name: every
+   * message reaches `onmessage`). A non-boolean: the factory throws `INVALID_ARGUMENT`.
+   */
+  namedEvents?: boolean
 }
 
 /**
  * `GET /api/_events/:type/:id/stream`: Server-Sent Events, backfill then live. Each event is
- * one message: `id:` its stream id, `event:` its kind, `data:` the record as JSON. Resumes
+ * one message: `id:` its stream id and `data:` the record as JSON, with no event name (so
+ * `EventSource.onmessage` gets every kind; `namedEvents: true` adds `event:` its kind). Resumes
  * after the `Last-Event-ID` header (or `?after=`); a cursor older than the trimmed entries gets
  * an `event: gap` message (`{ after, firstId }`, no `id:`) first; heartbeat comments;
  * unsubscribes when the client goes away; ends when the server starts closing.
@@ -112,9 +121,36 @@ export declare function eventStreamHandler(options?: EventStreamOptions): EventH
  */
 export declare function stateHandler(options?: HandlerOptions & FormatOptions & { type?: string }): EventHandler
 
+/** A flow run's statuses (the flow reducer's): the values the runs route's `?status=` accepts. */
+export declare const FLOW_STATUSES: readonly ['running', 'completed', 'failed']
+/** How many runs of the index one `?status=` request reads at most, unless `maxScan` says otherwise: 1000. */
+export declare const RUNS_MAX_SCAN: number
+
+/** The runs route's answer. */
+export interface RunsBody {
+  name: string
+  /** Newest first; `status` (and `completedAt` once finished) with `?state=1` or `?status=`. */
+  runs: Array<RunInfo & { status?: 'running' | 'completed' | 'failed'; completedAt?: string }>
+  /** The `offset` that reads on from here; null when the index holds nothing further. */
+  nextOffset: number | null
+  /** With `?status=`: the status asked for. */
+  status?: 'running' | 'completed' | 'failed'
+  /** With `?status=`: how many runs of the index this request read (at most `maxScan`). */
+  scanned?: number
+}
+
 /**
- * `GET /api/_flows/:name/runs?limit=&offset=&state=1` → `{ name, runs: [{ id, startedAt, status? }] }`,
- * newest first.
+ * `GET /api/_flows/:name/runs?limit=&offset=&state=1` → {@link RunsBody}, newest first;
+ * `limit` 1-1000 (default `options.limit`, else 50), `offset` the position in the run index.
+ *
+ * `?status=running|completed|failed`: the newest runs with that status from `offset` on. The
+ * run index is read newest first, 100 runs (and their states) at a time, until `limit` runs
+ * match or `maxScan` runs (default 1000, {@link RUNS_MAX_SCAN}) were read: one request costs
+ * at most `maxScan` state reads. `scanned` says how many were read and `nextOffset` where the
+ * next request goes on, so a client pages through every match; a page may hold fewer than
+ * `limit` runs, even none, while `nextOffset` is not null. Any other status → 400
+ * `INVALID_ARGUMENT` naming the accepted ones. Offsets count from the newest run: runs started
+ * between two requests shift them (a run may be listed twice, none is skipped).
  *
  * `format: 'nuxt-queue'`: the module's `GET /api/_events/:type/list?name=&limit=` →
  * `{ type, name, count, items: [{ id, timestamp, createdAt }] }`, newest first; `limit` as the
@@ -122,7 +158,15 @@ export declare function stateHandler(options?: HandlerOptions & FormatOptions & 
  * flow's runs, anything else is an empty list.
  */
 export declare function runsHandler(
-  options?: HandlerOptions & FormatOptions & { name?: string; type?: string; limit?: number; withState?: boolean },
+  options?: HandlerOptions &
+    FormatOptions & {
+      name?: string
+      type?: string
+      limit?: number
+      withState?: boolean
+      /** With `?status=`: runs of the index read per request at most (default 1000); INVALID_ARGUMENT unless a whole number ≥ 1. */
+      maxScan?: number
+    },
 ): EventHandler
 
 /**
@@ -131,6 +175,13 @@ export declare function runsHandler(
  * 413 body over `maxBodyBytes` (default 1 MiB) or over the event size limit.
  */
 export declare function triggerHandler(options?: HandlerOptions & { scheduler?: Scheduler; maxBodyBytes?: number }): EventHandler
+
+/**
+ * `POST /api/_triggers/:id/cancel`, optional JSON body `{ reason }` → `scheduler.cancel`: 200
+ * `{ id, status: 'cancelled' }` (the waiting step's `wait()` rejects with `TRIGGER_CANCELLED`),
+ * 404 unknown or expired, 409 already resolved, 400 bad id or body.
+ */
+export declare function cancelTriggerHandler(options?: HandlerOptions & { scheduler?: Scheduler }): EventHandler
 
 /** Error bodies of every handler. */
 export interface ErrorBody {

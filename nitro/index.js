@@ -5,7 +5,7 @@
 // - createStreamAdapter / createBusAdapter: the adapter shapes the Nitro module already calls
 //   (the seed-era nuxt-queue 0.1.x's included), backed by lean-events when LEAN_EVENTS=1, else
 //   the module's own (legacy) factory.
-// - eventStreamHandler (SSE), stateHandler, runsHandler, triggerHandler: h3 handlers, in this
+// - eventStreamHandler (SSE), stateHandler, runsHandler, triggerHandler, cancelTriggerHandler: h3 handlers, in this
 //   package's format or (`format: 'nuxt-queue'`) in the seed-era module's.
 //
 // One file per job: shared.js (the per-process instance), adapters.js, sse.js (the event
@@ -16,6 +16,6 @@
 export { configureLeanEvents, useLeanEvents, closeLeanEvents, leanEventsPlugin } from './shared.js'
 export { parseStreamName, toEventInput, createStreamAdapter, createBusAdapter } from './adapters.js'
 export { eventStreamHandler } from './sse.js'
-export { stateHandler, runsHandler, triggerHandler } from './handlers.js'
+export { stateHandler, runsHandler, triggerHandler, cancelTriggerHandler, FLOW_STATUSES, RUNS_MAX_SCAN } from './handlers.js'
 export { HttpError, STATUS_BY_CODE } from './errors.js'
 export { toModuleRecord } from './nuxt-queue.js'

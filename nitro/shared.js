@@ -45,15 +45,7 @@ export function useLeanEvents() {
       if (isClusterPrimary()) {
         // the primary of a Node cluster (Nitro's node-cluster preset) only forks the workers
         // that serve the app: a scheduler instance here would take jobs no handler runs
-        return {
-          bus,
-          get scheduler() {
-            throw argError(
-              'no scheduler runs in the primary process of a Node cluster: use useLeanEvents() in the workers, which serve the app',
-            )
-          },
-          prefix: prefix || 'nq',
-        }
+        return { bus, scheduler: primaryScheduler(), prefix: prefix || 'nq' }
       }
       const scheduler = new Scheduler(bus, schedulerOptions)
       return { bus, scheduler, prefix: prefix || 'nq' }
@@ -65,6 +57,29 @@ export function useLeanEvents() {
     })
   }
   return s.promise
+}
+
+/**
+ * The scheduler of a Node cluster's primary: Nitro runs the app's plugins there too, so the
+ * step definitions they make are accepted (and dropped: the workers run the steps); starting
+ * work, firing or cancelling throws, as nothing here would run it.
+ */
+function primaryScheduler() {
+  const refuse = () =>
+    Promise.reject(
+      argError('no scheduler runs in the primary process of a Node cluster: use useLeanEvents() in the workers, which serve the app'),
+    )
+  const scheduler = {
+    instanceId: undefined,
+    define: () => scheduler,
+    ready: () => Promise.resolve(scheduler),
+    close: () => Promise.resolve(),
+    run: refuse,
+    fire: refuse,
+    cancel: refuse,
+    execute: refuse,
+  }
+  return scheduler
 }
 
 /** True in the primary process of a Node cluster that has forked workers. */

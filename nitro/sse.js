@@ -132,7 +132,8 @@ function pipeSse(event, sub, o, gaps, format) {
 
 /**
  * `GET /api/_events/:type/:id/stream`: Server-Sent Events, backfill then live. One message per
- * event (`id:` the stream id, `event:` the kind, `data:` the record as JSON). Resumes after the
+ * event (`id:` the stream id, `data:` the record as JSON; no event name, so `onmessage` gets
+ * every kind; `namedEvents: true` adds `event:` the kind). Resumes after the
  * `Last-Event-ID` header (or `?after=`); heartbeat comments every `heartbeatMs` (15 s).
  * `format: 'nuxt-queue'`: the seed-era module's messages (`data: {"v":1,"event":…,"record":…}`,
  * no event name), resumed with `?fromId=`.

@@ -4,12 +4,6 @@ import { applyFlowEvent, initialFlowState } from 'lean-events/client'
 
 const id = decodeURIComponent(location.pathname.split('/').filter(Boolean).pop())
 const $ = (sel) => document.querySelector(sel)
-const KINDS = [
-  'flow.started', 'flow.completed', 'flow.failed',
-  'step.started', 'step.completed', 'step.failed', 'step.retry',
-  'step.await.time', 'step.await.event', 'step.await.trigger', 'step.resumed', 'step.await.timeout',
-  'log', 'state.set',
-]
 
 let state = initialFlowState()
 const events = []
@@ -26,7 +20,7 @@ const onEvent = (msg) => {
   render()
   appendEvent(event)
 }
-for (const kind of KINDS) source.addEventListener(kind, onEvent)
+// every event arrives as an unnamed message (its kind is in the record)
 source.onmessage = onEvent
 source.onopen = () => setConn('live', 'live')
 source.onerror = () => setConn(source.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting…', 'down')
