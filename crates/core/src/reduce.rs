@@ -7,6 +7,21 @@
 
 use serde_json::{Map, Value};
 
+/// True for the kinds after which the reducers no longer change a stream's status: a flow
+/// run's `flow.completed` / `flow.failed` (in a `flow` stream) and a trigger's
+/// `trigger.fired` / `trigger.timeout` / `trigger.cancelled` (in a `trigger` stream). Retention
+/// (`retention.finishedRunsMs`) expires a stream after one of these.
+pub fn is_terminal(stream_type: &str, kind: &str) -> bool {
+    match stream_type {
+        "flow" => matches!(kind, "flow.completed" | "flow.failed"),
+        "trigger" => matches!(
+            kind,
+            "trigger.fired" | "trigger.timeout" | "trigger.cancelled"
+        ),
+        _ => false,
+    }
+}
+
 /// The initial flow state.
 pub fn initial_flow_state() -> Value {
     let mut s = Map::new();
