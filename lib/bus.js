@@ -13,8 +13,8 @@ const { Keyspace } = require('./keyspace.js')
 
 /** `retention: { finishedRunsMs }` (of `connect` or of one emit), checked; its ms or undefined. */
 function retentionMs(retention, name) {
-  const r = checkOptions(retention, name, { finishedRunsMs: 'int' })
-  return r.finishedRunsMs
+  if (retention === undefined) return undefined
+  return checkOptions(retention, name, { finishedRunsMs: 'int' }).finishedRunsMs
 }
 
 /** `(handler, options)` or `(options)`: a plain object in the handler's place is the options. */

@@ -240,7 +240,9 @@ impl MemoryStore {
         expire_ms: Option<u64>,
     ) -> StreamId {
         let key = self.keys.stream(stream);
-        let s = st.streams.entry(key.clone()).or_default();
+        // the key is kept (a copy) only for a stream that starts to expire
+        let expiring = expire_ms.map(|ms| (ms, key.clone()));
+        let s = st.streams.entry(key).or_default();
         let id = s.next_id();
         let pairs = || fields.iter().map(|(k, v)| (*k, v.as_str()));
         let record: SharedRecord = Arc::new(crate::event::record_from_fields(
@@ -254,7 +256,7 @@ impl MemoryStore {
             raw: None,
         });
         s.trim(self.max_len);
-        if let Some(ms) = expire_ms {
+        if let Some((ms, key)) = expiring {
             let at = Instant::now() + Duration::from_millis(ms);
             if let Some(old) = s.expires.replace(at) {
                 st.expiring.remove(&(old, key.clone()));
