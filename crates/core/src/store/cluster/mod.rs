@@ -416,17 +416,20 @@ impl Shared {
 
     /// Step 2: index entries and event awaits, in the coordination slot.
     async fn second_step(&self, events: &[Second<'_>]) -> Result<()> {
-        // retention: which index entry goes with each terminal event's stream
-        let mut retained: Vec<Option<String>> = Vec::with_capacity(events.len());
-        for e in events {
-            retained.push(if e.index.starts_with('e') {
-                self.retained_entry(e.stream_type, e.subject)
-                    .await?
-                    .map(|entry| format!("{}{SEP}{entry}", e.index))
-            } else {
-                None
-            });
-        }
+        // retention: which index entry goes with each terminal event's stream (looked up
+        // together, one read per finished run)
+        let retained: Vec<Option<String>> = join_all(events.iter().map(|e| async move {
+            if !e.index.starts_with('e') {
+                return Ok(None);
+            }
+            Ok(self
+                .retained_entry(e.stream_type, e.subject)
+                .await?
+                .map(|entry| format!("{}{SEP}{entry}", e.index)))
+        }))
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
         let mut inv = self.scripts.second.prepare_invoke();
         inv.key(self.keys().triggers())
             .arg(self.keys().coord())
