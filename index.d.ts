@@ -151,8 +151,9 @@ export interface RetentionOptions {
   /**
    * Milliseconds (1 to about 10 years). A flow run's stream (`<prefix>:flow:<id>`) and its
    * run-index entry (what `listRuns` lists) expire this long after its `flow.completed` or
-   * `flow.failed` is stored; a trigger's stream and trigger-index entry this long after its
-   * `trigger.fired`, `trigger.timeout` or `trigger.cancelled`. Events appended after that do
+   * `flow.failed` is stored (any kind the reducer ends a run with); a trigger's stream and
+   * trigger-index entry this long after its `trigger.fired`, `trigger.timeout` or
+   * `trigger.cancelled`. Events appended after that do
    * not extend it. On Redis the stream gets a TTL; the index entry goes when `listRuns` (or
    * an emit of another terminal event) next looks after the time has come.
    */

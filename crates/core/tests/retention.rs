@@ -57,7 +57,7 @@ async fn finished_runs_and_resolved_triggers_expire_others_stay() {
             c.finished_runs_retention = Some(Duration::from_millis(300));
         })
         .await;
-        for id in ["completed", "failed", "cancelled", "running"] {
+        for id in ["completed", "failed", "progressing", "running"] {
             start(&bus, id).await;
             let step = json!({"kind": "step.completed", "subject": id, "step": "s"});
             bus.emit(&step.to_string(), None).await.unwrap();
@@ -67,8 +67,8 @@ async fn finished_runs_and_resolved_triggers_expire_others_stay() {
             .await
             .unwrap();
         bus.emit(&end("flow.failed", "failed"), None).await.unwrap();
-        // not terminal in the reducers: the run stays
-        bus.emit(&end("flow.cancelled", "cancelled"), None)
+        // a flow.* kind the reducers do not end a run with: the run stays
+        bus.emit(&end("flow.progress", "progressing"), None)
             .await
             .unwrap();
         // a flow.completed in a stream of another type is not a run's end either
@@ -81,7 +81,7 @@ async fn finished_runs_and_resolved_triggers_expire_others_stay() {
         bus.emit(&fired.to_string(), None).await.unwrap();
 
         eventually(10, "the finished runs left the index", || async {
-            runs(&bus, "f").await == ["cancelled", "running"]
+            runs(&bus, "f").await == ["progressing", "running"]
         })
         .await;
         eventually(10, "their streams expired", || async {
@@ -90,7 +90,11 @@ async fn finished_runs_and_resolved_triggers_expire_others_stay() {
                 && events_in(&bus, "trigger", "tr").await == 0
         })
         .await;
-        assert_eq!(events_in(&bus, "flow", "cancelled").await, 3, "{backend:?}");
+        assert_eq!(
+            events_in(&bus, "flow", "progressing").await,
+            3,
+            "{backend:?}"
+        );
         assert_eq!(events_in(&bus, "flow", "running").await, 2, "{backend:?}");
         assert_eq!(events_in(&bus, "job", "other").await, 1, "{backend:?}");
         bus.close();
