@@ -70,27 +70,38 @@ impl Drop for Admitted {
 }
 
 /// Where the outcome of an append goes. Dropped unanswered (the commit task ended), it tells
-/// its callback that the bus closed.
+/// its callback that the bus closed. Its place among the pending appends is freed (and the
+/// outcome counted) before the callback runs, so whoever learns the outcome no longer sees the
+/// append pending.
 pub(crate) struct Reply {
     done: Option<OnStored>,
-    place: Admitted,
+    place: Option<Admitted>,
 }
 
 impl Reply {
     pub(crate) fn new(done: OnStored, place: Admitted) -> Self {
         Reply {
             done: Some(done),
-            place,
+            place: Some(place),
+        }
+    }
+
+    /// Count the outcome and free the place.
+    fn settle(&mut self, stored: std::result::Result<usize, ErrorCode>) {
+        if let Some(place) = self.place.take() {
+            match stored {
+                Ok(n) => place.0.outcomes.stored(n),
+                Err(code) => place.0.outcomes.failed(code),
+            }
         }
     }
 
     /// Settle with the stored events and their ids, or the error.
     pub(crate) fn send(mut self, r: Result<(Vec<PreparedEvent>, Vec<StreamId>)>) {
-        let outcomes = &self.place.0.outcomes;
-        match &r {
-            Ok((events, _)) => outcomes.stored(events.len()),
-            Err(e) => outcomes.failed(e.code),
-        }
+        self.settle(match &r {
+            Ok((events, _)) => Ok(events.len()),
+            Err(e) => Err(e.code),
+        });
         if let Some(done) = self.done.take() {
             done(r.map(|(events, ids)| to_records(&events, ids)));
         }
@@ -100,10 +111,7 @@ impl Reply {
 impl Drop for Reply {
     fn drop(&mut self) {
         if let Some(done) = self.done.take() {
-            self.place
-                .0
-                .outcomes
-                .failed(crate::error::ErrorCode::BusClosed);
+            self.settle(Err(ErrorCode::BusClosed));
             done(Err(Error::closed()));
         }
     }
