@@ -29,17 +29,20 @@ export declare class NativeBus {
    * Append one event (JSON text). Validation and the hand-off to the store happen before
    * this returns (so emits keep their call order); returns the ticket under which the
    * outcome, the record, shows up in `takeSettled()`.
+   * `retention_ms`: the retention of this call's terminal events, instead of the bus's.
    */
-  emit(event: string, streamType?: string | undefined | null): number
+  emit(event: string, streamType?: string | undefined | null, retentionMs?: number | undefined | null): number
   /**
    * Append a JSON array of events in one atomic step (see `emit`); the outcome is the
    * array of records.
    */
-  emitMany(events: string, streamType?: string | undefined | null): number
+  emitMany(events: string, streamType?: string | undefined | null, retentionMs?: number | undefined | null): number
   /** Warnings queued since the last call, as a JSON array of `{code, message, detail?}`. */
   takeWarnings(): string
   /** How many warnings of each code this bus raised, as a JSON object `{CODE: count}`. */
   get warningCounts(): string
+  /** Counters and gauges of this bus (see the core's `metrics::Metrics`), as JSON text. */
+  metrics(): Promise<string>
   /**
    * Keys of the subscriptions that may have something to take (a key can show up again
    * after its subscription was drained another way; taking then finds nothing).
@@ -224,6 +227,8 @@ export interface ConnectOptions {
    * fails at once with `BACKPRESSURE`.
    */
   maxPendingEmits?: number
+  /** How long finished runs and resolved triggers are kept. */
+  retention?: RetentionOptions
 }
 
 /** Options of `entryRange`. */
@@ -286,6 +291,15 @@ export interface NativeSubscribeOptions {
   maxQueue?: number
   /** Report trimmed ranges as gap items instead of ending with `STREAM_GAP`. */
   notifyGaps?: boolean
+}
+
+/** Options of `retention`. */
+export interface RetentionOptions {
+  /**
+   * A flow run's stream and run-index entry expire this many ms after its `flow.completed`
+   * or `flow.failed`; a trigger's stream and index entry this long after it resolved.
+   */
+  finishedRunsMs?: number
 }
 
 /** Why a subscription stopped, as plain data. */

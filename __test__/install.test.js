@@ -101,7 +101,7 @@ function roundTrip(app) {
       const state = client.reduceFlowState(events)
       let nitro = null
       try { nitro = await import('lean-events/nitro') } catch (err) { if (err.code !== 'ERR_MODULE_NOT_FOUND') throw err }
-      const names = ['useLeanEvents', 'createStreamAdapter', 'createBusAdapter', 'eventStreamHandler', 'stateHandler', 'runsHandler', 'triggerHandler', 'leanEventsPlugin']
+      const names = ['useLeanEvents', 'createStreamAdapter', 'createBusAdapter', 'eventStreamHandler', 'stateHandler', 'runsHandler', 'triggerHandler', 'metricsHandler', 'leanEventsPlugin']
       new Scheduler(bus)
       await bus.close()
       console.log(JSON.stringify({ id: rec.id, read: events.map((e) => e.id), status: state.status, nitroMissing: nitro && names.filter((n) => typeof nitro[n] !== 'function') }))

@@ -11,6 +11,12 @@ const { isPlainObject, checkOptions, checkStream, serialize } = require('./optio
 const { Subscription, reportError } = require('./subscription.js')
 const { Keyspace } = require('./keyspace.js')
 
+/** `retention: { finishedRunsMs }` (of `connect` or of one emit), checked; its ms or undefined. */
+function retentionMs(retention, name) {
+  if (retention === undefined) return undefined
+  return checkOptions(retention, name, { finishedRunsMs: 'int' }).finishedRunsMs
+}
+
 /** `(handler, options)` or `(options)`: a plain object in the handler's place is the options. */
 function handlerAndOptions(handler, options) {
   if (handler !== undefined && handler !== null && typeof handler !== 'function') {
@@ -50,6 +56,7 @@ class EventBus {
       durability: 'string',
       replicationTimeoutMs: 'int',
       maxPendingEmits: 'int',
+      retention: 'object',
       onWarning: 'function',
       embedded: 'string',
     })
@@ -82,6 +89,7 @@ class EventBus {
           durability: o.durability,
           replicationTimeoutMs: o.replicationTimeoutMs,
           maxPendingEmits: o.maxPendingEmits,
+          retention: o.retention === undefined ? undefined : { finishedRunsMs: retentionMs(o.retention, 'options.retention') },
         },
         () => {},
         () => bus && bus._settle(),
@@ -167,14 +175,18 @@ class EventBus {
     return this._keyspace
   }
 
-  /** Append one event; resolves to its stored record. */
+  /**
+   * Append one event; resolves to its stored record. `retention: { finishedRunsMs }` applies
+   * to a terminal event of this call instead of the bus's.
+   */
   async emit(event, options) {
-    const o = checkOptions(options, 'options', { type: 'string' })
+    const o = checkOptions(options, 'options', { type: 'string', retention: 'object' })
+    const keepMs = retentionMs(o.retention, 'options.retention')
     const json = serialize(event, 'the event')
     // handed to the store before this returns, so emits keep their call order
     let ticket
     try {
-      ticket = this._native.emit(json, o.type)
+      ticket = this._native.emit(json, o.type, keepMs)
     } catch (err) {
       throw withCode(err)
     }
@@ -183,12 +195,13 @@ class EventBus {
 
   /** Append many events in one atomic step; one invalid event rejects them all. */
   async emitMany(events, options) {
-    const o = checkOptions(options, 'options', { type: 'string' })
+    const o = checkOptions(options, 'options', { type: 'string', retention: 'object' })
+    const keepMs = retentionMs(o.retention, 'options.retention')
     if (!Array.isArray(events)) throw new LeanEventsError('EVENT_INVALID', 'emitMany takes an array of events')
     const parts = events.map((e, i) => serialize(e, `event ${i}`))
     let ticket
     try {
-      ticket = this._native.emitMany(`[${parts.join(',')}]`, o.type)
+      ticket = this._native.emitMany(`[${parts.join(',')}]`, o.type, keepMs)
     } catch (err) {
       throw withCode(err)
     }
@@ -290,6 +303,14 @@ class EventBus {
    */
   get warningCounts() {
     return JSON.parse(this._native.warningCounts)
+  }
+
+  /**
+   * Counters (totals since connect) and gauges (now) of this bus, for monitoring; see
+   * `BusMetrics` in index.d.ts. `timers` is null unless a scheduler runs on this bus.
+   */
+  async metrics() {
+    return JSON.parse(await native(this._native.metrics()))
   }
 
   /** Number of open subscriptions. */

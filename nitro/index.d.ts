@@ -77,6 +77,19 @@ export interface FormatOptions {
   format?: HandlerFormat
 }
 
+/**
+ * `GET /metrics`: `bus.metrics()` in Prometheus' text exposition format (content type
+ * `text/plain; version=0.0.4`), written by prom-client from a registry of the handler's own
+ * (the global one is left alone). Names: `lean_events_emits_total`,
+ * `lean_events_emit_errors_total{code}`, `lean_events_deliveries_total`,
+ * `lean_events_live_subscriptions`, `lean_events_pending_emits`,
+ * `lean_events_subscriber_overflows_total`, `lean_events_warnings_total{code}`; with a
+ * scheduler on the bus also `lean_events_timers_pending` (NaN when the store could not be
+ * asked), `lean_events_timers_fired_total` and `lean_events_timer_lateness_seconds{quantile="0.5"|"0.99"}`.
+ * `authorize` is asked with `{ type: 'metrics', id: 'bus' }`.
+ */
+export declare function metricsHandler(options?: HandlerOptions): EventHandler
+
 /** Options of `eventStreamHandler`. */
 export interface EventStreamOptions extends HandlerOptions, FormatOptions {
   /** Fixed stream type; default: the `:type` route parameter. */

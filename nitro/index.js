@@ -7,6 +7,7 @@
 //   the module's own (legacy) factory.
 // - eventStreamHandler (SSE), stateHandler, runsHandler, triggerHandler, cancelTriggerHandler: h3 handlers, in this
 //   package's format or (`format: 'nuxt-queue'`) in the seed-era module's.
+// - metricsHandler: the bus's metrics for Prometheus (metrics.js).
 //
 // One file per job: shared.js (the per-process instance), adapters.js, sse.js (the event
 // stream), handlers.js (state, runs, trigger), formats.js (the wire formats), nuxt-queue.js (the
@@ -17,5 +18,6 @@ export { configureLeanEvents, useLeanEvents, closeLeanEvents, leanEventsPlugin }
 export { parseStreamName, toEventInput, createStreamAdapter, createBusAdapter } from './adapters.js'
 export { eventStreamHandler } from './sse.js'
 export { stateHandler, runsHandler, triggerHandler, cancelTriggerHandler, FLOW_STATUSES, RUNS_MAX_SCAN } from './handlers.js'
+export { metricsHandler } from './metrics.js'
 export { HttpError, STATUS_BY_CODE } from './errors.js'
 export { toModuleRecord } from './nuxt-queue.js'

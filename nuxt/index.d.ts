@@ -20,7 +20,7 @@ export interface LeanEventsNuxtOptions {
   dashboard?: boolean | { flows?: string[] }
   /** Flow names the dashboard offers (others can be typed in). */
   flows?: string[]
-  /** Mount lean-events/nitro's metricsHandler at /api/_metrics (when this lean-events has it). */
+  /** Mount lean-events/nitro's metricsHandler (Prometheus text format) at /api/_metrics. */
   metrics?: boolean
   /** With `dashboard`, add the DevTools tab (default true). */
   devtools?: boolean

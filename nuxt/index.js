@@ -9,7 +9,7 @@
 // - `routes: true`: the event-stream, state, runs and trigger handlers under /api/_events,
 //   /api/_flows, /api/_triggers; `dashboard: true`: the run dashboard at /_lean-events (and a
 //   Nuxt DevTools tab); both asked through the app's `lean-events:authorize` Nitro hooks;
-// - `metrics: true`: lean-events/nitro's metricsHandler at /api/_metrics, where it exists;
+// - `metrics: true`: lean-events/nitro's metricsHandler (Prometheus text) at /api/_metrics;
 // - Vite pre-bundles lean-events/client and lean-events/vue up front (no reload in dev the
 //   first time a page imports them).
 // No Nuxt imports: the module is a plain function with `meta`, as Nuxt accepts them.
@@ -91,15 +91,6 @@ export function resolveOptions(inlineOptions, nuxtOptions = {}) {
   }
 }
 
-/** Does this lean-events/nitro export `metricsHandler` (the bus metrics in Prometheus text)? */
-async function hasMetricsHandler() {
-  try {
-    return typeof (await import('../nitro/index.js')).metricsHandler === 'function'
-  } catch {
-    return false
-  }
-}
-
 const defined = (obj) => Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined))
 
 /** Module options: see index.d.ts (LeanEventsNuxtOptions). */
@@ -125,12 +116,7 @@ export default async function leanEventsNuxt(inlineOptions, nuxt) {
   const handlers = []
   if (options.routes) handlers.push(...apiRoutes())
   if (options.dashboard) handlers.push(...dashboardRoutes())
-  // metricsHandler lands with the bus metrics; mount it once lean-events/nitro exports it
-  const metrics = options.metrics && (await hasMetricsHandler())
-  if (options.metrics && !metrics) {
-    console.warn('[lean-events] metrics: true, but this lean-events has no metricsHandler: /api/_metrics is not mounted')
-  }
-  if (metrics) handlers.push({ route: '/api/_metrics', method: 'get', handler: here('./runtime/server/routes/metrics.js') })
+  if (options.metrics) handlers.push({ route: '/api/_metrics', method: 'get', handler: here('./runtime/server/routes/metrics.js') })
 
   nuxt.hook('nitro:config', (config) => {
     config.plugins = [...(config.plugins || []), PLUGIN]

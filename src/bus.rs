@@ -3,8 +3,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lean_events_core::bus::config::{durability, non_negative, positive};
-use lean_events_core::bus::Config;
+use lean_events_core::bus::config::{durability, non_negative, positive, retention};
+use lean_events_core::bus::{Config, EmitOptions};
 use lean_events_core::diagnostics::Warning;
 use lean_events_core::{Bus, Error, ErrorCode, ReadOptions, Start, StreamRef, SubscribeOptions};
 use napi::bindgen_prelude::*;
@@ -71,6 +71,16 @@ pub struct ConnectOptions {
     /// Most emits handed to the store and not yet settled, default 100 000; past it an emit
     /// fails at once with `BACKPRESSURE`.
     pub max_pending_emits: Option<i64>,
+    /// How long finished runs and resolved triggers are kept.
+    pub retention: Option<RetentionOptions>,
+}
+
+/// Options of `retention`.
+#[napi(object)]
+pub struct RetentionOptions {
+    /// A flow run's stream and run-index entry expire this many ms after its `flow.completed`
+    /// or `flow.failed`; a trigger's stream and index entry this long after it resolved.
+    pub finished_runs_ms: Option<i64>,
 }
 
 /// Options of `read`.
@@ -183,6 +193,9 @@ impl NativeBus {
                 max_pending_emits: positive("maxPendingEmits", options.max_pending_emits)?
                     .map(|n| n as usize)
                     .unwrap_or(defaults.max_pending_emits),
+                finished_runs_retention: retention(
+                    options.retention.and_then(|r| r.finished_runs_ms),
+                )?,
             };
             let max_pending = config.max_pending_emits as u64;
             let bus = Bus::connect(config).await?;
@@ -234,19 +247,42 @@ impl NativeBus {
     /// Append one event (JSON text). Validation and the hand-off to the store happen before
     /// this returns (so emits keep their call order); returns the ticket under which the
     /// outcome, the record, shows up in `takeSettled()`.
+    /// `retention_ms`: the retention of this call's terminal events, instead of the bus's.
     #[napi]
-    pub fn emit(&self, env: Env, event: String, stream_type: Option<String>) -> Result<u32> {
+    pub fn emit(
+        &self,
+        env: Env,
+        event: String,
+        stream_type: Option<String>,
+        retention_ms: Option<i64>,
+    ) -> Result<u32> {
         self.submit(&env, false, |bus, done| {
-            bus.submit_one_then(&event, stream_type.as_deref(), done)
+            let retention = call_retention(bus, retention_ms)?;
+            let opts = EmitOptions {
+                stream_type: stream_type.as_deref(),
+                retention,
+            };
+            bus.submit_one_with(&event, opts, done)
         })
     }
 
     /// Append a JSON array of events in one atomic step (see `emit`); the outcome is the
     /// array of records.
     #[napi]
-    pub fn emit_many(&self, env: Env, events: String, stream_type: Option<String>) -> Result<u32> {
+    pub fn emit_many(
+        &self,
+        env: Env,
+        events: String,
+        stream_type: Option<String>,
+        retention_ms: Option<i64>,
+    ) -> Result<u32> {
         self.submit(&env, true, |bus, done| {
-            bus.submit_many_then(&events, stream_type.as_deref(), done)
+            let retention = call_retention(bus, retention_ms)?;
+            let opts = EmitOptions {
+                stream_type: stream_type.as_deref(),
+                retention,
+            };
+            bus.submit_many_with(&events, opts, done)
         })
     }
 
@@ -269,6 +305,16 @@ impl NativeBus {
     #[napi(getter)]
     pub fn warning_counts(&self) -> String {
         serde_json::to_string(&self.shared.bus.diagnostics().counts()).unwrap_or_default()
+    }
+
+    /// Counters and gauges of this bus (see the core's `metrics::Metrics`), as JSON text.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn metrics(&self, env: Env) -> Result<PromiseRaw<'static, String>> {
+        let bus = self.shared.bus.clone();
+        spawn(env, async move {
+            serde_json::to_string(&bus.metrics().await)
+                .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))
+        })
     }
 
     /// Keys of the subscriptions that may have something to take (a key can show up again
@@ -536,6 +582,7 @@ impl NativeBus {
         let ticket = {
             let mut t = lock(&self.tickets);
             if t.pending >= t.max {
+                self.shared.bus.count_refused_emit(ErrorCode::Backpressure);
                 return Err(crate::error::to_napi(Error::new(
                     ErrorCode::Backpressure,
                     format!(
@@ -587,6 +634,15 @@ impl NativeBus {
             };
         }
     }
+}
+
+/// The retention an emit names (`retention.finishedRunsMs`), checked; a bad one counts as a
+/// refused emit.
+fn call_retention(
+    bus: &Bus,
+    retention_ms: Option<i64>,
+) -> lean_events_core::Result<Option<Duration>> {
+    retention(retention_ms).inspect_err(|e| bus.count_refused_emit(e.code))
 }
 
 /// A subscription's waker: it queues the subscription's key on the bus's ready list.

@@ -59,6 +59,29 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order (`code as usize` is its position here).
+    pub const ALL: [ErrorCode; 19] = [
+        ErrorCode::EventInvalid,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::InvalidArgument,
+        ErrorCode::StoreUnavailable,
+        ErrorCode::Timeout,
+        ErrorCode::NotReplicated,
+        ErrorCode::BusClosed,
+        ErrorCode::Backpressure,
+        ErrorCode::SubscriberOverflow,
+        ErrorCode::StreamGap,
+        ErrorCode::WrongType,
+        ErrorCode::StepFailed,
+        ErrorCode::AwaitTimeout,
+        ErrorCode::TriggerNotFound,
+        ErrorCode::TriggerResolved,
+        ErrorCode::TriggerCancelled,
+        ErrorCode::JobExists,
+        ErrorCode::Unsupported,
+        ErrorCode::Internal,
+    ];
+
     /// The stable code string.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -189,3 +212,15 @@ impl From<redis::RedisError> for Error {
 
 /// Result with this crate's error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_code_at_its_own_position() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(*code as usize, i, "{}", code.as_str());
+        }
+    }
+}

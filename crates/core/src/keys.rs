@@ -84,6 +84,12 @@ impl Keys {
         format!("{}:triggers", self.coord)
     }
 
+    /// Retention notes (sorted set: "<index>SEP<id>" → ms its stream expires at; see
+    /// `store/redis/lua/retention.lua`): `<coord>:retention`.
+    pub fn retention(&self) -> String {
+        format!("{}:retention", self.coord)
+    }
+
     /// An await (hash, see `store::awaits`): `<coord>:await:<awaitId>`.
     pub fn await_state(&self, await_id: &str) -> String {
         format!("{}:await:{await_id}", self.coord)

@@ -10,6 +10,7 @@ pub mod id;
 pub mod keys;
 pub mod live;
 pub mod matching;
+pub mod metrics;
 pub mod reduce;
 pub mod scheduler;
 pub mod store;

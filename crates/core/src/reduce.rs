@@ -7,6 +7,39 @@
 
 use serde_json::{Map, Value};
 
+/// True for the kinds that end a flow run (in a `flow` stream) or resolve a trigger (in a
+/// `trigger` stream): those the reducers answer with a final status — today `flow.completed`,
+/// `flow.failed`, `trigger.fired`, `trigger.timeout` and `trigger.cancelled`. The reducers are
+/// asked, so a kind they learn to end a run with counts here too. Retention
+/// (`retention.finishedRunsMs`) expires a stream after one of these.
+pub fn is_terminal(stream_type: &str, kind: &str) -> bool {
+    let event = || {
+        let mut e = Map::new();
+        e.insert("kind".into(), kind.into());
+        Value::Object(e)
+    };
+    let status = |s: &Value| s.get("status").and_then(Value::as_str).map(str::to_owned);
+    match stream_type {
+        "flow" if kind.starts_with("flow.") => {
+            let mut s = initial_flow_state();
+            apply_flow_event(&mut s, &event());
+            matches!(
+                status(&s).as_deref(),
+                Some("completed" | "failed" | "cancelled")
+            )
+        }
+        "trigger" if kind.starts_with("trigger.") => {
+            let mut s = initial_trigger_state();
+            apply_trigger_event(&mut s, &event());
+            matches!(
+                status(&s).as_deref(),
+                Some("fired" | "timeout" | "cancelled")
+            )
+        }
+        _ => false,
+    }
+}
+
 /// The initial flow state.
 pub fn initial_flow_state() -> Value {
     let mut s = Map::new();
@@ -243,5 +276,33 @@ pub fn apply_trigger_event(state: &mut Value, event: &Value) {
     }
     if !s.contains_key("correlationId") {
         set_opt(s, "correlationId", event.get("correlationId"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_terminal;
+
+    #[test]
+    fn the_reducers_say_which_kinds_end_a_run_or_a_trigger() {
+        for (t, k) in [
+            ("flow", "flow.completed"),
+            ("flow", "flow.failed"),
+            ("trigger", "trigger.fired"),
+            ("trigger", "trigger.timeout"),
+            ("trigger", "trigger.cancelled"),
+        ] {
+            assert!(is_terminal(t, k), "{t} {k}");
+        }
+        for (t, k) in [
+            ("flow", "flow.started"),
+            ("flow", "step.completed"),
+            ("flow", "flow.progress"),
+            ("trigger", "trigger.registered"),
+            ("job", "flow.completed"),
+            ("flow", "trigger.fired"),
+        ] {
+            assert!(!is_terminal(t, k), "{t} {k}");
+        }
     }
 }

@@ -290,6 +290,28 @@ async fn cluster_repair_pass_and_failover() {
         "the repair pass to index the run",
         bus.list_runs("repairs", 10, 0).await.unwrap().len() == 1
     );
+    // The same for a run's end under retention: step 1 gave the stream its TTL; the repair
+    // pass reads the run's index entry from the stream (while it is there: the TTL is longer
+    // than the repair takes here) and notes it, so it goes too.
+    step1(
+        "flow",
+        "r-1",
+        "e6000",
+        &[("kind", "flow.completed"), ("data", "{}")],
+    )
+    .await;
+    let key = bus.stream_key(&StreamRef::new("flow", "r-1").unwrap());
+    let _: i64 = redis::cmd("PEXPIRE")
+        .arg(&key)
+        .arg(6000)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    eventually!(
+        30,
+        "the finished run to leave the index",
+        bus.list_runs("repairs", 10, 0).await.unwrap().is_empty()
+    );
     let result = tokio::time::timeout(Duration::from_secs(10), paid_before)
         .await
         .expect("the repaired await resolves the step")

@@ -12,6 +12,7 @@ use super::Core;
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::{PreparedEvent, Record};
 use crate::id::StreamId;
+use crate::metrics::EmitCounters;
 
 /// Most events the group commit puts in one store call (one emitMany may exceed it alone).
 const GROUP_COMMIT_EVENTS: usize = 512;
@@ -20,10 +21,11 @@ const GROUP_COMMIT_EVENTS: usize = 512;
 /// `Bus::submit_many_then`: the stored records in order, or why nothing was stored.
 pub type OnStored = Box<dyn FnOnce(Result<Vec<Record>>) + Send>;
 
-/// Appends handed over and not yet settled, against their bound.
+/// Appends handed over and not yet settled, against their bound, and how they settled.
 pub(crate) struct Pending {
     count: AtomicUsize,
     max: usize,
+    pub(crate) outcomes: EmitCounters,
 }
 
 impl Pending {
@@ -31,6 +33,7 @@ impl Pending {
         Arc::new(Pending {
             count: AtomicUsize::new(0),
             max,
+            outcomes: EmitCounters::default(),
         })
     }
 
@@ -67,22 +70,38 @@ impl Drop for Admitted {
 }
 
 /// Where the outcome of an append goes. Dropped unanswered (the commit task ended), it tells
-/// its callback that the bus closed.
+/// its callback that the bus closed. Its place among the pending appends is freed (and the
+/// outcome counted) before the callback runs, so whoever learns the outcome no longer sees the
+/// append pending.
 pub(crate) struct Reply {
     done: Option<OnStored>,
-    _place: Admitted,
+    place: Option<Admitted>,
 }
 
 impl Reply {
     pub(crate) fn new(done: OnStored, place: Admitted) -> Self {
         Reply {
             done: Some(done),
-            _place: place,
+            place: Some(place),
+        }
+    }
+
+    /// Count the outcome and free the place.
+    fn settle(&mut self, stored: std::result::Result<usize, ErrorCode>) {
+        if let Some(place) = self.place.take() {
+            match stored {
+                Ok(n) => place.0.outcomes.stored(n),
+                Err(code) => place.0.outcomes.failed(code),
+            }
         }
     }
 
     /// Settle with the stored events and their ids, or the error.
     pub(crate) fn send(mut self, r: Result<(Vec<PreparedEvent>, Vec<StreamId>)>) {
+        self.settle(match &r {
+            Ok((events, _)) => Ok(events.len()),
+            Err(e) => Err(e.code),
+        });
         if let Some(done) = self.done.take() {
             done(r.map(|(events, ids)| to_records(&events, ids)));
         }
@@ -92,6 +111,7 @@ impl Reply {
 impl Drop for Reply {
     fn drop(&mut self) {
         if let Some(done) = self.done.take() {
+            self.settle(Err(ErrorCode::BusClosed));
             done(Err(Error::closed()));
         }
     }

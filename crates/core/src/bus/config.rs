@@ -11,6 +11,8 @@ use crate::store::{Location, StoreOptions};
 
 /// Default bound on emits handed to the store and not yet settled, in events.
 pub const DEFAULT_MAX_PENDING_EMITS: usize = 100_000;
+/// Longest `retention.finishedRunsMs`: about 10 years (a larger TTL is no retention at all).
+pub const MAX_RETENTION_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
 
 /// How to connect.
 #[derive(Debug, Clone)]
@@ -41,6 +43,10 @@ pub struct Config {
     /// Most events handed to the store and not yet settled; past it an emit fails at once
     /// with `BACKPRESSURE` (nothing is buffered without limit while Redis is slow or away).
     pub max_pending_emits: usize,
+    /// Retention (`retention.finishedRunsMs`): a flow run's stream and run-index entry expire
+    /// this long after its `flow.completed` / `flow.failed`, a trigger's stream and trigger-index
+    /// entry this long after it resolved (`reduce::is_terminal`); `None` keeps them.
+    pub finished_runs_retention: Option<Duration>,
 }
 
 impl Default for Config {
@@ -57,6 +63,7 @@ impl Default for Config {
             state_cache_size: 1000,
             replicated: None,
             max_pending_emits: DEFAULT_MAX_PENDING_EMITS,
+            finished_runs_retention: None,
         }
     }
 }
@@ -113,6 +120,9 @@ impl Config {
         if self.max_pending_emits == 0 {
             return Err(Error::argument("maxPendingEmits must be at least 1"));
         }
+        if let Some(keep) = self.finished_runs_retention {
+            check_retention(keep.as_millis().try_into().unwrap_or(u64::MAX))?;
+        }
         if let Some(wait) = self.replicated {
             if location == Location::Embedded {
                 return Err(Error::argument(
@@ -162,6 +172,30 @@ pub fn non_negative(what: &str, v: Option<i64>) -> Result<Option<u64>> {
         Some(n) => Err(Error::argument(format!(
             "{what} must be 0 or more (got {n})"
         ))),
+    }
+}
+
+/// A retention of `ms` milliseconds, if it is in range.
+pub(crate) fn check_retention(ms: u64) -> Result<u64> {
+    if ms == 0 || ms > MAX_RETENTION_MS {
+        return Err(Error::argument(format!(
+            "retention.finishedRunsMs must be a whole number of milliseconds from 1 to \
+             {MAX_RETENTION_MS} (got {ms})"
+        )));
+    }
+    Ok(ms)
+}
+
+/// `retention.finishedRunsMs` given from JavaScript: how long a finished run (or a resolved
+/// trigger) is kept, or `INVALID_ARGUMENT`.
+pub fn retention(finished_runs_ms: Option<i64>) -> Result<Option<Duration>> {
+    match finished_runs_ms {
+        None => Ok(None),
+        Some(n) if n < 1 => Err(Error::argument(format!(
+            "retention.finishedRunsMs must be a whole number of milliseconds from 1 to \
+             {MAX_RETENTION_MS} (got {n})"
+        ))),
+        Some(n) => check_retention(n as u64).map(|ms| Some(Duration::from_millis(ms))),
     }
 }
 

@@ -21,6 +21,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::event::{self, Limits, PreparedEvent, Record, StreamRef};
 use crate::keys::Keys;
 use crate::live::{self, Hub, SubscribeOptions, Subscription, Waker};
+use crate::metrics::{Metrics, TimerCounters, TimerMetrics};
 use crate::store::{self, Channel, ReadOptions, Run, Store, MAX_READ_LIMIT};
 pub use commit::OnStored;
 use commit::{AppendRequest, Pending, Reply};
@@ -30,18 +31,42 @@ use state::StateCache;
 /// Most events in one `emitMany`.
 pub const MAX_BATCH_EVENTS: usize = 10_000;
 
+/// Per-call options of an emit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmitOptions<'a> {
+    /// The stream type (default: `trigger` for `trigger.*` kinds, else `flow`).
+    pub stream_type: Option<&'a str>,
+    /// Retention for the terminal events of this call, instead of the bus's
+    /// `retention.finishedRunsMs` (checked with `config::retention`).
+    pub retention: Option<std::time::Duration>,
+}
+
+impl<'a> EmitOptions<'a> {
+    /// Options naming only a stream type.
+    pub fn of_type(stream_type: Option<&'a str>) -> Self {
+        EmitOptions {
+            stream_type,
+            retention: None,
+        }
+    }
+}
+
 /// Everything a bus and its background tasks share.
 pub(crate) struct Core {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
     limits: Limits,
     max_queue: usize,
+    /// `retention.finishedRunsMs`, in ms.
+    retention: Option<u64>,
     closed: AtomicBool,
     /// The group commit's queue, for stores that cannot append at once.
     commits: Option<mpsc::UnboundedSender<AppendRequest>>,
     pending: Arc<Pending>,
     states: StateCache,
     diagnostics: Arc<Diagnostics>,
+    /// Timers carried out by the schedulers on this bus (see `metrics`).
+    timers: TimerCounters,
     /// What depends on the bus and must close with it (schedulers).
     close_hooks: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
 }
@@ -100,11 +125,13 @@ impl Bus {
             hub,
             limits: checked.limits,
             max_queue: config.max_queue,
+            retention: config.finished_runs_retention.map(|d| d.as_millis() as u64),
             closed: AtomicBool::new(false),
             commits,
             pending: Pending::new(config.max_pending_emits),
             states: StateCache::new(config.state_cache_size),
             diagnostics,
+            timers: TimerCounters::default(),
             close_hooks: Mutex::new(Vec::new()),
         });
         if let Some(rx) = commit_rx {
@@ -191,10 +218,55 @@ impl Bus {
         self.core.pending.count()
     }
 
+    /// Where the schedulers on this bus count themselves and their fired timers.
+    pub fn timer_counters(&self) -> &TimerCounters {
+        &self.core.timers
+    }
+
+    /// Counters (totals since connect) and gauges (now) of this bus; with a scheduler on it,
+    /// its timers too (the number pending is one store call: `None` if that failed).
+    pub async fn metrics(&self) -> Metrics {
+        let live = self.core.hub.counters();
+        let timers = &self.core.timers;
+        let timer_metrics = if timers.schedulers() > 0 {
+            let [p50, p99] = timers
+                .lateness_quantiles([0.5, 0.99])
+                .map_or([None, None], |q| q.map(Some));
+            let pending = if self.core.is_closed() {
+                None
+            } else {
+                self.core.store.timer_count().await.ok()
+            };
+            Some(TimerMetrics {
+                pending,
+                fired: timers.fired_total(),
+                lateness_p50_ms: p50,
+                lateness_p99_ms: p99,
+            })
+        } else {
+            None
+        };
+        Metrics {
+            emits: self.core.pending.outcomes.stored_total(),
+            emit_errors: self.core.pending.outcomes.failed_by_code(),
+            deliveries: live.deliveries(),
+            live_subscriptions: self.core.hub.subscription_count(),
+            pending_emits: self.core.pending.count(),
+            subscriber_overflows: live.overflows(),
+            warnings: self.core.diagnostics.counts(),
+            timers: timer_metrics,
+        }
+    }
+
     /// Validate and append one event given as JSON; returns its record.
     pub async fn emit(&self, json: &str, stream_type: Option<&str>) -> Result<Record> {
-        let mut records =
-            commit::outcome(|done| self.submit_one_then(json, stream_type, done)).await?;
+        self.emit_with(json, EmitOptions::of_type(stream_type))
+            .await
+    }
+
+    /// `emit` with per-call options.
+    pub async fn emit_with(&self, json: &str, opts: EmitOptions<'_>) -> Result<Record> {
+        let mut records = commit::outcome(|done| self.submit_one_with(json, opts, done)).await?;
         records
             .pop()
             .ok_or_else(|| Error::new(ErrorCode::Internal, "no record"))
@@ -206,7 +278,17 @@ impl Bus {
         json_array: &str,
         stream_type: Option<&str>,
     ) -> Result<Vec<Record>> {
-        commit::outcome(|done| self.submit_many_then(json_array, stream_type, done)).await
+        self.emit_many_with(json_array, EmitOptions::of_type(stream_type))
+            .await
+    }
+
+    /// `emit_many` with per-call options.
+    pub async fn emit_many_with(
+        &self,
+        json_array: &str,
+        opts: EmitOptions<'_>,
+    ) -> Result<Vec<Record>> {
+        commit::outcome(|done| self.submit_many_with(json_array, opts, done)).await
     }
 
     /// Validate one event and hand it to the store now, so appends submitted one after another
@@ -221,9 +303,16 @@ impl Bus {
         stream_type: Option<&str>,
         done: OnStored,
     ) -> Result<()> {
-        self.core.check_open()?;
-        let events = vec![event::prepare(json, stream_type, self.core.limits)?];
-        self.submit_then(events, done)
+        self.submit_one_with(json, EmitOptions::of_type(stream_type), done)
+    }
+
+    /// `submit_one_then` with per-call options.
+    pub fn submit_one_with(&self, json: &str, opts: EmitOptions<'_>, done: OnStored) -> Result<()> {
+        let submitted = self.core.check_open().and_then(|()| {
+            let events = vec![event::prepare(json, opts.stream_type, self.core.limits)?];
+            self.submit_then(events, opts, done)
+        });
+        self.count_refused(submitted)
     }
 
     /// Validate every event of a JSON array, then hand them all to the store as one atomic
@@ -234,13 +323,39 @@ impl Bus {
         stream_type: Option<&str>,
         done: OnStored,
     ) -> Result<()> {
-        self.core.check_open()?;
-        let events = self.prepare_many(json_array, stream_type)?;
-        if events.is_empty() {
-            done(Ok(Vec::new()));
-            return Ok(());
+        self.submit_many_with(json_array, EmitOptions::of_type(stream_type), done)
+    }
+
+    /// `submit_many_then` with per-call options.
+    pub fn submit_many_with(
+        &self,
+        json_array: &str,
+        opts: EmitOptions<'_>,
+        done: OnStored,
+    ) -> Result<()> {
+        let submitted = self.core.check_open().and_then(|()| {
+            let events = self.prepare_many(json_array, opts.stream_type)?;
+            if events.is_empty() {
+                done(Ok(Vec::new()));
+                return Ok(());
+            }
+            self.submit_then(events, opts, done)
+        });
+        self.count_refused(submitted)
+    }
+
+    /// Count an emit refused before it reached the store (invalid, `BACKPRESSURE`, closed).
+    fn count_refused(&self, submitted: Result<()>) -> Result<()> {
+        if let Err(e) = &submitted {
+            self.core.pending.outcomes.failed(e.code);
         }
-        self.submit_then(events, done)
+        submitted
+    }
+
+    /// Count an emit a layer above the bus refused with `code` before handing it over (the
+    /// binding's own bound on outcomes JavaScript has not taken yet).
+    pub fn count_refused_emit(&self, code: ErrorCode) {
+        self.core.pending.outcomes.failed(code);
     }
 
     fn prepare_many(
@@ -268,7 +383,27 @@ impl Bus {
     }
 
     /// A store that appends at once does; others get the append through the group commit.
-    fn submit_then(&self, events: Vec<PreparedEvent>, done: OnStored) -> Result<()> {
+    /// Terminal events get the retention of the call, else of the bus, if any.
+    fn submit_then(
+        &self,
+        mut events: Vec<PreparedEvent>,
+        opts: EmitOptions<'_>,
+        done: OnStored,
+    ) -> Result<()> {
+        let retention = match opts.retention {
+            Some(d) => Some(config::check_retention(
+                d.as_millis().try_into().unwrap_or(u64::MAX),
+            )?),
+            None => self.core.retention,
+        };
+        if let Some(ms) = retention {
+            for e in events.iter_mut() {
+                if e.index.is_none() && crate::reduce::is_terminal(&e.stream.stream_type, e.kind())
+                {
+                    e.expire_ms = Some(ms);
+                }
+            }
+        }
         let reply = Reply::new(done, self.core.pending.admit()?);
         if let Some(stored) = self.core.store.append_now(&events) {
             reply.send(stored.map(|ids| (events, ids)));

@@ -17,7 +17,9 @@ use crate::id::StreamId;
 pub use codec::{
     live_payload, message_record, note_payload, record_from_fields, record_from_live, LIVE_SEP,
 };
-pub use validate::{prepare, validate_id, validate_kind, validate_label, validate_type};
+pub use validate::{
+    prepare, run_index_name_of, validate_id, validate_kind, validate_label, validate_type,
+};
 
 /// Longest accepted `kind`.
 pub const MAX_KIND_LEN: usize = 128;
@@ -67,6 +69,10 @@ pub struct PreparedEvent {
     pub index: Option<IndexEntry>,
     /// Stored fields in layout order; `kind` is always first.
     pub fields: Vec<(&'static str, String)>,
+    /// Retention: expire the stream (and its run or trigger index entry) this many ms after
+    /// this event is stored. Set by the bus on terminal events (`reduce::is_terminal`) when
+    /// retention is configured; `None` otherwise.
+    pub expire_ms: Option<u64>,
 }
 
 impl PreparedEvent {

@@ -164,6 +164,15 @@ fn run_index_name(data: Option<&RawValue>, meta: Option<&RawValue>) -> Result<Op
     }
 }
 
+/// The flow name a stored run-starting event indexed its run under, from its stored `data` and
+/// `meta` fields (JSON text), as `prepare` found it; `None` when it has none.
+pub fn run_index_name_of(data: Option<&str>, meta: Option<&str>) -> Option<String> {
+    fn raw(s: Option<&str>) -> Option<&RawValue> {
+        s.and_then(|s| serde_json::from_str::<&RawValue>(s).ok())
+    }
+    run_index_name(raw(data), raw(meta)).ok().flatten()
+}
+
 /// Validate one event given as JSON text and work out its stream and stored fields.
 /// `stream_type` overrides the default (`trigger.*` → `trigger`, else `flow`).
 pub fn prepare(json: &str, stream_type: Option<&str>, limits: Limits) -> Result<PreparedEvent> {
@@ -255,6 +264,7 @@ pub fn prepare(json: &str, stream_type: Option<&str>, limits: Limits) -> Result<
         },
         index,
         fields,
+        expire_ms: None,
     })
 }
 

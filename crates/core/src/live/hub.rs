@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use super::subscription::{catch_up, Phase, SubShared};
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::{message_record, SharedRecord};
+use crate::metrics::LiveCounters;
 use crate::store::{Channel, Fanout, Store};
 
 /// The subscriptions of one channel (copied on change, so fan-out can iterate a snapshot).
@@ -57,6 +58,8 @@ pub struct Hub {
     timeout: Duration,
     pub(super) next_id: AtomicU64,
     reconnects: AtomicU64,
+    /// Events queued to subscribers and subscribers cut off (see `metrics`).
+    pub(super) counters: Arc<LiveCounters>,
 }
 
 impl Hub {
@@ -73,6 +76,7 @@ impl Hub {
             timeout,
             next_id: AtomicU64::new(1),
             reconnects: AtomicU64::new(0),
+            counters: Default::default(),
         }
     }
 
@@ -98,6 +102,11 @@ impl Hub {
     /// How many subscriptions are registered.
     pub fn subscription_count(&self) -> usize {
         self.lock().channels.values().map(|c| c.subs.len()).sum()
+    }
+
+    /// Events queued to subscribers and subscribers cut off, since the hub was made.
+    pub fn counters(&self) -> &LiveCounters {
+        &self.counters
     }
 
     /// How many times the live connection was re-established (messages may have been missed).

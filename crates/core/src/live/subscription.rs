@@ -21,6 +21,7 @@ use super::hub::Hub;
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::{SharedRecord, StreamRef};
 use crate::id::StreamId;
+use crate::metrics::LiveCounters;
 use crate::store::{Channel, ReadOptions};
 
 /// Entries read per catch-up page.
@@ -92,6 +93,8 @@ pub(super) struct SubShared {
     waker: Mutex<Option<Waker>>,
     ready: Notify,
     space: Notify,
+    /// The hub's delivery and overflow counters.
+    counters: Arc<LiveCounters>,
 }
 
 impl SubShared {
@@ -126,12 +129,14 @@ impl SubShared {
             )
             .with_last_id(Some(st.last_id.to_string()));
             self.finish(st, End::Failed(err));
+            self.counters.overflowed();
             return false;
         }
         if let Item::Event(r) = &item {
             if self.stream.is_some() {
                 st.last_id = r.id;
             }
+            self.counters.delivered();
         }
         st.queue.push_back(item);
         self.wake(st);
@@ -322,6 +327,7 @@ pub(crate) async fn subscribe(
         waker: Mutex::new(waker),
         ready: Notify::new(),
         space: Notify::new(),
+        counters: hub.counters.clone(),
     });
     let sub = Subscription {
         shared: shared.clone(),

@@ -141,6 +141,8 @@ struct Instance {
     needs_repair: AtomicBool,
     /// The control channels it listens on.
     channels: Mutex<Vec<Arc<Subscription>>>,
+    /// Counted among the bus's schedulers (its timers show in `Bus::metrics`) until it stops.
+    counted: AtomicBool,
 }
 
 impl Instance {
@@ -158,6 +160,9 @@ impl Instance {
         lock(&self.runs).clear();
         lock(&self.waiters).clear();
         lock(&self.work.waker).take();
+        if self.counted.swap(false, Ordering::AcqRel) {
+            self.bus.timer_counters().scheduler_stopped();
+        }
         true
     }
 }
@@ -389,6 +394,7 @@ impl Scheduler {
             closed: AtomicBool::new(false),
             needs_repair: AtomicBool::new(false),
             channels: Mutex::new(Vec::new()),
+            counted: AtomicBool::new(false),
         });
         // closing the bus stops the instance: nothing it waits on would ever answer
         let stop = Arc::downgrade(&instance);
@@ -417,6 +423,9 @@ impl Scheduler {
         ));
         tokio::spawn(timers::timer_loop(weak.clone()));
         tokio::spawn(recovery::lease_loop(weak));
+        if !s.instance.counted.swap(true, Ordering::AcqRel) {
+            bus.timer_counters().scheduler_started();
+        }
         Ok(s)
     }
 

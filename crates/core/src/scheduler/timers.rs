@@ -107,6 +107,7 @@ impl Scheduler {
     async fn carry_out(&self, t: ClaimedTimer, claimed_ms: u64) {
         // how late it fired: when it was claimed, not when its turn came in the batch
         let late = claimed_ms.saturating_sub(t.due_ms);
+        self.instance.bus.timer_counters().fired(late);
         let what = format!("timer {}", t.id);
         let done = self.on_timer(&t.payload, late).await;
         if self.report("TIMER_FAILED", &what, done) == Some(TimerDone::Done) {

@@ -238,6 +238,9 @@ pub trait Coordination: Send + Sync {
     /// The earliest due time (or in-flight lease end), if any timer exists.
     async fn timer_next(&self) -> Result<Option<u64>>;
 
+    /// How many timers exist (due later, or claimed and not yet removed).
+    async fn timer_count(&self) -> Result<u64>;
+
     /// Publish a live-format message on a plain channel.
     async fn publish(&self, channel: &str, payload: &str) -> Result<()>;
 

@@ -430,3 +430,116 @@ async fn an_event_resolves_an_await_by_the_contract() {
         store.close();
     }
 }
+
+/// `event` with a retention of `ms` (what the bus sets on a terminal event).
+fn retained(json: &str, ms: u64) -> PreparedEvent {
+    let mut e = event(json);
+    e.expire_ms = Some(ms);
+    e
+}
+
+/// Poll `check` until it holds; panics after `secs`.
+async fn eventually<F, Fut>(secs: u64, what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Retention: a terminal event under retention expires its stream and the run's (or
+/// trigger's) index entry; streams and runs without one stay, and so does a run the caller
+/// indexed itself.
+#[tokio::test]
+async fn retention_expires_finished_runs_and_their_index_entries() {
+    for (store, _) in backends("retention").await {
+        let flow = |id: &str| StreamRef::new("flow", id).unwrap();
+        let started = |id: &str| {
+            event(&format!(
+                r#"{{"kind":"flow.started","subject":"{id}","data":{{"name":"kept"}}}}"#
+            ))
+        };
+        // `done`: started (named in meta, the seed-era way), then completed under retention in
+        // another call; `both`: started and failed in one call; `open`: never finishes
+        let done_started =
+            event(r#"{"kind":"flow.start","subject":"done","data":{},"meta":{"flowName":"kept"}}"#);
+        let tick = event(r#"{"kind":"tick","subject":"done"}"#);
+        store
+            .append(&[&[done_started, tick][..], &[started("open")][..]])
+            .await
+            .unwrap();
+        store.index_run("kept", "by-hand", 1).await.unwrap();
+        let both = [
+            started("both"),
+            retained(r#"{"kind":"flow.failed","subject":"both"}"#, 300),
+        ];
+        let done = [retained(
+            r#"{"kind":"flow.completed","subject":"done"}"#,
+            300,
+        )];
+        let out = store.append(&[&both[..], &done[..]]).await.unwrap();
+        assert!(out.iter().all(|g| g.is_ok()), "{out:?}");
+        // a trigger, resolved under retention
+        let registered = event(r#"{"kind":"trigger.registered","subject":"tr","data":{}}"#);
+        let fired = retained(r#"{"kind":"trigger.fired","subject":"tr","data":{}}"#, 300);
+        store.append(&[&[registered][..]]).await.unwrap();
+        store.append(&[&[fired][..]]).await.unwrap();
+
+        let run_ids = || async {
+            let mut ids: Vec<String> = store
+                .list_runs("kept", 100, 0)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(run_ids().await, ["both", "by-hand", "done", "open"]);
+        let count = |stream: StreamRef| {
+            let store = store.clone();
+            async move {
+                store
+                    .read(&stream, &ReadOptions::default())
+                    .await
+                    .unwrap()
+                    .len()
+            }
+        };
+        assert_eq!(
+            count(flow("done")).await,
+            3,
+            "kept until retention runs out"
+        );
+
+        eventually(10, "the finished runs are gone from the index", || async {
+            run_ids().await == ["by-hand", "open"]
+        })
+        .await;
+        eventually(10, "the finished streams expired", || async {
+            count(flow("done")).await == 0 && count(flow("both")).await == 0
+        })
+        .await;
+        let trigger = StreamRef::new("trigger", "tr").unwrap();
+        eventually(10, "the resolved trigger's stream expired", || async {
+            count(trigger.clone()).await == 0
+        })
+        .await;
+        assert_eq!(count(flow("open")).await, 1, "a running run stays");
+        let keys = store.keys().clone();
+        if store.pubsub().is_some() {
+            // on Redis: the trigger index entry and the retention notes go with the next
+            // index read after they are due
+            eventually(10, "the retention notes are gone", || async {
+                run_ids().await.len() == 2 && !store.exists(&keys.retention()).await.unwrap()
+            })
+            .await;
+            assert!(!store.exists(&keys.triggers()).await.unwrap());
+        }
+    }
+}

@@ -1,6 +1,5 @@
-// GET /api/_metrics: the bus metrics in Prometheus text format (mounted with `metrics: true`
-// when lean-events/nitro has metricsHandler).
-import * as nitro from 'lean-events/nitro'
+// GET /api/_metrics: the bus metrics in Prometheus text format (mounted with `metrics: true`).
+import { metricsHandler } from 'lean-events/nitro'
 import { authorize } from '../authorize.js'
 
-export default nitro.metricsHandler({ authorize })
+export default metricsHandler({ authorize })

@@ -39,13 +39,15 @@ use redis::{Script, Value};
 
 use crate::diagnostics::Diagnostics;
 use crate::error::{Error, ErrorCode, Result};
-use crate::event::PreparedEvent;
+use crate::event::{PreparedEvent, StreamRef};
 use crate::id::StreamId;
 use crate::keys::Keys;
 use crate::store::awaits::RESOLVED_TTL_MS;
 use crate::store::redis::commands::Commands;
 use crate::store::redis::connection::{with_timeout, Conn, Connection};
-use crate::store::redis::reply::{index_arg, not_replicated, parse_append_reply, text, unexpected};
+use crate::store::redis::reply::{
+    event_index_arg, not_replicated, parse_append_reply, text, unexpected,
+};
 use crate::store::redis::{AppendPath, RedisStore};
 use crate::store::{GroupResults, Store, StoreOptions};
 use slots::{batch_by, outbox_of, Part, SlotMap, SlotOwners, Target};
@@ -54,6 +56,7 @@ static APPEND_CLUSTER_LUA: &str = include_str!("lua/append_cluster.lua");
 static OUTBOX_DONE_LUA: &str = include_str!("lua/outbox_done.lua");
 static INDEX_AWAITS_LUA: &str = concat!(
     include_str!("../redis/lua/match.lua"),
+    include_str!("../redis/lua/retention.lua"),
     include_str!("lua/index_awaits.lua")
 );
 
@@ -296,7 +299,7 @@ impl Shared {
         for (g, group) in groups.iter().enumerate() {
             for ((e, id), (_, slot)) in group.iter().zip(&stored.ids[g]).zip(&stored.keys[g]) {
                 let Some(id) = id else { continue };
-                let (id, index) = (id.to_string(), index_arg(&e.index));
+                let (id, index) = (id.to_string(), event_index_arg(e));
                 done.push((
                     *slot,
                     outbox_member(&id, &e.stream.stream_type, &e.stream.id, &index),
@@ -350,7 +353,7 @@ impl Shared {
                 inv.arg(key).arg(outbox_of(self.keys(), *slot));
                 inv.arg(&e.stream.stream_type)
                     .arg(&e.stream.id)
-                    .arg(index_arg(&e.index))
+                    .arg(event_index_arg(e))
                     .arg(e.fields.len());
                 for (k, v) in &e.fields {
                     inv.arg(*k).arg(v);
@@ -413,16 +416,30 @@ impl Shared {
 
     /// Step 2: index entries and event awaits, in the coordination slot.
     async fn second_step(&self, events: &[Second<'_>]) -> Result<()> {
+        // retention: which index entry goes with each terminal event's stream (looked up
+        // together, one read per finished run)
+        let retained: Vec<Option<String>> = join_all(events.iter().map(|e| async move {
+            if !e.index.starts_with('e') {
+                return Ok(None);
+            }
+            Ok(self
+                .retained_entry(e.stream_type, e.subject)
+                .await?
+                .map(|entry| format!("{}{SEP}{entry}", e.index)))
+        }))
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
         let mut inv = self.scripts.second.prepare_invoke();
         inv.key(self.keys().triggers())
             .arg(self.keys().coord())
             .arg(RESOLVED_TTL_MS)
             .arg(events.len());
-        for e in events {
+        for (e, retained) in events.iter().zip(&retained) {
             inv.arg(&e.id)
                 .arg(e.stream_type)
                 .arg(e.subject)
-                .arg(&e.index)
+                .arg(retained.as_deref().unwrap_or(&e.index))
                 .arg(e.fields.len());
             for (k, v) in &e.fields {
                 inv.arg(*k).arg(*v);
@@ -434,6 +451,53 @@ impl Shared {
             .send(|mut c| async move { inv.invoke_async(&mut c).await })
             .await?;
         Ok(())
+    }
+
+    /// Retention: the index entry that goes with the stream of a terminal event — `t` for a
+    /// trigger, `f<name>` for a flow run, its name read from the run-starting event at the
+    /// stream's start (in the stream's slot, so here, not in step 2's script) — or `None`.
+    async fn retained_entry(&self, stream_type: &str, subject: &str) -> Result<Option<String>> {
+        if stream_type == "trigger" {
+            return Ok(Some("t".into()));
+        }
+        let stream = StreamRef {
+            stream_type: stream_type.to_owned(),
+            id: subject.to_owned(),
+        };
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(self.keys().stream(&stream))
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(16);
+        let cmd = &cmd;
+        let reply: Value = self
+            .conn()
+            .send(|mut c| async move { cmd.query_async(&mut c).await })
+            .await?;
+        let Value::Array(entries) = reply else {
+            return Ok(None);
+        };
+        for entry in &entries {
+            let Value::Array(parts) = entry else { continue };
+            let Some(Value::Array(fields)) = parts.get(1) else {
+                continue;
+            };
+            let fields: Vec<String> = fields.iter().map(text).collect();
+            let field = |name: &str| {
+                fields
+                    .chunks_exact(2)
+                    .find(|kv| kv[0] == name)
+                    .map(|kv| kv[1].as_str())
+            };
+            if matches!(field("kind"), Some("flow.started" | "flow.start")) {
+                return Ok(
+                    crate::event::run_index_name_of(field("data"), field("meta"))
+                        .map(|name| format!("f{name}")),
+                );
+            }
+        }
+        Ok(None)
     }
 
     /// Remove done outbox entries, one call per node, in the background: if this fails, the

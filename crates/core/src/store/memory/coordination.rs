@@ -239,6 +239,10 @@ impl Coordination for MemoryStore {
         Ok(a.into_iter().chain(b).min())
     }
 
+    async fn timer_count(&self) -> Result<u64> {
+        Ok(self.lock().timers.payloads.len() as u64)
+    }
+
     async fn publish(&self, channel: &str, payload: &str) -> Result<()> {
         if let Some(rec) = message_record(payload) {
             self.fanout.deliver(channel, &Arc::new(rec));

@@ -32,6 +32,10 @@ struct MemStream {
     entries: VecDeque<MemEntry>,
     last_id: StreamId,
     max_deleted: StreamId,
+    /// Retention: when the stream goes (as a key's TTL on Redis).
+    expires: Option<Instant>,
+    /// The index entry (index key, member) its run-starting event made, which goes with it.
+    indexed: Option<(String, String)>,
 }
 
 impl MemStream {
@@ -145,9 +149,44 @@ struct State {
     timers: Timers,
     scored: HashMap<String, Scored>,
     strings: HashMap<String, MemString>,
+    /// Streams under retention, by when they go: (expiry, stream key).
+    expiring: BTreeSet<(Instant, String)>,
 }
 
 impl State {
+    /// Remove the streams whose retention ran out, with their index entries. Called by every
+    /// event-log call before it looks (what Redis does with a key's TTL, done lazily here);
+    /// nothing to do costs one check of an empty set.
+    fn expire_due(&mut self) {
+        if self.expiring.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        while let Some((at, key)) = self.expiring.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.expiring.pop_first();
+            // a stream deleted and made anew since has no expiry, or another one
+            if self.streams.get(&key).and_then(|s| s.expires) != Some(at) {
+                continue;
+            }
+            let Some(gone) = self.streams.remove(&key) else {
+                continue;
+            };
+            if let Some((index, member)) = gone.indexed {
+                if let Some(set) = self.indexes.get_mut(&index) {
+                    if let Some(ms) = set.scores.remove(&member) {
+                        set.order.remove(&(ms, member));
+                    }
+                    if set.scores.is_empty() {
+                        self.indexes.remove(&index);
+                    }
+                }
+            }
+        }
+    }
+
     /// A hash that has not expired.
     fn hash(&mut self, key: &str) -> Option<&mut MemHash> {
         if self
@@ -188,7 +227,7 @@ impl MemoryStore {
     fn append_group(&self, st: &mut State, group: &[PreparedEvent]) -> Vec<StreamId> {
         group
             .iter()
-            .map(|e| self.append_one(st, &e.stream, &e.index, &e.fields))
+            .map(|e| self.append_one(st, &e.stream, &e.index, &e.fields, e.expire_ms))
             .collect()
     }
 
@@ -198,8 +237,12 @@ impl MemoryStore {
         stream: &StreamRef,
         index: &Option<IndexEntry>,
         fields: &[(&'static str, String)],
+        expire_ms: Option<u64>,
     ) -> StreamId {
-        let s = st.streams.entry(self.keys.stream(stream)).or_default();
+        let key = self.keys.stream(stream);
+        // the key is kept (a copy) only for a stream that starts to expire
+        let expiring = expire_ms.map(|ms| (ms, key.clone()));
+        let s = st.streams.entry(key).or_default();
         let id = s.next_id();
         let pairs = || fields.iter().map(|(k, v)| (*k, v.as_str()));
         let record: SharedRecord = Arc::new(crate::event::record_from_fields(
@@ -213,12 +256,19 @@ impl MemoryStore {
             raw: None,
         });
         s.trim(self.max_len);
-        if let Some(index) = index {
-            let key = match index {
+        if let Some((ms, key)) = expiring {
+            let at = Instant::now() + Duration::from_millis(ms);
+            if let Some(old) = s.expires.replace(at) {
+                st.expiring.remove(&(old, key.clone()));
+            }
+            st.expiring.insert((at, key));
+        } else if let Some(index) = index {
+            let index_key = match index {
                 IndexEntry::Flow(name) => self.keys.runs(name),
                 IndexEntry::Trigger => self.keys.triggers(),
             };
-            let set = st.indexes.entry(key).or_default();
+            s.indexed = Some((index_key.clone(), stream.id.clone()));
+            let set = st.indexes.entry(index_key).or_default();
             if !set.scores.contains_key(&stream.id) {
                 set.scores.insert(stream.id.clone(), id.ms);
                 set.order.insert((id.ms, stream.id.clone()));
@@ -293,7 +343,7 @@ impl MemoryStore {
                     stream_type: "flow".into(),
                     id: flow,
                 };
-                self.append_one(st, &flow_stream, &None, &resumed);
+                self.append_one(st, &flow_stream, &None, &resumed, None);
             }
             if let Some(owner) = owner {
                 let note = awaits::resolved_note(&owner, &await_id);
@@ -310,6 +360,7 @@ impl MemoryStore {
 impl EventLog for MemoryStore {
     async fn append(&self, groups: &[&[PreparedEvent]]) -> Result<GroupResults> {
         let mut st = self.lock();
+        st.expire_due();
         Ok(groups
             .iter()
             .map(|g| Ok(self.append_group(&mut st, g)))
@@ -318,11 +369,13 @@ impl EventLog for MemoryStore {
 
     fn append_now(&self, group: &[PreparedEvent]) -> Option<Result<Vec<StreamId>>> {
         let mut st = self.lock();
+        st.expire_due();
         Some(Ok(self.append_group(&mut st, group)))
     }
 
     async fn read(&self, stream: &StreamRef, opts: &ReadOptions) -> Result<Vec<Record>> {
-        let st = self.lock();
+        let mut st = self.lock();
+        st.expire_due();
         let Some(s) = st.streams.get(&self.keys.stream(stream)) else {
             return Ok(Vec::new());
         };
@@ -357,7 +410,8 @@ impl EventLog for MemoryStore {
         count: usize,
         check_gap: bool,
     ) -> Result<CatchUpPage> {
-        let st = self.lock();
+        let mut st = self.lock();
+        st.expire_due();
         let Some(s) = st.streams.get(&self.keys.stream(stream)) else {
             return Ok(CatchUpPage::default());
         };
@@ -374,7 +428,8 @@ impl EventLog for MemoryStore {
     }
 
     async fn list_runs(&self, name: &str, limit: usize, offset: usize) -> Result<Vec<Run>> {
-        let st = self.lock();
+        let mut st = self.lock();
+        st.expire_due();
         let Some(set) = st.indexes.get(&self.keys.runs(name)) else {
             return Ok(Vec::new());
         };

@@ -9,7 +9,7 @@ use redis::{Script, Value};
 
 use super::commands::Commands;
 use super::connection::Connection;
-use super::reply::{index_arg, not_replicated, parse_append_reply, unexpected};
+use super::reply::{event_index_arg, not_replicated, parse_append_reply, unexpected};
 use super::AppendPath;
 use crate::error::Result;
 use crate::event::PreparedEvent;
@@ -18,6 +18,7 @@ use crate::store::GroupResults;
 
 static APPEND_LUA: &str = concat!(
     include_str!("lua/match.lua"),
+    include_str!("lua/retention.lua"),
     include_str!("lua/append.lua")
 );
 
@@ -56,7 +57,7 @@ impl AppendPath for SingleNodeAppend {
                 inv.key(cmds.keys.stream(&e.stream));
                 inv.arg(&e.stream.stream_type)
                     .arg(&e.stream.id)
-                    .arg(index_arg(&e.index));
+                    .arg(event_index_arg(e));
                 inv.arg(e.fields.len());
                 for (k, v) in &e.fields {
                     inv.arg(*k).arg(v);

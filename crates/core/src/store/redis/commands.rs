@@ -18,6 +18,11 @@ use crate::store::{
 static CATCHUP_LUA: &str = include_str!("lua/catchup.lua");
 static CAS_LUA: &str = include_str!("lua/cas.lua");
 static TIMER_CLAIM_LUA: &str = include_str!("lua/timer_claim.lua");
+static RUNS_LIST_LUA: &str = concat!(
+    include_str!("lua/match.lua"),
+    include_str!("lua/retention.lua"),
+    include_str!("lua/runs_list.lua")
+);
 
 /// Commands on a connection, with the scripts they use (built once).
 pub struct Commands {
@@ -28,6 +33,7 @@ pub struct Commands {
     catchup: Script,
     cas: Script,
     timer_claim: Script,
+    runs_list: Script,
 }
 
 impl Commands {
@@ -39,6 +45,7 @@ impl Commands {
             catchup: Script::new(CATCHUP_LUA),
             cas: Script::new(CAS_LUA),
             timer_claim: Script::new(TIMER_CLAIM_LUA),
+            runs_list: Script::new(RUNS_LIST_LUA),
         }
     }
 
@@ -129,22 +136,19 @@ impl Commands {
         })
     }
 
-    /// ZRANGE … BYSCORE REV of the run index.
+    /// A page of the run index, newest first, after the entries whose retention ran out are
+    /// removed (`runs_list.lua`).
     pub async fn list_runs(&self, name: &str, limit: usize, offset: usize) -> Result<Vec<Run>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut cmd = redis::cmd("ZRANGE");
-        cmd.arg(self.keys.runs(name))
-            .arg("+inf")
-            .arg("-inf")
-            .arg("BYSCORE")
-            .arg("REV")
-            .arg("LIMIT")
+        let mut inv = self.runs_list.prepare_invoke();
+        inv.key(self.keys.runs(name))
+            .key(self.keys.retention())
+            .arg(self.keys.coord())
             .arg(offset)
-            .arg(limit)
-            .arg("WITHSCORES");
-        let reply: Vec<(String, f64)> = self.query(cmd).await?;
+            .arg(limit);
+        let reply: Vec<(String, f64)> = self.script(inv).await?;
         Ok(reply
             .into_iter()
             .map(|(id, score)| Run {
@@ -345,6 +349,13 @@ impl Commands {
         type Scored = Vec<(String, f64)>;
         let (a, b): (Scored, Scored) = self.pipeline(pipe).await?;
         Ok(a.into_iter().chain(b).map(|(_, s)| s as u64).min())
+    }
+
+    /// How many timers exist: every timer has its payload until it is removed.
+    pub async fn timer_count(&self) -> Result<u64> {
+        let mut c = redis::cmd("HLEN");
+        c.arg(self.keys.timer_payloads());
+        self.query(c).await
     }
 
     /// PUBLISH.

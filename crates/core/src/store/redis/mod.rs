@@ -178,6 +178,10 @@ impl Coordination for RedisStore {
         self.cmds.timer_next().await
     }
 
+    async fn timer_count(&self) -> Result<u64> {
+        self.cmds.timer_count().await
+    }
+
     async fn publish(&self, channel: &str, payload: &str) -> Result<()> {
         self.cmds.publish(channel, payload).await
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::Value;
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::event::{record_from_fields, IndexEntry, Record, StreamRef};
+use crate::event::{record_from_fields, IndexEntry, PreparedEvent, Record, StreamRef};
 use crate::id::StreamId;
 use crate::store::GroupResults;
 
@@ -16,6 +16,17 @@ pub fn index_arg(index: &Option<IndexEntry>) -> String {
         None => String::new(),
         Some(IndexEntry::Trigger) => "t".into(),
         Some(IndexEntry::Flow(name)) => format!("f{name}"),
+    }
+}
+
+/// The index argument of an event in the append scripts: its index entry (`index_arg`), or for
+/// a terminal event under retention `e<ms>` (expire the stream, and the index entry of the run
+/// or trigger, that long after the event). A run-starting event is never terminal, so one
+/// argument carries either.
+pub fn event_index_arg(e: &PreparedEvent) -> String {
+    match (e.expire_ms, &e.index) {
+        (Some(ms), None) => format!("e{ms}"),
+        (_, index) => index_arg(index),
     }
 }
 

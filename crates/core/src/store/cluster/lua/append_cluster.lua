@@ -8,7 +8,8 @@
 --         number of events, then per event:
 --           stream key (`<prefix>:<type>:{<id>}`), outbox key of its slot
 --           (`<prefix>:outbox:{<tag>}`), stream type, subject, index ("" none, "t" trigger index,
---           "f<name>" run index), number of field pairs, field, value, ... (the kind first)
+--           "f<name>" run index, "e<ms>" a terminal event under retention: the stream expires
+--           ms from now), number of field pairs, field, value, ... (the kind first)
 -- Returns one array per group: {1, id, id, ...} when stored, {0, message} when the group was
 --   refused (a key of the wrong type); a refused group writes nothing. Returns {"nonlocal"}
 --   and writes nothing when a key is not served by this node (the caller's slot map is stale).
@@ -85,6 +86,9 @@ for g = 1, ngroups do
       redis.call('PUBLISH', prefix .. ':kind:' .. ARGV[first + 1], payload)
       local ms = string.match(id, '^(%d+)')
       redis.call('ZADD', outbox, ms, id .. SEP .. stype .. SEP .. subject .. SEP .. index)
+      if string.sub(index, 1, 1) == 'e' then
+        redis.call('PEXPIRE', key, tonumber(string.sub(index, 2)))
+      end
       ids[#ids + 1] = id
       a = last + 1
     end

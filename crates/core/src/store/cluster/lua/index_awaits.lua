@@ -6,9 +6,13 @@
 -- KEYS[1]: `{<prefix>}:triggers` (it routes the call to the coordination slot).
 -- ARGV: the coordination prefix (`{<prefix>}`), how long a resolved await is kept (ms), number
 --       of events, then per event:
---         id, stream type, subject, index ("" | "t" | "f<name>"), number of field pairs,
---         field, value, ... (the kind first)
+--         id, stream type, subject, index ("" | "t" | "f<name>" | "e<ms>" | "e<ms>SEP<entry>"),
+--         number of field pairs, field, value, ... (the kind first)
 -- Returns the number of awaits resolved.
+--
+-- "e<ms>SEP<entry>": a terminal event under retention whose stream (in another slot) expires ms
+-- after it; its index entry ("t", or "f<name>" that the caller read from the stream) is noted
+-- to go then too (retention.lua), and a batch of due notes is removed.
 --
 -- A resolved await gets status resolved, result (the event's live payload) and resolvedMs; its
 -- owner is told on `{<prefix>}:sched:inst:<owner>` and writes `step.resumed` itself (the flow's
@@ -21,6 +25,7 @@ local a = 4
 local resolved = 0
 
 local no_awaits = {}
+local retained = false
 
 for e = 1, n do
   local id, stype, subject, index = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
@@ -34,6 +39,12 @@ for e = 1, n do
       redis.call('ZADD', ik, 'NX', string.match(id, '^(%d+)'), subject)
     else
       redis.log(redis.LOG_WARNING, 'lean-events: ' .. ik .. ' holds a ' .. t .. ', not a sorted set; ' .. subject .. ' not indexed')
+    end
+  elseif string.sub(index, 1, 1) == 'e' then
+    local ms, entry = string.match(index, '^e(%d+)\31(.+)$')
+    if ms then
+      note_retained(prefix, entry, subject, tonumber(string.match(id, '^(%d+)')) + tonumber(ms))
+      retained = true
     end
   end
   local kind = ARGV[first + 1]
@@ -60,4 +71,5 @@ for e = 1, n do
     end
   end
 end
+if retained then prune_retained(prefix, now_ms(), 100) end
 return resolved

@@ -5,7 +5,8 @@
 -- ARGV: prefix, maxLen ("0" = no cap), how long a resolved await is kept (ms; the contract of
 --       `store/awaits.rs`), number of groups, then per group:
 --         number of events, then per event:
---           stream type, subject, index ("" none, "t" trigger index, "f<name>" run index),
+--           stream type, subject, index ("" none, "t" trigger index, "f<name>" run index,
+--           "e<ms>" a terminal event under retention),
 --           number of field pairs, field, value, ... (the kind is always the first field)
 -- Returns one array per group: {1, id, id, ...} when stored, {0, message} when the group was
 --   refused (a key of the wrong type); a refused group writes nothing.
@@ -21,6 +22,10 @@
 -- match resolves `<prefix>:await:<awaitId>` (pending → resolved, result = the live payload),
 -- appends `step.resumed` to the awaiting flow (marked `resumed`) and tells the owning instance on
 -- `<prefix>:sched:inst:<owner>`.
+--
+-- Retention (retention.lua): a terminal event with index "e<ms>" gives its stream a TTL of ms
+-- and notes the index entry of its run (found in the stream's run-starting event) or trigger
+-- in `<prefix>:retention`; a call that noted one also removes a batch of due notes.
 local SEP = '\31'
 local prefix = ARGV[1]
 local maxlen = tonumber(ARGV[2])
@@ -56,6 +61,43 @@ local function append_event(stype, subject, t, i, j)
   redis.call('PUBLISH', prefix .. ':kind:' .. t[i + 1], payload)
   return id, payload
 end
+
+-- The run index entry ("f<name>") the run-starting event of the flow stream `key` made: its
+-- name is data.name, else meta.flowName (as the bus's validation reads it), in one of the
+-- first entries; nil when there is none.
+local function run_index_of(key)
+  for _, entry in ipairs(redis.call('XRANGE', key, '-', '+', 'COUNT', 16)) do
+    local f = entry[2]
+    if f[1] == 'kind' and (f[2] == 'flow.started' or f[2] == 'flow.start') then
+      local data, meta
+      for i = 3, #f, 2 do
+        if f[i] == 'data' then data = f[i + 1] elseif f[i] == 'meta' then meta = f[i + 1] end
+      end
+      for _, source in ipairs({{data, 'name'}, {meta, 'flowName'}}) do
+        if source[1] then
+          local ok, v = pcall(cjson.decode, source[1])
+          if ok and type(v) == 'table' and type(v[source[2]]) == 'string' then
+            return 'f' .. v[source[2]]
+          end
+        end
+      end
+      return nil
+    end
+  end
+  return nil
+end
+
+-- A terminal event `id` of a run or trigger was stored in `key`: the stream expires `ms` from
+-- now, and its index entry is noted to go then too.
+local function retain(key, stype, subject, id, ms)
+  redis.call('PEXPIRE', key, ms)
+  local index
+  if stype == 'trigger' then index = 't' else index = run_index_of(key) end
+  if index then
+    note_retained(prefix, index, subject, tonumber(string.match(id, '^(%d+)')) + ms)
+  end
+end
+local retained = false
 
 -- Kinds with no pending event await, learnt during this call (awaits are registered outside
 -- this script, so the answer cannot change while it runs).
@@ -155,6 +197,9 @@ for g = 1, ngroups do
       if ik then
         local ms = string.match(id, '^(%d+)')
         redis.call('ZADD', ik, 'NX', ms, subject)
+      elseif string.sub(index, 1, 1) == 'e' then
+        retain(KEYS[k], stype, subject, id, tonumber(string.sub(index, 2)))
+        retained = true
       end
       resolve_awaits(stype, ARGV[first + 1], subject, first, last, payload)
       ids[#ids + 1] = id
@@ -167,4 +212,5 @@ for g = 1, ngroups do
     a, k = b, kk
   end
 end
+if retained then prune_retained(prefix, now_ms(), 100) end
 return out

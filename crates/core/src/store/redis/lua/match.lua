@@ -2,11 +2,12 @@
 -- one node; index_awaits.lua on a cluster): index keys, the declarative match, the server's time
 -- and the resolution of an await. Loaded in front of them.
 
--- The sorted set an index entry ("t" the trigger index, "f<name>" a run index) goes to, or nil.
+-- The sorted set an index entry ("t" the trigger index, "f<name>" a run index) goes to, or nil
+-- (no entry, or "e<ms>": a terminal event under retention, see retention.lua).
 local function index_key(prefix, index)
   if index == 't' then
     return prefix .. ':triggers'
-  elseif index ~= '' then
+  elseif string.sub(index, 1, 1) == 'f' then
     return prefix .. ':flows:' .. string.sub(index, 2)
   end
   return nil
