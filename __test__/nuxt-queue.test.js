@@ -307,6 +307,10 @@ bothBackends('bus adapter: the v0.3 shapes still work, and their records carry t
   const offSubject = events.subscribeSubject(subject, (e) => bySubject.push(e))
   const offKind = events.onKind('Order.Created', (e) => byKind.push(e))
   await waitFor(() => bus.subscriptionCount >= 2, 5000, 'subscriptions open')
+  // The count includes subscriptions whose channel the server has not confirmed yet; onKind is
+  // live-only, so wait for the confirmation: a second subscription to the kind's channel
+  // resolves once the channel is subscribed (the subject subscription catches up by itself).
+  const probe = await bus.onKind('Order.Created', () => {})
   const rec = await events.publish({ kind: 'Order.Created', subject, step: 'Fetch Data', meta: { flowName: 'shop', attempt: 2 } })
   await waitFor(() => bySubject.length === 1 && byKind.length === 1, 5000, 'delivered to both')
   for (const got of [rec, bySubject[0], byKind[0]]) {
@@ -321,6 +325,7 @@ bothBackends('bus adapter: the v0.3 shapes still work, and their records carry t
   assert.equal(bySubject[0].id, rec.id)
   offSubject()
   offKind()
+  await probe.unsubscribe()
   await waitFor(() => bus.subscriptionCount === 0, 5000, 'released')
 })
 
