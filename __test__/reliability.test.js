@@ -113,7 +113,7 @@ test('the primary of a Node cluster gets the bus but starts no scheduler (a stan
   assert.deepEqual(
     lines.sort((a, b) => a.role.localeCompare(b.role)),
     [
-      { role: 'primary', bus: 'function', scheduler: 'definitions only' },
+      { role: 'primary', bus: 'function', scheduler: 'definitions only', flows: 'INVALID_ARGUMENT' },
       { role: 'worker', bus: 'function', scheduler: 'started' },
     ],
   )

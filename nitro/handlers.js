@@ -17,7 +17,7 @@ const MODULE_LIST_LIMIT = 50
 const MODULE_LIST_MAX = 100
 
 /** A flow run's statuses, as the flow reducer sets them: the values `?status=` accepts. */
-export const FLOW_STATUSES = ['running', 'completed', 'failed']
+export const FLOW_STATUSES = ['running', 'completed', 'failed', 'cancelled']
 /** With `?status=`, at most this many runs of the index are read per request (`maxScan`). */
 export const RUNS_MAX_SCAN = 1000
 /** ... in pages of this many, each page's states read together. */

@@ -17,8 +17,9 @@ export interface LeanEvents {
   /**
    * This process's scheduler instance. In the primary process of a Node cluster (Nitro's
    * `node-cluster` preset), which only forks the workers that serve the app, none is started:
-   * Nitro runs the app's plugins there too, so `define()` is accepted and dropped (the workers
-   * run the steps), and `run`, `fire`, `cancel` and `execute` reject with `INVALID_ARGUMENT`.
+   * Nitro runs the app's plugins there too, so `define()` and `defineFlow()` are accepted and
+   * dropped (the workers run the steps and flows), and `run`, `fire`, `cancel`, `execute`,
+   * `startFlow`, `result`, `cancelFlow` and `rerunFlow` reject with `INVALID_ARGUMENT`.
    */
   scheduler: Scheduler
   /** The key prefix in use (`nq` unless configured). */
@@ -135,7 +136,7 @@ export declare function eventStreamHandler(options?: EventStreamOptions): EventH
 export declare function stateHandler(options?: HandlerOptions & FormatOptions & { type?: string }): EventHandler
 
 /** A flow run's statuses (the flow reducer's): the values the runs route's `?status=` accepts. */
-export declare const FLOW_STATUSES: readonly ['running', 'completed', 'failed']
+export declare const FLOW_STATUSES: readonly ['running', 'completed', 'failed', 'cancelled']
 /** How many runs of the index one `?status=` request reads at most, unless `maxScan` says otherwise: 1000. */
 export declare const RUNS_MAX_SCAN: number
 
@@ -143,11 +144,11 @@ export declare const RUNS_MAX_SCAN: number
 export interface RunsBody {
   name: string
   /** Newest first; `status` (and `completedAt` once finished) with `?state=1` or `?status=`. */
-  runs: Array<RunInfo & { status?: 'running' | 'completed' | 'failed'; completedAt?: string }>
+  runs: Array<RunInfo & { status?: 'running' | 'completed' | 'failed' | 'cancelled'; completedAt?: string }>
   /** The `offset` that reads on from here; null when the index holds nothing further. */
   nextOffset: number | null
   /** With `?status=`: the status asked for. */
-  status?: 'running' | 'completed' | 'failed'
+  status?: 'running' | 'completed' | 'failed' | 'cancelled'
   /** With `?status=`: how many runs of the index this request read (at most `maxScan`). */
   scanned?: number
 }

@@ -61,7 +61,7 @@ export function useLeanEvents() {
 
 /**
  * The scheduler of a Node cluster's primary: Nitro runs the app's plugins there too, so the
- * step definitions they make are accepted (and dropped: the workers run the steps); starting
+ * step and flow definitions they make are accepted (and dropped: the workers run the steps); starting
  * work, firing or cancelling throws, as nothing here would run it.
  */
 function primaryScheduler() {
@@ -72,12 +72,17 @@ function primaryScheduler() {
   const scheduler = {
     instanceId: undefined,
     define: () => scheduler,
+    defineFlow: () => scheduler,
     ready: () => Promise.resolve(scheduler),
     close: () => Promise.resolve(),
     run: refuse,
     fire: refuse,
     cancel: refuse,
     execute: refuse,
+    startFlow: refuse,
+    result: refuse,
+    cancelFlow: refuse,
+    rerunFlow: refuse,
   }
   return scheduler
 }

@@ -10,6 +10,8 @@ export interface LeanEventsNuxtOptions {
   maxEventBytes?: number
   timeoutMs?: number
   durability?: 'local' | 'replicated'
+  /** With `durability: 'replicated'`: how long to wait for a replica, ms (default 1000). */
+  replicationTimeoutMs?: number
   /** Passed to `EventBus.connect` as it is (stream retention), when set. */
   retention?: { finishedRunsMs?: number }
   /** `new Scheduler` options (serializable ones: `concurrency`, `leaseMs`, `instanceId`). */

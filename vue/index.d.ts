@@ -55,7 +55,7 @@ export interface RunsOptions {
    * them, at most 1000 runs per request (its `maxScan`), so a read may bring fewer than `limit`
    * (even none) while `nextOffset` is not null.
    */
-  status?: MaybeRefOrGetter<'running' | 'completed' | 'failed' | undefined | null>
+  status?: MaybeRefOrGetter<'running' | 'completed' | 'failed' | 'cancelled' | undefined | null>
   /** The routes' prefix (default `/api`). */
   base?: string
   /** Read again every N ms (default 2000; 0: only on `refresh()`). Runs with a stream open on the page update sooner, from its events. */

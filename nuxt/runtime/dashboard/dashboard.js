@@ -179,7 +179,7 @@ function runsPage(query) {
           h(
             'select',
             { 'data-testid': 'status-filter', onchange: (e) => navigate(urlFor({ status: e.target.value, offset: 0 })) },
-            ['', 'running', 'completed', 'failed'].map((s) => h('option', { value: s, selected: s === state.status }, s || 'all')),
+            ['', 'running', 'completed', 'failed', 'cancelled'].map((s) => h('option', { value: s, selected: s === state.status }, s || 'all')),
           ),
         ),
         h('button', { type: 'submit' }, 'Show'),
@@ -496,7 +496,7 @@ function runPage(id) {
 
   function render() {
     const t0 = flow.startedAt ? Date.parse(flow.startedAt) : events.length ? tsOf(events[0]) : Date.now()
-    const done = flow.status === 'completed' || flow.status === 'failed'
+    const done = flow.status === 'completed' || flow.status === 'failed' || flow.status === 'cancelled'
     const tEnd = done && flow.completedAt ? Date.parse(flow.completedAt) : Date.now()
     const span = Math.max(1, tEnd - t0)
     const pct = (t) => `${(Math.min(Math.max(0, t - t0), span) / span) * 100}%`
