@@ -60,7 +60,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order (`code as usize` is its position here).
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::EventInvalid,
         ErrorCode::PayloadTooLarge,
         ErrorCode::InvalidArgument,
@@ -78,6 +78,11 @@ impl ErrorCode {
         ErrorCode::TriggerResolved,
         ErrorCode::TriggerCancelled,
         ErrorCode::JobExists,
+        ErrorCode::ReplayMismatch,
+        ErrorCode::FlowCancelled,
+        ErrorCode::FlowFailed,
+        ErrorCode::FlowNotFound,
+        ErrorCode::FlowEnded,
         ErrorCode::Unsupported,
         ErrorCode::Internal,
     ];
