@@ -563,9 +563,9 @@ for (const backend of BACKENDS) {
     for (const bad of ['done', 'Running', 'registered']) {
       const res = await http(`${app.url}/api/_flows/${name}/runs?status=${bad}`)
       assertError(res, 400, 'INVALID_ARGUMENT', `status=${bad}`)
-      assert.match(res.json.message, /status must be one of running, completed, failed/)
+      assert.match(res.json.message, /status must be one of running, completed, failed, cancelled/)
     }
-    assert.deepEqual(nitro.FLOW_STATUSES, ['running', 'completed', 'failed'])
+    assert.deepEqual(nitro.FLOW_STATUSES, ['running', 'completed', 'failed', 'cancelled'])
     assert.equal(nitro.RUNS_MAX_SCAN, 1000)
     for (const maxScan of [0, -1, 1.5, '10']) assert.throws(() => nitro.runsHandler({ maxScan }), { code: 'INVALID_ARGUMENT' }, `maxScan ${maxScan}`)
   })

@@ -12,9 +12,12 @@ const { parseTriple } = require('@napi-rs/cli')
 
 const ROOT = path.join(__dirname, '..')
 const PKG = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
-/** Upper bounds with room for growth; today the tarball is about 140 kB (530 kB unpacked). */
-const MAX_PACKED = 300_000
-const MAX_UNPACKED = 1_200_000
+/**
+ * Upper bounds with room for growth; today the tarball is about 300 kB (the Rust sources for
+ * the fallback build, the Nuxt module's dashboard, the README), ~1.1 MB unpacked.
+ */
+const MAX_PACKED = 400_000
+const MAX_UNPACKED = 1_500_000
 
 /** Files a user needs: entry points, types, the loader, the install script, the Rust sources of the fallback build. */
 const REQUIRED = [
