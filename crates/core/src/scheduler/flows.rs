@@ -25,7 +25,7 @@ use crate::clock::now_ms;
 use crate::error::{Error, ErrorCode, Result};
 use crate::event;
 use crate::store::awaits::RESOLVED_TTL_MS;
-use crate::store::{Expect, NewTimer, SetChange};
+use crate::store::{Expect, NewTimer};
 
 /// The `error` of a `flow.failed`: the thrown error's `message`, `name`, `code` and `step`.
 pub(super) fn flow_error(thrown_json: &str, message: &str) -> Value {
@@ -115,29 +115,13 @@ impl Scheduler {
         };
         let correlation = correlation.unwrap_or("");
         self.fits(&events::flow_started(name, &run, &input, correlation))?;
-        let owned = self.owned_key(&self.instance.id);
         let created_ms = now_ms();
         let mut fields = Job::new_fields(name, &run, input.get(), &self.instance.id, created_ms);
         fields.push((field::KIND, "flow".into()));
         if !correlation.is_empty() {
             fields.push((field::CORRELATION, correlation.to_owned()));
         }
-        let created = self
-            .store()
-            .hash_cas_with(
-                &self.job_key(&run),
-                (field::STATUS, Expect::Absent, JobStatus::Running.as_str()),
-                &[],
-                (&fields, 0),
-                None,
-                &[SetChange {
-                    key: &owned,
-                    member: &run,
-                    add: true,
-                }],
-            )
-            .await?;
-        if !created.set {
+        if !self.create_owned_job(&run, &fields).await? {
             return Err(Error::new(
                 ErrorCode::JobExists,
                 format!("a run with id '{run}' exists already"),
@@ -336,27 +320,9 @@ impl Scheduler {
         self.fits(&event)?;
         let k_s = k.to_string();
         let done = self
-            .store()
-            .hash_cas_with(
-                &self.await_key(&id),
-                (
-                    field::STATUS,
-                    Expect::Value(AwaitStatus::Pending.as_str()),
-                    AwaitStatus::Resolved.as_str(),
-                ),
-                &[(field::STEP_ATTEMPT, &k_s)],
-                (
-                    &[
-                        (field::RESULT, result.get().to_owned()),
-                        (field::RESOLVED_MS, now.to_string()),
-                    ],
-                    RESOLVED_TTL_MS,
-                ),
-                None,
-                &[],
-            )
+            .resolve_step_record(&id, &k_s, (field::RESULT, result.get().to_owned()), now)
             .await?;
-        if done.set {
+        if done {
             self.instance.bus.emit(&event, None).await?;
             return Ok(format!(r#"{{"status":"done","result":{}}}"#, result.get()));
         }
@@ -457,31 +423,41 @@ impl Scheduler {
         }
         let detail = flow_error(error, &message).to_string();
         let done = self
+            .resolve_step_record(&id, &k_s, (field::ERROR_DETAIL, detail), now_ms())
+            .await?;
+        if done {
+            let failed = events::step_failed(&run, &name, &message, k, max, job, Next::Fail);
+            self.instance.bus.emit(&failed, None).await?;
+        }
+        self.step_outcome(job, &id).await
+    }
+
+    /// Resolve step record `id` with its outcome (`result` or `error detail`), if it is still
+    /// pending at attempt `k`: the compare-and-set that lets one reporter win. True when it did.
+    async fn resolve_step_record(
+        &self,
+        id: &str,
+        k: &str,
+        outcome: (&'static str, String),
+        now: u64,
+    ) -> Result<bool> {
+        let fields = [outcome, (field::RESOLVED_MS, now.to_string())];
+        let done = self
             .store()
             .hash_cas_with(
-                &self.await_key(&id),
+                &self.await_key(id),
                 (
                     field::STATUS,
                     Expect::Value(AwaitStatus::Pending.as_str()),
                     AwaitStatus::Resolved.as_str(),
                 ),
-                &[(field::STEP_ATTEMPT, &k_s)],
-                (
-                    &[
-                        (field::ERROR_DETAIL, detail),
-                        (field::RESOLVED_MS, now_ms().to_string()),
-                    ],
-                    RESOLVED_TTL_MS,
-                ),
+                &[(field::STEP_ATTEMPT, k)],
+                (&fields, RESOLVED_TTL_MS),
                 None,
                 &[],
             )
             .await?;
-        if done.set {
-            let failed = events::step_failed(&run, &name, &message, k, max, job, Next::Fail);
-            self.instance.bus.emit(&failed, None).await?;
-        }
-        self.step_outcome(job, &id).await
+        Ok(done.set)
     }
 
     /// A step record as the host is to take it after an outcome was reported: what was

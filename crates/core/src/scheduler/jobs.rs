@@ -86,6 +86,33 @@ impl Scheduler {
         self.keys().owned_jobs(instance)
     }
 
+    /// Create job `id` with `fields`, running, entered in this instance's owned set in the same
+    /// step (a job nobody can find when its owner dies would never run). False when a job
+    /// with that id exists already.
+    pub(super) async fn create_owned_job(
+        &self,
+        id: &str,
+        fields: &[(&str, String)],
+    ) -> Result<bool> {
+        let owned = self.owned_key(&self.instance.id);
+        let created = self
+            .store()
+            .hash_cas_with(
+                &self.job_key(id),
+                (field::STATUS, Expect::Absent, JobStatus::Running.as_str()),
+                &[],
+                (fields, 0),
+                None,
+                &[SetChange {
+                    key: &owned,
+                    member: id,
+                    add: true,
+                }],
+            )
+            .await?;
+        Ok(created.set)
+    }
+
     /// The job as the store holds it.
     pub(super) async fn read_job(&self, job: &str) -> Result<Job> {
         Ok(Job::from_fields(
@@ -121,28 +148,10 @@ impl Scheduler {
         self.fits(&events::step_started(flow, step, &input, 1, &job, None))?;
         let (tx, rx) = oneshot::channel();
         lock(&self.instance.runs).insert(job.clone(), tx);
-        // created and entered in this instance's owned set in one step: a job nobody can find
-        // when its owner dies would never run
-        let owned = self.owned_key(&self.instance.id);
         let fields = Job::new_fields(step, flow, input.get(), &self.instance.id, now_ms());
-        let created = self
-            .store()
-            .hash_cas_with(
-                &self.job_key(&job),
-                (field::STATUS, Expect::Absent, JobStatus::Running.as_str()),
-                &[],
-                (&fields, 0),
-                None,
-                &[SetChange {
-                    key: &owned,
-                    member: &job,
-                    add: true,
-                }],
-            )
-            .await;
-        match created {
-            Ok(c) if c.set => {}
-            Ok(_) => {
+        match self.create_owned_job(&job, &fields).await {
+            Ok(true) => {}
+            Ok(false) => {
                 lock(&self.instance.runs).remove(&job);
                 return Err(Error::new(
                     ErrorCode::JobExists,
