@@ -285,7 +285,8 @@ export function useRuns(flowName, options = {}) {
   let seq = 0
 
   const follow = (stream, record) => {
-    if (stream.type !== 'flow' || !record || (record.kind !== 'flow.completed' && record.kind !== 'flow.failed' && record.kind !== 'flow.started')) return
+    // the reducer decides which flow.* kinds change a run's status (flow.cancelled too)
+    if (stream.type !== 'flow' || !record || typeof record.kind !== 'string' || !record.kind.startsWith('flow.')) return
     const list = runs.value
     const i = list.findIndex((r) => r.id === stream.id)
     if (i < 0) return
