@@ -100,10 +100,14 @@ export declare class LeanEventsError extends Error {
   lastId?: string
   /** For `STREAM_GAP`: the first id still in the stream after the cursor. */
   firstId?: string | null
-  /** For `STEP_FAILED`: the step's name. */
+  /** For `STEP_FAILED` and the error a failed `ctx.step` throws in a flow: the step's name. */
   step?: string
-  /** For `STEP_FAILED`: what the handler threw, as plain data. */
+  /** For `STEP_FAILED` and the error a failed `ctx.step` throws in a flow: what the handler threw, as plain data. */
   cause?: { message: string; name?: string; code?: string | number }
+  /** For `FLOW_FAILED` (`scheduler.result()`): what the flow threw, as `flow.failed` recorded it. */
+  error?: { message: string; name?: string; code?: string | number; step?: string }
+  /** For `FLOW_CANCELLED` (`scheduler.result()`): the reason given to `cancelFlow`. */
+  reason?: string
   /** More about the failure, as the engine recorded it (JSON data), when there is more. */
   detail?: unknown
 }
@@ -567,12 +571,14 @@ export interface StepContext {
   await: {
     /**
      * Wait `ms` milliseconds, or until a Date. The first call fixes the time: a replay of the
-     * step (after a take-over) resumes when that call said, not `ms` after the replay.
+     * step (after a take-over) resumes when that call said, not `ms` after the replay. A
+     * negative `ms` rejects with `INVALID_ARGUMENT` (as a negative `timeoutMs` of `event` and
+     * `trigger` does); a Date in the past resolves at once.
      */
     time(when: number | Date): Promise<void>
-    /** Wait for an event of `kind` matching `match` (dotted paths → values), stored after this call, on any instance. Rejects with `AWAIT_TIMEOUT`. */
+    /** Wait for an event of `kind` matching `match` (dotted paths → values), stored after this call, on any instance. Rejects with `AWAIT_TIMEOUT` after `timeoutMs` (an integer ≥ 0; default: no timeout). */
     event(spec: { kind: string; match?: Record<string, unknown>; timeoutMs?: number }): Promise<EventRecord>
-    /** Register a trigger (id: 128 random bits) and get a handle to wait for `scheduler.fire(id, payload)`. */
+    /** Register a trigger (id: 128 random bits) and get a handle to wait for `scheduler.fire(id, payload)`; `timeoutMs`: an integer ≥ 0 (default: no timeout). */
     trigger(spec?: { type?: string; payload?: unknown; timeoutMs?: number }): Promise<{ id: string; wait(): Promise<unknown> }>
   }
 }
@@ -590,8 +596,9 @@ export interface FlowContext {
   /**
    * A durable step: `fn` runs until it returns (retried by `retry`, each back-off a durable
    * timer), its result (JSON) is recorded, and a replay returns the record without running `fn`.
-   * A step that failed for good throws (also on a replay) an Error with its `message`, `code`
-   * and `step`. Calls are matched by order: a replay that calls another step or await at a
+   * A step that failed for good throws (also on a replay) a `LeanEventsError` with its
+   * `message`, `code` (what the step threw, `STEP_FAILED` when it had none), `step` and `cause`
+   * (what it threw); rethrown, it fails the run with what the step threw. Calls are matched by order: a replay that calls another step or await at a
    * position rejects with `REPLAY_MISMATCH` and the run fails.
    */
   step<R = any>(name: string, fn: (info: { attempt: number; runId: string; step: string }) => R | Promise<R>, options?: { retry?: RetryPolicy }): Promise<R>
@@ -609,10 +616,11 @@ export interface FlowContext {
 export interface SchedulerOptions {
   /** Stable id of this instance (default: random). */
   instanceId?: string
-  /** How long this instance counts as alive after its last heartbeat, in ms (default 5000). */
+  /** How long this instance counts as alive after its last heartbeat, in ms (an integer ≥ 100, default 5000). */
   leaseMs?: number
   /**
-   * Most step handlers this instance runs at once (an integer ≥ 1, default 100); more work
+   * Most step handlers this instance runs at once (an integer ≥ 1, default 100: the
+   * constructor throws `INVALID_ARGUMENT` for less); more work
    * waits its turn. A handler parked in `ctx.await.*` does not count while it waits (it takes
    * a turn again, ahead of new work, when the await resolves); one waiting on anything else
    * (another `run()`, say) does. With `dispatch`, a turn lasts from the hand-out of the work
@@ -635,6 +643,8 @@ export declare class Scheduler {
    * the retry: `retriable: false` fails the step at once; `retryAfter` (ms, or a `Date`: retry
    * then) replaces the back-off. Times past 9999-12-31T23:59:59.999Z (a huge `retryAfter`,
    * `delayMs`, `timeoutMs` or `await.time`) are kept at that date, never wrapped around.
+   * Defining a step again replaces its handler and policy; a name defined as a flow throws
+   * `INVALID_ARGUMENT` (steps and flows share one namespace).
    */
   define<I = any, R = any>(step: string, handler: (input: I, ctx: StepContext) => R | Promise<R>, options?: { retry?: RetryPolicy }): this
   /** Run one step of a flow, retries and awaits included; rejects with `STEP_FAILED` when it fails for good. */
@@ -644,13 +654,17 @@ export declare class Scheduler {
    * writes `flow.started`, `flow.completed` {result, duration ms} and `flow.failed` {error,
    * duration ms} once per run; `close()` and process exit leave runs running, to be continued
    * by any instance that defines the flow (it runs `fn` again: finished steps replay).
+   * Defining a flow again replaces its function; a name defined as a step throws
+   * `INVALID_ARGUMENT`.
    */
   defineFlow<I = any, R = any>(name: string, fn: (input: I, ctx: FlowContext) => R | Promise<R>, options?: {}): this
   /** Start a run; resolves to its id (random unless `id` is given) once `flow.started` is stored. Rejects with `JOB_EXISTS` for a used id. */
   startFlow(name: string, options?: { id?: string; input?: unknown }): Promise<string>
   /**
    * Wait for a run to end, from any instance: its result, or a rejection with `FLOW_FAILED`
-   * (`err.error`: what the flow threw), `FLOW_CANCELLED` or `FLOW_NOT_FOUND`.
+   * (`err.error`: what the flow threw), `FLOW_CANCELLED` (`err.reason`) or `FLOW_NOT_FOUND`.
+   * Like a pending `run()`, it rejects with `BUS_CLOSED` when this scheduler or its bus closes
+   * while it waits (the run itself goes on elsewhere), and at once when called after that.
    */
   result<R = any>(runId: string): Promise<R>
   /**

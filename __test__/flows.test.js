@@ -7,7 +7,7 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const { Scheduler } = require('..')
+const { Scheduler, LeanEventsError } = require('..')
 const { bothBackends, redisOnly, waitFor, expectCode, startChild, FIXTURES } = require('./helpers.js')
 
 const kinds = (events) => events.map((e) => e.kind)
@@ -321,6 +321,151 @@ bothBackends('cancel stops a run in a step back-off and a timer: both reject wit
     const all = kinds(await events(bus, run))
     assert.deepEqual(all.filter((k) => k.startsWith('flow.')), ['flow.started', 'flow.cancelled'])
     assert.equal(all.filter((k) => k === 'step.started').length, 1, 'the retry never started')
+  } finally {
+    await scheduler.close()
+  }
+})
+
+/** Collect what is printed with console.error while `fn` runs (and shortly after). */
+async function printed(fn) {
+  const lines = []
+  const original = console.error
+  console.error = (...args) => lines.push(args.map(String).join(' '))
+  try {
+    await fn()
+    // outcomes refused by the close are reported (or not) a few ticks later
+    await new Promise((r) => setTimeout(r, 100))
+  } finally {
+    console.error = original
+  }
+  return lines
+}
+
+/** A flow and a step parked in ctx.await.time; `interrupted` counts their rejected awaits. */
+async function parked(ctx) {
+  const bus = await ctx.connect()
+  const scheduler = new Scheduler(bus, { leaseMs: 1000 })
+  const interrupted = []
+  const park = (c) => c.await.time(60_000).catch((err) => (interrupted.push(err.code), Promise.reject(err)))
+  scheduler.defineFlow('parked', async (_input, c) => park(c))
+  scheduler.define('napping', async (_input, c) => park(c))
+  await scheduler.ready()
+  const run = await scheduler.startFlow('parked', {})
+  const step = scheduler.run('napping', { flow: `nap-${run}` }).catch((err) => err)
+  await eventOf(bus, run, 'step.await.time')
+  await eventOf(bus, `nap-${run}`, 'step.await.time')
+  return { bus, scheduler, run, step, interrupted }
+}
+
+bothBackends('result() rejects with BUS_CLOSED when the bus closes while it waits; the interrupted handlers print nothing', async (ctx) => {
+  const { bus, scheduler, run, step, interrupted } = await parked(ctx)
+  const waiting = scheduler.result(run).catch((err) => err)
+  await new Promise((r) => setTimeout(r, 50))
+  const lines = await printed(async () => {
+    await bus.close()
+    const err = await waiting
+    assert.ok(err instanceof LeanEventsError, String(err))
+    assert.equal(err.code, 'BUS_CLOSED')
+    assert.equal((await step).code, 'BUS_CLOSED', 'a pending run() rejects the same way')
+    await waitFor(() => interrupted.length === 2, 5000, () => `interrupted: ${interrupted}`)
+  })
+  assert.deepEqual(interrupted, ['BUS_CLOSED', 'BUS_CLOSED'])
+  assert.deepEqual(lines, [], 'closing is not a failure to report')
+  await scheduler.close()
+})
+
+bothBackends('result() rejects with BUS_CLOSED when the scheduler closes while it waits, and at once after; the run goes on', async (ctx) => {
+  const { bus, scheduler, run, step, interrupted } = await parked(ctx)
+  const waiting = scheduler.result(run).catch((err) => err)
+  await new Promise((r) => setTimeout(r, 50))
+  const lines = await printed(async () => {
+    await scheduler.close()
+    const err = await waiting
+    assert.ok(err instanceof LeanEventsError, String(err))
+    assert.equal(err.code, 'BUS_CLOSED')
+    assert.equal((await step).code, 'BUS_CLOSED', 'as a pending run() does')
+    await expectCode(scheduler.result(run), 'BUS_CLOSED', 'result() after close()')
+    await waitFor(() => interrupted.length === 2, 5000, () => `interrupted: ${interrupted}`)
+  })
+  assert.deepEqual(lines, [], 'closing is not a failure to report')
+  const flowKinds = kinds(await events(bus, run)).filter((k) => k.startsWith('flow.'))
+  assert.deepEqual(flowKinds, ['flow.started'], 'the run is left to another instance')
+  // another scheduler on the same bus still waits for it
+  const other = new Scheduler(bus, { leaseMs: 1000 })
+  const pending = other.result(run).catch((err) => err)
+  await other.cancelFlow(run, 'enough')
+  const err = await pending
+  assert.equal(err.code, 'FLOW_CANCELLED')
+  await other.close()
+})
+
+bothBackends('result() errors and a failed step inside a flow are LeanEventsErrors with error, reason, step and cause', async (ctx) => {
+  const bus = await ctx.connect()
+  const scheduler = new Scheduler(bus, { leaseMs: 1000 })
+  let caught
+  scheduler.defineFlow('declines', async (_input, c) => {
+    try {
+      await c.step('charge', () => {
+        throw Object.assign(new TypeError('card declined'), { code: 'DECLINED', retriable: false })
+      })
+    } catch (err) {
+      caught = err
+      throw err
+    }
+  })
+  scheduler.defineFlow('waits', async (_input, c) => c.await.time(600_000))
+  await scheduler.ready()
+  try {
+    const failed = await scheduler.startFlow('declines', {})
+    const err = await expectCode(scheduler.result(failed), 'FLOW_FAILED', 'failed run')
+    assert.ok(err instanceof LeanEventsError)
+    assert.deepEqual(err.error, { message: 'card declined', name: 'TypeError', code: 'DECLINED', step: 'charge' })
+    assert.ok(caught instanceof LeanEventsError, 'the step error inside the flow')
+    assert.equal(caught.code, 'DECLINED')
+    assert.equal(caught.message, 'card declined')
+    assert.equal(caught.step, 'charge')
+    assert.equal(caught.retriable, false)
+    assert.deepEqual(caught.cause, { message: 'card declined', name: 'TypeError', code: 'DECLINED' })
+
+    const waiting = await scheduler.startFlow('waits', {})
+    await eventOf(bus, waiting, 'step.await.time')
+    await scheduler.cancelFlow(waiting, 'customer left')
+    const cancelled = await expectCode(scheduler.result(waiting), 'FLOW_CANCELLED', 'cancelled run')
+    assert.ok(cancelled instanceof LeanEventsError)
+    assert.equal(cancelled.reason, 'customer left')
+
+    const missing = await expectCode(scheduler.result('no-such-run'), 'FLOW_NOT_FOUND', 'unknown run')
+    assert.ok(missing instanceof LeanEventsError)
+  } finally {
+    await scheduler.close()
+  }
+})
+
+bothBackends('steps and flows share one namespace: the other kind under a used name throws INVALID_ARGUMENT, the same kind replaces', async (ctx) => {
+  const bus = await ctx.connect()
+  const scheduler = new Scheduler(bus, { leaseMs: 1000 })
+  // before the instance is ready
+  scheduler.defineFlow('f', async () => 'first')
+  let err = await expectCode(() => scheduler.define('f', () => 1), 'INVALID_ARGUMENT', 'define over a flow')
+  assert.match(err.message, /'f' is already defined as a flow/)
+  scheduler.define('s', () => 1)
+  err = await expectCode(() => scheduler.defineFlow('s', async () => 1), 'INVALID_ARGUMENT', 'defineFlow over a step')
+  assert.match(err.message, /'s' is already defined as a step/)
+  await scheduler.ready()
+  try {
+    // and after
+    err = await expectCode(() => scheduler.define('f', () => 1), 'INVALID_ARGUMENT', 'define over a flow, ready')
+    assert.match(err.message, /'f' is already defined as a flow/)
+    await expectCode(() => scheduler.defineFlow('s', async () => 1), 'INVALID_ARGUMENT', 'defineFlow over a step, ready')
+    scheduler.define('t', () => 1)
+    await expectCode(() => scheduler.defineFlow('t', async () => 1), 'INVALID_ARGUMENT', 'defineFlow over a step defined when ready')
+    // the same kind again replaces the handler
+    scheduler.defineFlow('f', async () => 'second')
+    assert.equal(await scheduler.result(await scheduler.startFlow('f', {})), 'second')
+    scheduler.define('s', () => 2)
+    assert.equal(await scheduler.run('s', { flow: 'ns-1' }), 2)
+    err = await expectCode(() => scheduler.defineFlow('', async () => 1), 'INVALID_ARGUMENT', 'empty flow name')
+    assert.match(err.message, /^flow name /)
   } finally {
     await scheduler.close()
   }

@@ -131,7 +131,7 @@ bothBackends('a huge retryAfter does not retry at once; a Date retryAfter retrie
 
 bothBackends('concurrency bounds the handlers running at once, not those parked in an await', async (ctx) => {
   const bus = await ctx.connect()
-  await expectCode(new Scheduler(bus, { concurrency: 0 }).ready(), 'INVALID_ARGUMENT', 'concurrency 0')
+  await expectCode(() => new Scheduler(bus, { concurrency: 0 }), 'INVALID_ARGUMENT', 'concurrency 0 throws at once')
   assert.throws(() => new Scheduler(bus, { concurrency: 1.5 }), { code: 'INVALID_ARGUMENT' })
   const scheduler = new Scheduler(bus, { leaseMs: 1000, concurrency: 2 })
   await scheduler.ready()
@@ -186,3 +186,93 @@ redisOnly('a replayed relative await.time resumes when its first call said', asy
     await scheduler.close()
   }
 }, { timeout: 60_000 })
+
+bothBackends('scheduler options the native side refuses throw at once', async (ctx) => {
+  const bus = await ctx.connect()
+  for (const [options, says] of [
+    [{ concurrency: 0 }, /options\.concurrency must be an integer ≥ 1 \(got 0\)/],
+    [{ concurrency: -3 }, /options\.concurrency must be an integer ≥ 1/],
+    [{ concurrency: 'x' }, /options\.concurrency must be an integer/],
+    [{ leaseMs: 50 }, /options\.leaseMs must be at least 100 ms \(got 50\)/],
+  ]) {
+    const err = await expectCode(() => new Scheduler(bus, options), 'INVALID_ARGUMENT', JSON.stringify(options))
+    assert.match(err.message, says)
+  }
+  const fine = new Scheduler(bus, { concurrency: 1, leaseMs: 100 })
+  await fine.ready()
+  await fine.close()
+})
+
+bothBackends('a refused retry policy names the option and what it may be, without parser positions', async (ctx) => {
+  const { scheduler } = await setup(ctx)
+  try {
+    for (const [retry, says] of [
+      [{ attempts: -1 }, /^retry\.attempts must be a whole number from 1 to 4294967295 \(got -1\)$/],
+      [{ attempts: 2, backoff: { delayMs: -5 } }, /^retry\.backoff\.delayMs must be a whole number of ms, 0 or more \(got -5\)$/],
+      [{ backoff: { type: 'linear' } }, /^retry\.backoff\.type must be 'fixed' or 'exponential' \(got "linear"\)$/],
+      [{ tries: 3 }, /^retry\.tries is not an option \(known: attempts, backoff, retriableErrors\)$/],
+    ]) {
+      const err = await expectCode(() => scheduler.define('p', () => 1, { retry }), 'INVALID_ARGUMENT', JSON.stringify(retry))
+      assert.match(err.message, says)
+      assert.doesNotMatch(err.message, /line \d+|column \d+|u32|u64/)
+    }
+    // a flow step's policy is checked the same way: the step throws it
+    scheduler.defineFlow('bad-policy', async (_input, c) => {
+      try {
+        await c.step('s', () => {
+          throw new Error('down')
+        }, { retry: { attempts: -1 } })
+      } catch (err) {
+        return { code: err.code, message: err.message }
+      }
+    })
+    const out = await scheduler.result(await scheduler.startFlow('bad-policy', {}))
+    assert.equal(out.code, 'INVALID_ARGUMENT')
+    assert.match(out.message, /^retry\.attempts must be a whole number/)
+  } finally {
+    await scheduler.close()
+  }
+})
+
+bothBackends('a negative delay or timeout rejects with INVALID_ARGUMENT in await.time, await.event and await.trigger alike', async (ctx) => {
+  const { scheduler } = await setup(ctx)
+  try {
+    const outcome = (p) => p.then(() => 'resolved', (err) => `${err.code}: ${err.message}`)
+    scheduler.define('negative', async (_input, c) => ({
+      time: await outcome(c.await.time(-100)),
+      event: await outcome(c.await.event({ kind: 'k', timeoutMs: -1 })),
+      trigger: await outcome(c.await.trigger({ timeoutMs: -1 })),
+      pastDate: await outcome(c.await.time(new Date(Date.now() - 1000))),
+      zero: await outcome(c.await.time(0)),
+    }))
+    assert.deepEqual(await scheduler.run('negative', { flow: 'neg-1' }), {
+      time: 'INVALID_ARGUMENT: await.time takes a delay of 0 ms or more (got -100), or a Date',
+      event: 'INVALID_ARGUMENT: await.event.timeoutMs must be 0 or more ms (got -1); leave it out to wait without a timeout',
+      trigger: 'INVALID_ARGUMENT: await.trigger.timeoutMs must be 0 or more ms (got -1); leave it out to wait without a timeout',
+      pastDate: 'resolved',
+      zero: 'resolved',
+    })
+  } finally {
+    await scheduler.close()
+  }
+})
+
+bothBackends('firing a resolved trigger says how it ended', async (ctx) => {
+  const { scheduler } = await setup(ctx)
+  try {
+    const ids = []
+    scheduler.define('approve', async (_input, c) => {
+      const t = await c.await.trigger({ type: 'approval' })
+      ids.push(t.id)
+      return t.wait()
+    })
+    const run = scheduler.run('approve', { flow: 'tr-1' })
+    await waitFor(() => ids.length === 1)
+    await scheduler.fire(ids[0], { ok: true })
+    assert.deepEqual(await run, { ok: true })
+    const err = await expectCode(scheduler.fire(ids[0], {}), 'TRIGGER_RESOLVED', 'a second fire')
+    assert.equal(err.message, `trigger ${ids[0]} was fired already`)
+  } finally {
+    await scheduler.close()
+  }
+})

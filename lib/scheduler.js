@@ -3,7 +3,7 @@
 // The scheduler over the native binding: runs step handlers in this process and reports their
 // outcome to the store, which keeps the timers, awaits, triggers and retries.
 
-const { withCode, native, argError } = require('./errors.js')
+const { LeanEventsError, withCode, native, argError } = require('./errors.js')
 const { checkOptions, toJson } = require('./options.js')
 const { EventBus } = require('./bus.js')
 
@@ -23,24 +23,42 @@ function isFlowEnd(e) {
   return e.kind === 'flow.completed' || e.kind === 'flow.failed' || e.kind === 'flow.cancelled'
 }
 
-/** `ctx.await`: durable awaits numbered by `next()` (call order, replayed after a take-over). */
+/** A `timeoutMs` of an await: none, or a whole number of ms, 0 or more. */
+function checkTimeout(what, timeoutMs) {
+  if (timeoutMs !== undefined && timeoutMs < 0) {
+    throw argError(`${what}.timeoutMs must be 0 or more ms (got ${timeoutMs}); leave it out to wait without a timeout`)
+  }
+}
+
+/**
+ * `ctx.await`: durable awaits numbered by `next()` (call order, replayed after a take-over).
+ * Bad arguments reject with `INVALID_ARGUMENT`; the calls that took a number before (a
+ * negative delay or timeout did) still take it, so later calls keep their numbers on a
+ * replay. A negative delay or timeout is refused alike by all three (a Date in the past is a
+ * time that has come: it resolves at once).
+ */
 function awaits(n, jobId, attempt, next) {
   return {
-    time: (when) => {
+    time: async (when) => {
       // a delay counts from the first call of this await: a replay keeps its time
       const relative = typeof when === 'number'
       const ms = when instanceof Date ? when.getTime() : relative ? when : NaN
-      if (!Number.isFinite(ms)) return Promise.reject(argError('await.time takes a number of ms or a Date'))
-      return native(n.awaitTime(jobId, attempt, next(), Math.max(0, ms), relative)).then(() => undefined)
+      if (!Number.isFinite(ms)) throw argError('await.time takes a number of ms or a Date')
+      const s = next()
+      if (relative && ms < 0) throw argError(`await.time takes a delay of 0 ms or more (got ${ms}), or a Date`)
+      await native(n.awaitTime(jobId, attempt, s, Math.max(0, ms), relative))
     },
-    event: (spec) => {
+    event: async (spec) => {
       const o = checkOptions(spec, 'await.event options', { kind: 'string', match: 'object', timeoutMs: 'int' })
-      if (typeof o.kind !== 'string') return Promise.reject(argError('await.event needs { kind }'))
-      return native(n.awaitEvent(jobId, attempt, next(), o.kind, toJson(o.match ?? {}, 'match'), o.timeoutMs)).then(JSON.parse)
+      if (typeof o.kind !== 'string') throw argError('await.event needs { kind }')
+      const s = next()
+      checkTimeout('await.event', o.timeoutMs)
+      return JSON.parse(await native(n.awaitEvent(jobId, attempt, s, o.kind, toJson(o.match ?? {}, 'match'), o.timeoutMs)))
     },
     trigger: async (spec) => {
       const o = checkOptions(spec, 'await.trigger options', { type: 'string', payload: 'any', timeoutMs: 'int' })
       const s = next()
+      checkTimeout('await.trigger', o.timeoutMs)
       const payload = o.payload === undefined ? undefined : toJson(o.payload, 'payload')
       const id = await native(n.registerTrigger(jobId, attempt, s, o.type ?? 'webhook', payload, o.timeoutMs))
       return { id, wait: () => native(n.waitTrigger(id)).then(JSON.parse) }
@@ -48,14 +66,25 @@ function awaits(n, jobId, attempt, next) {
   }
 }
 
-/** The error a flow step that failed for good throws (also on a replay). */
+/**
+ * The error a flow step that failed for good throws (also on a replay): a LeanEventsError
+ * with the step's `message` and `code` (`STEP_FAILED` when it threw none), `step`, and what it
+ * threw in `cause` (as `run()`'s `STEP_FAILED` has it).
+ */
 function stepError(step, error) {
-  const e = new Error(error?.message ?? `step '${step}' failed`)
-  if (error?.name) e.name = error.name
-  e.code = error?.code ?? 'STEP_FAILED'
-  e.step = step
-  e.retriable = false
-  return e
+  return new LeanEventsError(error?.code ?? 'STEP_FAILED', error?.message ?? `step '${step}' failed`, {
+    step,
+    retriable: false,
+    cause: error ?? { message: `step '${step}' failed` },
+  })
+}
+
+/** Step errors made by `stepError`: a flow that throws one fails with what the step threw. */
+const stepErrors = new WeakSet()
+
+/** `BUS_CLOSED`, as a pending `run()` rejects when the scheduler or the bus closes. */
+function closedError(what) {
+  return new LeanEventsError('BUS_CLOSED', `the ${what} is closed`)
 }
 
 /**
@@ -66,11 +95,20 @@ class Scheduler {
   constructor(bus, options) {
     if (!(bus instanceof EventBus)) throw argError('new Scheduler(bus, options) needs an EventBus')
     const o = checkOptions(options, 'options', { instanceId: 'string', leaseMs: 'int', concurrency: 'int', dispatch: 'function' })
+    // what the native side would refuse later (in ready() and every call), refused now
+    if (o.concurrency !== undefined && o.concurrency < 1) {
+      throw argError(`options.concurrency must be an integer ≥ 1 (got ${o.concurrency})`)
+    }
+    if (o.leaseMs !== undefined && o.leaseMs < 100) {
+      throw argError(`options.leaseMs must be at least 100 ms (got ${o.leaseMs})`)
+    }
     this._bus = bus
     this._defs = new Map()
     this._dispatch = o.dispatch
     this._native = null
     this._closed = false
+    // subscriptions of pending result() calls, ended by close()
+    this._waits = new Set()
     const nativeOptions = { instanceId: o.instanceId, leaseMs: o.leaseMs, concurrency: o.concurrency }
     this._ready = native(bus._native.scheduler(nativeOptions, () => this._wake())).then(
       (n) => {
@@ -94,6 +132,20 @@ class Scheduler {
     }
   }
 
+  /**
+   * Steps and flows share one namespace: defining a name again as the same kind replaces its
+   * handler (and a step's policy); as the other kind it is refused.
+   */
+  _checkKind(name, flow) {
+    const prev = this._defs.get(name)
+    if (prev && !prev.error && !!prev.flow !== flow) {
+      throw argError(
+        `'${name}' is already defined as ${prev.flow ? 'a flow' : 'a step'} on this scheduler; ` +
+          `it cannot be ${flow ? 'a flow' : 'a step'} too (steps and flows share one namespace: pick another name for ${flow ? 'defineFlow' : 'define'}())`,
+      )
+    }
+  }
+
   /** This instance's id (once started). */
   get instanceId() {
     return this._native ? this._native.instanceId : undefined
@@ -109,6 +161,7 @@ class Scheduler {
     if (typeof step !== 'string') throw argError('step must be a string')
     if (typeof handler !== 'function') throw argError('handler must be a function')
     const o = checkOptions(options, 'options', { retry: 'object' })
+    this._checkKind(step, false)
     const def = { handler, policy: toJson(o.retry ?? null, 'retry'), error: null }
     this._defs.set(step, def)
     if (this._native) {
@@ -127,6 +180,7 @@ class Scheduler {
     if (typeof name !== 'string') throw argError('name must be a string')
     if (typeof fn !== 'function') throw argError('the flow must be a function')
     checkOptions(options, 'options', {})
+    this._checkKind(name, true)
     const def = { handler: fn, flow: true, policy: null, error: null }
     this._defs.set(name, def)
     if (this._native) {
@@ -149,28 +203,45 @@ class Scheduler {
 
   /**
    * Wait for a flow run to end (on any instance): resolves to its result; rejects with
-   * `FLOW_FAILED` (`err.error` is what the flow threw), `FLOW_CANCELLED` or `FLOW_NOT_FOUND`.
+   * `FLOW_FAILED` (`err.error` is what the flow threw), `FLOW_CANCELLED` (`err.reason`) or
+   * `FLOW_NOT_FOUND`. Like a pending `run()`, it rejects with `BUS_CLOSED` when this scheduler
+   * or its bus closes while it waits, and at once when called after that.
    */
   async result(runId) {
     if (typeof runId !== 'string') throw argError('runId must be a string')
+    if (this._closed) throw closedError('scheduler')
     const stream = { type: 'flow', id: runId }
     const recent = await this._bus.read(stream, { reverse: true, limit: 100 })
     let end = recent.find(isFlowEnd)
     if (!end) {
-      if (recent.length === 0) throw Object.assign(new Error(`no flow run ${runId}`), { code: 'FLOW_NOT_FOUND' })
-      let sub
-      end = await new Promise((resolve, reject) => {
-        this._bus
-          .subscribe(stream, (e) => isFlowEnd(e) && resolve(e), { after: recent[0].id, onError: reject })
-          .then((s) => (sub = s), reject)
-      }).finally(() => sub && sub.unsubscribe().catch(() => {}))
+      if (recent.length === 0) throw new LeanEventsError('FLOW_NOT_FOUND', `no flow run ${runId}`)
+      end = await this._waitForEnd(stream, recent[0].id)
     }
     if (end.kind === 'flow.completed') return end.data?.result
     const error = end.data?.error
     if (end.kind === 'flow.cancelled') {
-      throw Object.assign(new Error(`flow run ${runId} was cancelled: ${end.data?.reason}`), { code: 'FLOW_CANCELLED', reason: end.data?.reason })
+      const reason = end.data?.reason
+      throw new LeanEventsError('FLOW_CANCELLED', `flow run ${runId} was cancelled: ${reason}`, { reason })
     }
-    throw Object.assign(new Error(`flow run ${runId} failed: ${error?.message}`), { code: 'FLOW_FAILED', error })
+    throw new LeanEventsError('FLOW_FAILED', `flow run ${runId} failed: ${error?.message}`, { error })
+  }
+
+  /**
+   * The first flow end stored in `stream` after `after`. The subscription ends without one
+   * only when the bus closes or close() ends it: then `BUS_CLOSED`.
+   */
+  async _waitForEnd(stream, after) {
+    const sub = await this._bus.subscribe(stream, { after })
+    this._waits.add(sub)
+    try {
+      // closed while subscribing: the loop below ends at once
+      if (this._closed) await sub.unsubscribe()
+      for await (const e of sub) if (isFlowEnd(e)) return e
+    } finally {
+      this._waits.delete(sub)
+      await sub.unsubscribe().catch(() => {})
+    }
+    throw closedError(this._closed ? 'scheduler' : 'bus')
   }
 
   /** Cancel a running flow run: `flow.cancelled`, its pending awaits and triggers cancelled. */
@@ -226,6 +297,8 @@ class Scheduler {
   /** Stop this instance (its jobs can be resumed by another instance once its lease ends). */
   async close() {
     this._closed = true
+    // pending result() calls reject with BUS_CLOSED, as pending run() calls do
+    for (const sub of [...this._waits]) sub.unsubscribe().catch(() => {})
     const n = await this._ready.catch(() => null)
     if (n) await native(n.close())
   }
@@ -254,11 +327,13 @@ class Scheduler {
     const n = await this._ready
     const { jobId, step, flow, attempt } = work
     const def = this._defs.get(step)
-    // After close() the outcome of an interrupted handler is not recorded (the job stays
-    // resumable by another instance), so there is nothing to report.
+    // Closing (this scheduler or the bus) interrupts handlers without failing their steps:
+    // their outcome is refused with BUS_CLOSED and the job stays resumable by another
+    // instance, so that refusal is expected and not reported; any other failure is.
     const report = (p) =>
       native(p).catch((err) => {
-        if (!this._closed) console.error('[lean-events] could not record a step outcome:', err)
+        if (err && err.code === 'BUS_CLOSED') return
+        console.error('[lean-events] could not record a step outcome:', err)
       })
     if (!def) {
       await report(n.fail(jobId, attempt, JSON.stringify({ message: `step '${step}' is not defined on this instance`, retriable: false })))
@@ -347,7 +422,11 @@ class Scheduler {
               }
             }
             if (state.status === 'done') return state.result
-            if (state.status === 'failed') throw stepError(name, state.error)
+            if (state.status === 'failed') {
+              const err = stepError(name, state.error)
+              stepErrors.add(err)
+              throw err
+            }
             // 'retry': the next stepBegin waits for the back-off
           }
         })(),
@@ -382,7 +461,10 @@ class Scheduler {
     }
     if (mismatch) failure = mismatch
     if (failure) {
-      const info = errorInfo(failure)
+      // a step's error the flow let through: flow.failed says what the step threw
+      const info = stepErrors.has(failure)
+        ? errorInfo({ name: failure.cause?.name ?? 'Error', code: failure.code, message: failure.message })
+        : errorInfo(failure)
       info.retriable = false
       if (typeof failure?.step === 'string') info.step = failure.step
       await report(n.fail(jobId, attempt, JSON.stringify(info)))

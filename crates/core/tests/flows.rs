@@ -203,3 +203,38 @@ async fn a_replay_that_calls_something_else_is_a_replay_mismatch() {
         bus.close();
     }
 }
+
+#[tokio::test]
+async fn steps_and_flows_share_one_namespace() {
+    // what an instance defines is held in memory: one backend says it all
+    let bus = connect(Backend::Memory, "flow-names").await;
+    let s = Scheduler::start(&bus, opts("node-n"), None).await.unwrap();
+    s.define_flow("ship").unwrap();
+    let err = s.define("ship", Default::default()).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    assert!(
+        err.message.contains("'ship' is already defined as a flow"),
+        "{}",
+        err.message
+    );
+    s.define("charge", Default::default()).unwrap();
+    let err = s.define_flow("charge").unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    assert!(
+        err.message
+            .contains("'charge' is already defined as a step"),
+        "{}",
+        err.message
+    );
+    // the same kind again is accepted, as it always was
+    s.define_flow("ship").unwrap();
+    s.define("charge", Default::default()).unwrap();
+    // a refused flow name says so
+    let err = s.define_flow("").unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    assert!(err.message.starts_with("flow name "), "{}", err.message);
+    let err = s.define("", Default::default()).unwrap_err();
+    assert!(err.message.starts_with("step "), "{}", err.message);
+    s.close().await;
+    bus.close();
+}

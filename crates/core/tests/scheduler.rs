@@ -249,6 +249,78 @@ fn backoff_policies() {
     assert!(RetryPolicy::from_json(r#"{"tries":3}"#).is_err());
 }
 
+/// A refused policy names the option and what it may be, never serde's wording (Rust
+/// types, parser positions).
+#[test]
+fn policy_errors_name_the_option() {
+    for (json, says) in [
+        (
+            r#"{"attempts":-1}"#,
+            "retry.attempts must be a whole number from 1",
+        ),
+        (
+            r#"{"attempts":0}"#,
+            "retry.attempts must be a whole number from 1",
+        ),
+        (
+            r#"{"attempts":1.5}"#,
+            "retry.attempts must be a whole number from 1",
+        ),
+        (
+            r#"{"attempts":"3"}"#,
+            "retry.attempts must be a whole number from 1",
+        ),
+        (
+            r#"{"backoff":{"delayMs":-5}}"#,
+            "retry.backoff.delayMs must be a whole number of ms, 0 or more",
+        ),
+        (
+            r#"{"backoff":{"delayMs":1e20}}"#,
+            "retry.backoff.delayMs must be a whole number of ms",
+        ),
+        (
+            r#"{"backoff":{"maxDelayMs":-1}}"#,
+            "retry.backoff.maxDelayMs must be a whole number of ms",
+        ),
+        (
+            r#"{"backoff":{"type":"linear"}}"#,
+            "retry.backoff.type must be 'fixed' or 'exponential'",
+        ),
+        (
+            r#"{"backoff":{"jitter":2}}"#,
+            "retry.backoff.jitter must be a number between 0 and 1",
+        ),
+        (
+            r#"{"backoff":{"delay":5}}"#,
+            "retry.backoff.delay is not an option (known: type, delayMs, maxDelayMs, jitter)",
+        ),
+        (r#"{"backoff":5}"#, "retry.backoff must be an object"),
+        (
+            r#"{"tries":3}"#,
+            "retry.tries is not an option (known: attempts, backoff, retriableErrors)",
+        ),
+        (
+            r#"{"retriableErrors":"E"}"#,
+            "retry.retriableErrors must be an array of error names or codes",
+        ),
+        (r#"[1]"#, "retry must be an object like"),
+        (r#"{"attempts":"#, "retry must be an object like"),
+    ] {
+        let err = RetryPolicy::from_json(json).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidArgument, "{json}");
+        assert!(err.message.starts_with(says), "{json}: {}", err.message);
+        for serde_word in ["line ", "column", "u32", "u64", "invalid type", "variant"] {
+            assert!(!err.message.contains(serde_word), "{json}: {}", err.message);
+        }
+    }
+    // what was accepted still is
+    let p = policy(
+        json!({"attempts": 3, "backoff": {"type": "fixed", "delayMs": 0, "maxDelayMs": null, "jitter": null}, "retriableErrors": null}),
+    );
+    assert_eq!(p.max_attempts(), 3);
+    assert_eq!(p.delay_ms(1), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn awaits_time_event_and_timeouts() {
     for backend in BACKENDS {
@@ -448,6 +520,9 @@ async fn triggers_fire_once() {
                 .unwrap()["status"],
             "fired"
         );
+        let err = s.fire(&id, "{}").await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::TriggerResolved);
+        assert_eq!(err.message, format!("trigger {id} was fired already"));
 
         assert_eq!(
             s.fire(&"0".repeat(32), "{}").await.unwrap_err().code,
@@ -465,10 +540,9 @@ async fn triggers_fire_once() {
         };
         let id = rx.recv().await.unwrap();
         assert_eq!(run.await.unwrap().unwrap(), r#"{"code":"AWAIT_TIMEOUT"}"#);
-        assert_eq!(
-            s.fire(&id, "{}").await.unwrap_err().code,
-            ErrorCode::TriggerResolved
-        );
+        let err = s.fire(&id, "{}").await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::TriggerResolved);
+        assert_eq!(err.message, format!("trigger {id} timed out already"));
         let tr = bus
             .read(
                 &StreamRef::new("trigger", &id).unwrap(),
@@ -489,10 +563,9 @@ async fn triggers_fire_once() {
             run.await.unwrap().unwrap(),
             r#"{"code":"TRIGGER_CANCELLED"}"#
         );
-        assert_eq!(
-            s.cancel(&id, "again").await.unwrap_err().code,
-            ErrorCode::TriggerResolved
-        );
+        let err = s.cancel(&id, "again").await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::TriggerResolved);
+        assert_eq!(err.message, format!("trigger {id} was cancelled already"));
         s.close().await;
         bus.close();
     }

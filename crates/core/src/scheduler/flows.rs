@@ -84,9 +84,10 @@ fn step_state(record: &Await) -> Option<String> {
 
 impl Scheduler {
     /// Declare that this instance runs flow `name` (its function lives in the host). Flows and
-    /// steps share one namespace.
+    /// steps share one namespace: a step of that name is refused (`INVALID_ARGUMENT`).
+    /// Defining the flow again is accepted (nothing changes).
     pub fn define_flow(&self, name: &str) -> Result<()> {
-        self.define(name, RetryPolicy::default())
+        self.define_as(name, RetryPolicy::default(), true)
     }
 
     /// Start a run of flow `name` with `input` (JSON) under `run_id` (default: random), its

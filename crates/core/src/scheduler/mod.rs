@@ -111,6 +111,12 @@ impl Default for SchedulerOptions {
     }
 }
 
+/// A step or flow this instance runs.
+struct Definition {
+    policy: RetryPolicy,
+    flow: bool,
+}
+
 /// What an await resolved to, for the handler waiting on it.
 type AwaitOutcome = Result<String>;
 
@@ -122,8 +128,8 @@ struct Instance {
     id: String,
     lease_ms: u64,
     control_queue: usize,
-    /// The steps this instance runs, with their policies.
-    steps: Mutex<HashMap<String, RetryPolicy>>,
+    /// The steps and flows this instance runs (one namespace), with their policies.
+    steps: Mutex<HashMap<String, Definition>>,
     work: WorkQueue,
     /// `run` calls waiting here, by job.
     runs: Mutex<HashMap<String, oneshot::Sender<Result<String>>>>,
@@ -472,11 +478,36 @@ impl Scheduler {
         &self.instance.id
     }
 
-    /// Declare that this instance runs `step` with `policy`.
+    /// Declare that this instance runs `step` with `policy`. Defining it again replaces its
+    /// policy; a flow of that name is refused (`INVALID_ARGUMENT`): steps and flows share one
+    /// namespace.
     pub fn define(&self, step: &str, policy: RetryPolicy) -> Result<()> {
+        self.define_as(step, policy, false)
+    }
+
+    /// Define a step (`flow` false) or a flow, refusing a name the other kind holds.
+    fn define_as(&self, name: &str, policy: RetryPolicy, flow: bool) -> Result<()> {
         self.check_open()?;
-        event::validate_id("step", step).map_err(|e| Error::argument(e.message))?;
-        lock(&self.instance.steps).insert(step.to_owned(), policy);
+        let (what, other) = if flow {
+            ("flow name", "a step")
+        } else {
+            ("step", "a flow")
+        };
+        event::validate_id(what, name).map_err(|e| Error::argument(e.message))?;
+        {
+            let mut steps = lock(&self.instance.steps);
+            if steps.get(name).is_some_and(|d| d.flow != flow) {
+                let (this, call) = if flow {
+                    ("a flow", "defineFlow")
+                } else {
+                    ("a step", "define")
+                };
+                return Err(Error::argument(format!(
+                    "'{name}' is already defined as {other} on this scheduler; it cannot be {this} too (steps and flows share one namespace: pick another name for {call}())"
+                )));
+            }
+            steps.insert(name.to_owned(), Definition { policy, flow });
+        }
         self.instance.wakeups.repair.notify_one();
         Ok(())
     }
@@ -489,7 +520,7 @@ impl Scheduler {
     fn policy(&self, step: &str) -> RetryPolicy {
         lock(&self.instance.steps)
             .get(step)
-            .cloned()
+            .map(|d| d.policy.clone())
             .unwrap_or_default()
     }
 

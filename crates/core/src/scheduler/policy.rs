@@ -86,20 +86,14 @@ impl RetryPolicy {
         if json.trim().is_empty() || json.trim() == "null" {
             return Ok(RetryPolicy::default());
         }
-        // an unknown back-off type reads "unknown variant `linear`, expected `fixed` or
-        // `exponential`"
-        let p: RetryPolicy = serde_json::from_str(json)
-            .map_err(|e| Error::argument(format!("retry policy is invalid: {e}")))?;
-        if p.attempts == Some(0) {
-            return Err(Error::argument("retry.attempts must be at least 1"));
-        }
-        if let Some(j) = p.backoff.jitter {
-            if !(0.0..=1.0).contains(&j) {
-                return Err(Error::argument(
-                    "retry.backoff.jitter must be between 0 and 1",
-                ));
-            }
-        }
+        let value: Value = serde_json::from_str(json)
+            .map_err(|_| Error::argument(format!("retry must be {POLICY_SHAPE}")))?;
+        check_policy(&value)?;
+        // what check_policy let through deserializes; should it not, say so without the
+        // parser's positions
+        let p: RetryPolicy = serde_json::from_value(value).map_err(|e| {
+            Error::argument(format!("retry is invalid ({e}); it must be {POLICY_SHAPE}"))
+        })?;
         Ok(p)
     }
 
@@ -138,6 +132,89 @@ impl RetryPolicy {
         // a float cast saturates: never wraps, whatever the policy says
         jittered.max(0.0).min(FAR_FUTURE_MS as f64) as u64
     }
+}
+
+/// What a retry policy looks like, for error messages.
+const POLICY_SHAPE: &str = "an object like { attempts: 3, backoff: { type: 'exponential' | 'fixed', delayMs, maxDelayMs, jitter }, retriableErrors: ['ECONNRESET'] }";
+
+/// Check a policy's fields one by one, so that an error names the option that is wrong and
+/// what it may be (serde's own messages name Rust types and parser positions).
+fn check_policy(v: &Value) -> Result<()> {
+    let Value::Object(fields) = v else {
+        return Err(Error::argument(format!("retry must be {POLICY_SHAPE}")));
+    };
+    for (k, v) in fields {
+        match k.as_str() {
+            "attempts" => {
+                if !v.is_null()
+                    && !v
+                        .as_u64()
+                        .is_some_and(|n| (1..=u32::MAX as u64).contains(&n))
+                {
+                    return Err(Error::argument(format!(
+                        "retry.attempts must be a whole number from 1 to {} (got {v})",
+                        u32::MAX
+                    )));
+                }
+            }
+            "backoff" => check_backoff(v)?,
+            "retriableErrors" => {
+                let ok =
+                    v.is_null() || v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
+                if !ok {
+                    return Err(Error::argument(format!(
+                        "retry.retriableErrors must be an array of error names or codes (strings), got {v}"
+                    )));
+                }
+            }
+            other => {
+                return Err(Error::argument(format!(
+                    "retry.{other} is not an option (known: attempts, backoff, retriableErrors)"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_backoff(v: &Value) -> Result<()> {
+    let Value::Object(fields) = v else {
+        return Err(Error::argument(format!(
+            "retry.backoff must be an object like {{ type: 'exponential' | 'fixed', delayMs, maxDelayMs, jitter }} (got {v})"
+        )));
+    };
+    for (k, v) in fields {
+        match k.as_str() {
+            "type" => {
+                if !matches!(v.as_str(), Some("fixed" | "exponential")) {
+                    return Err(Error::argument(format!(
+                        "retry.backoff.type must be 'fixed' or 'exponential' (got {v})"
+                    )));
+                }
+            }
+            "delayMs" | "maxDelayMs" => {
+                let ok = v.is_u64() || (k == "maxDelayMs" && v.is_null());
+                if !ok {
+                    return Err(Error::argument(format!(
+                        "retry.backoff.{k} must be a whole number of ms, 0 or more (got {v})"
+                    )));
+                }
+            }
+            "jitter" => {
+                if !v.is_null() && !v.as_f64().is_some_and(|j| (0.0..=1.0).contains(&j)) {
+                    return Err(Error::argument(format!(
+                        "retry.backoff.jitter must be a number between 0 and 1 (got {v})"
+                    )));
+                }
+            }
+            other => {
+                return Err(Error::argument(format!(
+                "retry.backoff.{other} is not an option (known: type, delayMs, maxDelayMs, jitter)"
+            )))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A uniform random number in `[0, 1)`.

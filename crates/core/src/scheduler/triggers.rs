@@ -223,7 +223,7 @@ fn not_found(trigger_id: &str) -> Error {
 /// A `fire` that lost to a cancel rejects with `TRIGGER_CANCELLED` (the step it would
 /// resume is not waiting any more).
 fn cancelled_already(trigger_id: &str, e: Error) -> Error {
-    if e.code == ErrorCode::TriggerResolved && e.message.ends_with("(cancelled)") {
+    if e.code == ErrorCode::TriggerResolved && e.message.ends_with(CANCELLED_ALREADY) {
         return Error::new(
             ErrorCode::TriggerCancelled,
             format!("trigger {trigger_id} was cancelled"),
@@ -232,9 +232,18 @@ fn cancelled_already(trigger_id: &str, e: Error) -> Error {
     e
 }
 
+/// How `resolved_already` ends for a cancelled trigger.
+const CANCELLED_ALREADY: &str = "was cancelled already";
+
 fn resolved_already(trigger_id: &str, status: &str) -> Error {
+    let what = match AwaitStatus::parse(status) {
+        Some(AwaitStatus::Resolved) => "was fired already",
+        Some(AwaitStatus::Timeout) => "timed out already",
+        Some(AwaitStatus::Cancelled) => CANCELLED_ALREADY,
+        _ => "was resolved already",
+    };
     Error::new(
         ErrorCode::TriggerResolved,
-        format!("trigger {trigger_id} was already resolved ({status})"),
+        format!("trigger {trigger_id} {what}"),
     )
 }
