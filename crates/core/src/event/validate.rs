@@ -173,6 +173,15 @@ pub fn run_index_name_of(data: Option<&str>, meta: Option<&str>) -> Option<Strin
     run_index_name(raw(data), raw(meta)).ok().flatten()
 }
 
+/// What serde found wrong with an envelope, without the line and column it appends: the
+/// JSON text is ours (serialized from the caller's object), so a position in it means nothing
+/// to the caller.
+fn without_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    text.strip_suffix(&suffix).unwrap_or(&text).to_string()
+}
+
 /// Validate one event given as JSON text and work out its stream and stored fields.
 /// `stream_type` overrides the default (`trigger.*` → `trigger`, else `flow`).
 pub fn prepare(json: &str, stream_type: Option<&str>, limits: Limits) -> Result<PreparedEvent> {
@@ -186,8 +195,12 @@ pub fn prepare(json: &str, stream_type: Option<&str>, limits: Limits) -> Result<
             ),
         ));
     }
-    let input: EventInput = serde_json::from_str(json)
-        .map_err(|e| Error::invalid(format!("the event is not a valid envelope: {e}")))?;
+    let input: EventInput = serde_json::from_str(json).map_err(|e| {
+        Error::invalid(format!(
+            "the event is not a valid envelope: {}",
+            without_position(&e)
+        ))
+    })?;
     validate_kind(&input.kind)?;
     validate_id("subject", &input.subject)?;
     for (what, v) in [
@@ -303,6 +316,23 @@ mod tests {
             &"a".repeat(129),
         ] {
             assert!(validate_kind(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn envelope_errors_name_the_field_without_a_position() {
+        for (json, says) in [
+            (r#"{"subject":"s"}"#, "missing field `kind`"),
+            (r#"{"kind":5,"subject":"s"}"#, "invalid type: integer `5`"),
+            (
+                r#"{"kind":"a","subject":"s","foo":1}"#,
+                "unknown field `foo`",
+            ),
+        ] {
+            let err = prep(json).unwrap_err();
+            assert_eq!(err.code, crate::error::ErrorCode::EventInvalid);
+            assert!(err.message.contains(says), "{}", err.message);
+            assert!(!err.message.contains(" at line "), "{}", err.message);
         }
     }
 
