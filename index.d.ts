@@ -136,7 +136,11 @@ export interface TimerMetrics {
 export interface BusMetrics {
   /** Counter: events stored by this bus's emits (an `emitMany` of n events counts n). */
   emits: number
-  /** Counter: `emit`/`emitMany` calls that rejected, by error code (`{ EVENT_INVALID: 2 }`); codes never seen are absent. */
+  /**
+   * Counter: `emit`/`emitMany` calls that rejected, by error code (`{ EVENT_INVALID: 2 }`),
+   * whether JavaScript refused them (not an object, not JSON-serializable, a bad option) or
+   * the core did; codes never seen are absent.
+   */
   emitErrors: Partial<Record<ErrorCode, number>>
   /** Counter: events queued to this bus's subscribers (catch-up and live; one per subscriber). */
   deliveries: number
@@ -181,7 +185,8 @@ export interface EmitOptions {
 export interface ConnectOptions {
   /**
    * `redis://host:port` or `rediss://…`; `redis+cluster://host:port,host:port` (or
-   * `rediss+cluster://…`) for a Redis Cluster; absent (and no `cluster`): the embedded store.
+   * `rediss+cluster://…`) for a Redis Cluster; absent or empty (and no `cluster`): the embedded
+   * store, so `url: process.env.REDIS_URL` works with the variable unset or set to `''`.
    */
   url?: string
   /**

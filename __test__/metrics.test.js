@@ -107,6 +107,30 @@ for (const backend of BACKENDS) {
     }
   })
 
+  test(`bus.metrics().emitErrors counts the calls refused in JavaScript too, before the core sees them (${backend.name})`, async () => {
+    const bus = await connect(backend, { onWarning: () => {} })
+    try {
+      const id = uniqueId()
+      // each of these is refused by lib/ before the native layer
+      await assert.rejects(bus.emit(null), { code: 'EVENT_INVALID' })
+      await assert.rejects(bus.emit('x'), { code: 'EVENT_INVALID' })
+      await assert.rejects(bus.emit({ kind: 'a.b', subject: id, data: { n: 1n } }), { code: 'EVENT_INVALID' })
+      await assert.rejects(bus.emitMany('nope'), { code: 'EVENT_INVALID' })
+      await assert.rejects(bus.emitMany([{ kind: 'a.b', subject: id }, 7]), { code: 'EVENT_INVALID' })
+      await assert.rejects(bus.emit({ kind: 'a.b', subject: id }, { nope: 1 }), { code: 'INVALID_ARGUMENT' })
+      await assert.rejects(bus.emitMany([], { retention: 5 }), { code: 'INVALID_ARGUMENT' })
+      // and one the core refuses, counted once (not again here)
+      await assert.rejects(bus.emit({ kind: 'Not A Kind', subject: id }), { code: 'EVENT_INVALID' })
+      await bus.emit({ kind: 'a.b', subject: id })
+      const m = await bus.metrics()
+      assert.equal(m.emits, 1)
+      assert.deepEqual(m.emitErrors, { EVENT_INVALID: 6, INVALID_ARGUMENT: 2 })
+      assert.deepEqual(Object.keys(m.emitErrors), ['EVENT_INVALID', 'INVALID_ARGUMENT'], 'codes in order, as the core lists them')
+    } finally {
+      await bus.close()
+    }
+  })
+
   test(`bus.metrics() has timer figures while a scheduler runs (${backend.name})`, async () => {
     const bus = await connect(backend)
     const scheduler = new Scheduler(bus)
@@ -142,13 +166,17 @@ test('metricsHandler() serves the metrics in the Prometheus text format', async 
     await bus.emit({ kind: 'a.b', subject: id })
     await assert.rejects(bus.emit({ kind: 'a.b' }), { code: 'EVENT_INVALID' })
     await assert.rejects(bus.emitMany([{ kind: 'a.b', subject: 'a b' }]), { code: 'EVENT_INVALID' })
+    // refused in JavaScript, before the core: counted the same
+    await assert.rejects(bus.emit(null), { code: 'EVENT_INVALID' })
+    await assert.rejects(bus.emit({ kind: 'a.b', subject: id }, { type: 1 }), { code: 'INVALID_ARGUMENT' })
 
     const res = await fetch(app.url)
     assert.equal(res.status, 200)
     assert.match(res.headers.get('content-type'), /^text\/plain; version=0\.0\.4/)
     const parsed = parseExposition(await res.text())
     assert.equal(sample(parsed, 'lean_events_emits_total'), 2)
-    assert.equal(sample(parsed, 'lean_events_emit_errors_total', { code: 'EVENT_INVALID' }), 2)
+    assert.equal(sample(parsed, 'lean_events_emit_errors_total', { code: 'EVENT_INVALID' }), 3)
+    assert.equal(sample(parsed, 'lean_events_emit_errors_total', { code: 'INVALID_ARGUMENT' }), 1)
     assert.equal(sample(parsed, 'lean_events_deliveries_total'), 0)
     assert.equal(sample(parsed, 'lean_events_live_subscriptions'), 0)
     assert.equal(sample(parsed, 'lean_events_pending_emits'), 0)
@@ -184,6 +212,19 @@ test('metricsHandler() serves the metrics in the Prometheus text format', async 
     await app.close()
     await bus.close()
   }
+})
+
+test("EventBus.connect({ url: '' }) opens the embedded store, as no url does (url: process.env.REDIS_URL with REDIS_URL='')", async () => {
+  const bus = await EventBus.connect({ url: '' })
+  try {
+    const id = uniqueId()
+    const stored = await bus.emit({ kind: 'a.b', subject: id })
+    assert.deepEqual((await bus.read({ type: 'flow', id })).map((e) => e.id), [stored.id])
+  } finally {
+    await bus.close()
+  }
+  // a url that is not empty is still checked
+  await assert.rejects(EventBus.connect({ url: ' ' }), { code: 'INVALID_ARGUMENT' })
 })
 
 test('metricsHandler() asks authorize', async () => {

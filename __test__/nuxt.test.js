@@ -1,11 +1,12 @@
 'use strict'
 // lean-events/nuxt, the Nuxt module: what it adds to a Nuxt app (runtime config, plugin,
 // auto-imports, routes, dashboard, DevTools tab, Vite and Nitro settings), then the example
-// Nuxt app (examples/nuxt: `modules: ['lean-events/nuxt']`, an API route that starts a run, a
-// page with useFlowRun) built once with `nuxt build`, served by `node .output/server/index.mjs`
-// and driven in Debian's chromium: the page follows a run live to completion, the dashboard
-// shows it (timeline, attempts, the pending trigger) and its Fire button completes it; on the
-// embedded store and on Redis. Screenshots go to test-results/.
+// Nuxt app (examples/nuxt: `modules: ['lean-events/nuxt']`, durable flows defined in a Nitro
+// plugin, an API route that starts a run, a page with useFlowRun) built once with `nuxt build`,
+// served by `node .output/server/index.mjs` and driven in Debian's chromium: the page follows a
+// run live to completion, the dashboard shows it (timeline, attempts, the pending trigger) and
+// its Fire button completes it; on the embedded store and on Redis, where a run waiting on its
+// trigger also survives a SIGTERM and a restart. Screenshots go to test-results/.
 
 const test = require('node:test')
 const { describe } = test
@@ -355,9 +356,12 @@ async function startRunFromPage(page, url) {
   await page.click('[data-testid=start]')
   await page.waitForURL(/\/runs\/order-/, { timeout: 15_000 })
   const id = decodeURIComponent(new URL(page.url()).pathname.split('/').pop())
-  // live: the status moves from the first attempt's failure to waiting, with no reload
-  await page.waitForSelector('p[data-step=ship][data-status=waiting]', { timeout: 20_000 })
-  assert.match(await page.textContent('p[data-step=ship]'), /attempt 2/)
+  // live, with no reload: `pack` fails its first attempt and completes its second, then the
+  // flow (its own awaits are listed under its name) waits for approval
+  await page.waitForSelector('p[data-step=order][data-status=waiting]', { timeout: 20_000 })
+  assert.equal(await page.getAttribute('p[data-step=pack]', 'data-status'), 'completed')
+  assert.match(await page.textContent('p[data-step=pack]'), /attempt 2/)
+  assert.equal(await page.$('p[data-step=ship]'), null, 'not shipped before the approval')
   assert.equal(await page.getAttribute('[data-testid=run]', 'data-status'), 'running')
   return id
 }
@@ -387,10 +391,11 @@ describe('example Nuxt app in chromium (embedded store)', { timeout: 600_000 }, 
       await dash.waitForURL(new RegExp(`/_lean-events/runs/${id}$`))
 
       // the run: timeline of both attempts, the first one's error, the pending trigger
-      await dash.waitForSelector('[data-testid=attempt][data-step=ship][data-attempt="2"][data-status=waiting]', { timeout: 10_000 })
-      assert.equal(await dash.getAttribute('[data-testid=attempt][data-step=ship][data-attempt="1"]', 'data-status'), 'failed, retried')
-      assert.match(await dash.textContent('[data-testid=timeline]'), /ship #1[\s\S]*ship #2/)
-      await dash.click('summary:has-text("ship #1")')
+      await dash.waitForSelector('[data-testid=attempt][data-step=pack][data-attempt="2"][data-status=completed]', { timeout: 10_000 })
+      assert.equal(await dash.getAttribute('[data-testid=attempt][data-step=pack][data-attempt="1"]', 'data-status'), 'failed, retried')
+      assert.match(await dash.textContent('[data-testid=timeline]'), /pack #1[\s\S]*pack #2/)
+      assert.equal(await dash.getAttribute('[data-testid=run-status]', 'data-status'), 'running')
+      await dash.click('summary:has-text("pack #1")')
       assert.match(await dash.textContent('[data-testid=error]'), /the packing station was busy/)
       const trigger = await dash.getAttribute('[data-testid=pending-trigger]', 'data-trigger')
       assert.match(trigger, /^[0-9a-f]{32}$/)
@@ -401,7 +406,7 @@ describe('example Nuxt app in chromium (embedded store)', { timeout: 600_000 }, 
       await dash.click('[data-testid=fire]')
       await dash.waitForSelector('[data-testid=run-status][data-status=completed]', { timeout: 15_000 })
       assert.equal(await dash.$('[data-testid=pending-trigger]'), null, 'nothing pending any more')
-      assert.equal(await dash.getAttribute('[data-testid=attempt][data-step=ship][data-attempt="2"]', 'data-status'), 'completed')
+      await dash.waitForSelector('[data-testid=attempt][data-step=ship][data-attempt="1"][data-status=completed]', { timeout: 10_000 })
       const completedShot = await shot(dash, 'nuxt-dashboard-run-completed.png')
       await page.waitForSelector('[data-testid=run][data-status=completed]', { timeout: 15_000 })
       assert.equal(await page.getAttribute('p[data-step=ship]', 'data-status'), 'completed')
@@ -426,14 +431,17 @@ describe('example Nuxt app in chromium (embedded store)', { timeout: 600_000 }, 
       app = await startApp()
       const problems = []
       const dash = await newPage(browser, problems)
-      const hold = await (await fetch(`${app.url}/api/holds`, { method: 'POST' })).json()
-      await dash.goto(`${app.url}/_lean-events/runs/${hold.id}`)
+      const { nap, hold } = await (await fetch(`${app.url}/api/holds`, { method: 'POST' })).json()
+      // a flow's awaits are listed under its name: `nap` waits on a timer, `hold` on an event
+      await dash.goto(`${app.url}/_lean-events/runs/${nap}`)
       await dash.waitForSelector('[data-testid=pending-timer][data-step=nap]', { timeout: 10_000 })
-      await dash.waitForSelector('[data-testid=pending-event][data-step=hold]', { timeout: 10_000 })
       assert.match(await dash.textContent('[data-testid=pending-timer]'), /due .+ \(in (59 min( \d+ s)?|1 h)\)/, 'an hour from now')
+      await shot(dash, 'nuxt-dashboard-pending-timer.png')
+      await dash.goto(`${app.url}/_lean-events/runs/${hold}`)
+      await dash.waitForSelector('[data-testid=pending-event][data-step=hold]', { timeout: 10_000 })
       const awaitText = await dash.textContent('[data-testid=pending-event]')
       assert.match(awaitText, /hold\.released/)
-      assert.ok(awaitText.includes(`{"data.id":"${hold.id}"}`), awaitText)
+      assert.ok(awaitText.includes(`{"data.id":"${hold}"}`), awaitText)
       await shot(dash, 'nuxt-dashboard-pending.png')
 
       const order = await (await fetch(`${app.url}/api/orders`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"item":"a kettle"}' })).json()
@@ -441,11 +449,20 @@ describe('example Nuxt app in chromium (embedded store)', { timeout: 600_000 }, 
       await dash.waitForSelector('[data-testid=pending-trigger]', { timeout: 15_000 })
       const trigger = await dash.getAttribute('[data-testid=pending-trigger]', 'data-trigger')
       await dash.click('[data-testid=cancel]')
-      // the step's wait() rejects: the attempt fails and is retried with a new trigger
-      await dash.waitForSelector('[data-testid=attempt][data-step=ship][data-attempt="3"]', { timeout: 15_000 })
+      // the flow's wait() rejects with TRIGGER_CANCELLED: the flow asks again, with a new trigger
+      await dash.waitForFunction(
+        (old) => {
+          const el = document.querySelector('[data-testid=pending-trigger]')
+          return !!el && el.dataset.trigger !== old
+        },
+        trigger,
+        { timeout: 15_000 },
+      )
       const state = await (await fetch(`${app.url}/api/_events/trigger/${trigger}`)).json()
       assert.equal(state.state.status, 'cancelled')
-      assert.equal(await dash.getAttribute('[data-testid=attempt][data-step=ship][data-attempt="2"]', 'data-status'), 'failed, retried')
+      const run = await (await fetch(`${app.url}/api/_events/flow/${order.id}`)).json()
+      assert.equal(run.state.status, 'running', 'a cancelled approval does not end the run')
+      assert.equal((await dash.$$('[data-testid=pending-trigger]')).length, 1, 'only the new trigger is pending')
       assert.deepEqual(problems, [])
     } finally {
       await stopAll(app, browser)
@@ -471,16 +488,39 @@ describe('example Nuxt app in chromium (embedded store)', { timeout: 600_000 }, 
   })
 })
 
+/** Whether Redis answers on REDIS_URL; the test is skipped with the reason when not. */
+async function redisAnswers(t) {
+  try {
+    const probe = await EventBus.connect({ url: REDIS_URL, timeoutMs: 1000, prefix: 'nuxt-probe' })
+    await probe.read({ type: 'flow', id: 'probe' })
+    await probe.close()
+    return true
+  } catch (err) {
+    t.skip(`no Redis at ${REDIS_URL}: ${err.message}`)
+    return false
+  }
+}
+
+/** A run's reduced state, from the app's state route. */
+async function runState(app, id) {
+  const res = await fetch(`${app.url}/api/_events/flow/${id}`)
+  assert.equal(res.status, 200, await res.clone().text())
+  return (await res.json()).state
+}
+
+/** The kinds of a run's events, read from Redis under `prefix`. */
+async function runEvents(prefix, id) {
+  const bus = await EventBus.connect({ url: REDIS_URL, prefix })
+  try {
+    return await bus.read({ type: 'flow', id }, { limit: 1000 })
+  } finally {
+    await bus.close()
+  }
+}
+
 describe('example Nuxt app on Redis', { timeout: 300_000 }, () => {
   test('NUXT_LEAN_EVENTS_REDIS_URL puts the app on Redis; the page follows a run to completion', async (t) => {
-    try {
-      const probe = await EventBus.connect({ url: REDIS_URL, timeoutMs: 1000, prefix: 'nuxt-probe' })
-      await probe.read({ type: 'flow', id: 'probe' })
-      await probe.close()
-    } catch (err) {
-      t.skip(`no Redis at ${REDIS_URL}: ${err.message}`)
-      return
-    }
+    if (!(await redisAnswers(t))) return
     const browser = await launchChromium(t)
     if (!browser) return
     const prefix = `nuxt-e2e-${process.pid}-${Date.now()}`
@@ -537,6 +577,60 @@ describe('example Nuxt app on Redis', { timeout: 300_000 }, () => {
       assert.deepEqual(await redisKeysUnder(prefix), [])
     } finally {
       await stopAll(app, browser)
+      await deleteRedisPrefix(prefix)
+    }
+  })
+
+  test('a run survives a restart: SIGTERM while it waits on its trigger, the next server fires it and the run completes', async (t) => {
+    if (!(await redisAnswers(t))) return
+    const prefix = `nuxt-restart-${process.pid}-${Date.now()}`
+    const env = { NUXT_LEAN_EVENTS_REDIS_URL: REDIS_URL, NUXT_LEAN_EVENTS_PREFIX: prefix }
+    let app
+    try {
+      app = await startApp(env)
+      const started = await fetch(`${app.url}/api/orders`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"item":"a lamp"}' })
+      const { id } = await started.json()
+      const waiting = await waitFor(
+        async () => {
+          const state = await runState(app, id)
+          return state.steps.order?.status === 'waiting' ? state : null
+        },
+        15_000,
+        'the run to wait for approval',
+      )
+      const triggerId = waiting.steps.order.awaitData.triggerId
+      await stopApp(app)
+      assert.equal(app.child.signal, null, 'the app exited on SIGTERM by itself')
+      const stopped = app
+      app = undefined
+
+      // nothing ended the run: stopping leaves it to the next instance
+      const before = (await runEvents(prefix, id)).map((e) => e.kind)
+      assert.deepEqual(before.filter((k) => k.startsWith('flow.')), ['flow.started'], `after SIGTERM: ${before.join(' ')}`)
+
+      app = await startApp(env)
+      const fired = await fetch(`${app.url}/api/_triggers/${triggerId}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"approved":true}' })
+      assert.equal(fired.status, 200, await fired.clone().text())
+      const t0 = Date.now()
+      const done = await waitFor(
+        async () => {
+          const state = await runState(app, id)
+          return state.status !== 'running' ? state : null
+        },
+        30_000,
+        'the run to end on the new server',
+      )
+      console.log(`run completed ${seconds(Date.now() - t0)} after the fire, on the restarted server`)
+      assert.equal(done.status, 'completed', JSON.stringify(done))
+      assert.deepEqual(done.steps.ship.result, { shipped: 'a lamp', decision: { approved: true } })
+      const events = await runEvents(prefix, id)
+      const kinds = events.map((e) => e.kind)
+      assert.deepEqual(kinds.filter((k) => k.startsWith('flow.')), ['flow.started', 'flow.completed'], kinds.join(' '))
+      // `pack` finished before the restart: replayed from its record, not run again
+      assert.equal(events.filter((e) => e.kind === 'step.started' && e.step === 'pack').length, 2)
+      assert.ok(!stopped.child.stderr.includes("Error"), stopped.child.stderr)
+    } finally {
+      await stopApp(app)
       await deleteRedisPrefix(prefix)
     }
   })

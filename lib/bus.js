@@ -37,6 +37,15 @@ class EventBus {
     // subscriptions by the key the native side wakes them with
     this._byKey = new Map()
     this._nextKey = 0
+    // emit/emitMany calls refused here, before the native layer (which counts its own), by code
+    this._refusedInJs = new Map()
+  }
+
+  /** Count an emit/emitMany call refused before it reached the native layer; returns `err`. */
+  _refused(err) {
+    const code = (err && typeof err.code === 'string' && err.code) || 'INTERNAL'
+    this._refusedInJs.set(code, (this._refusedInJs.get(code) || 0) + 1)
+    return err
   }
 
   /**
@@ -63,7 +72,10 @@ class EventBus {
     if (o.embedded !== undefined && o.embedded !== 'per-process') {
       throw argError(`options.embedded must be 'per-process' (got '${o.embedded}')`)
     }
-    if (o.url === undefined && o.cluster === undefined && o.embedded !== 'per-process') {
+    // an empty url is no url: `url: process.env.REDIS_URL` with REDIS_URL='' opens the
+    // embedded store, as with REDIS_URL unset
+    const url = o.url === '' ? undefined : o.url
+    if (url === undefined && o.cluster === undefined && o.embedded !== 'per-process') {
       const why = embeddedInSeveralProcesses()
       if (why) {
         throw argError(
@@ -78,7 +90,7 @@ class EventBus {
     const nativeBus = await native(
       NativeBus.connect(
         {
-          url: o.url,
+          url,
           cluster: o.cluster,
           prefix: o.prefix,
           maxLen: o.maxLen,
@@ -180,9 +192,14 @@ class EventBus {
    * to a terminal event of this call instead of the bus's.
    */
   async emit(event, options) {
-    const o = checkOptions(options, 'options', { type: 'string', retention: 'object' })
-    const keepMs = retentionMs(o.retention, 'options.retention')
-    const json = serialize(event, 'the event')
+    let o, keepMs, json
+    try {
+      o = checkOptions(options, 'options', { type: 'string', retention: 'object' })
+      keepMs = retentionMs(o.retention, 'options.retention')
+      json = serialize(event, 'the event')
+    } catch (err) {
+      throw this._refused(err)
+    }
     // handed to the store before this returns, so emits keep their call order
     let ticket
     try {
@@ -195,10 +212,15 @@ class EventBus {
 
   /** Append many events in one atomic step; one invalid event rejects them all. */
   async emitMany(events, options) {
-    const o = checkOptions(options, 'options', { type: 'string', retention: 'object' })
-    const keepMs = retentionMs(o.retention, 'options.retention')
-    if (!Array.isArray(events)) throw new LeanEventsError('EVENT_INVALID', 'emitMany takes an array of events')
-    const parts = events.map((e, i) => serialize(e, `event ${i}`))
+    let o, keepMs, parts
+    try {
+      o = checkOptions(options, 'options', { type: 'string', retention: 'object' })
+      keepMs = retentionMs(o.retention, 'options.retention')
+      if (!Array.isArray(events)) throw new LeanEventsError('EVENT_INVALID', 'emitMany takes an array of events')
+      parts = events.map((e, i) => serialize(e, `event ${i}`))
+    } catch (err) {
+      throw this._refused(err)
+    }
     let ticket
     try {
       ticket = this._native.emitMany(`[${parts.join(',')}]`, o.type, keepMs)
@@ -310,7 +332,14 @@ class EventBus {
    * `BusMetrics` in index.d.ts. `timers` is null unless a scheduler runs on this bus.
    */
   async metrics() {
-    return JSON.parse(await native(this._native.metrics()))
+    const m = JSON.parse(await native(this._native.metrics()))
+    if (this._refusedInJs.size > 0) {
+      // the core counts what reached it; add the calls refused in JavaScript, codes in order
+      const all = { ...m.emitErrors }
+      for (const [code, n] of this._refusedInJs) all[code] = (all[code] || 0) + n
+      m.emitErrors = Object.fromEntries(Object.entries(all).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+    }
+    return m
   }
 
   /** Number of open subscriptions. */

@@ -1,11 +1,10 @@
-// POST /api/holds → { id }: a run with two steps waiting at once, one on a durable timer (an
-// hour) and one on an event (`hold.released` for this run), for the dashboard's pending list.
+// POST /api/holds → { nap, hold }: two runs for the dashboard's pending list, one of the flow
+// `nap` (waiting on a durable timer, an hour) and one of `hold` (waiting on an event,
+// `hold.released` for this run); both flows are in server/plugins/flows.ts.
 export default defineEventHandler(async () => {
-  const { bus, scheduler } = await useLeanEvents()
+  const { scheduler } = await useLeanEvents()
+  const nap = await scheduler.startFlow('nap', { id: `nap-${crypto.randomUUID()}`, input: { ms: 3_600_000 } })
   const id = `hold-${crypto.randomUUID()}`
-  await bus.emit({ kind: 'flow.started', subject: id, data: { name: 'hold', input: {} } })
-  Promise.all([scheduler.run('nap', { flow: id, input: { ms: 3_600_000 } }), scheduler.run('hold', { flow: id, input: { id } })])
-    .then((result) => bus.emit({ kind: 'flow.completed', subject: id, data: { result } }))
-    .catch((err) => bus.emit({ kind: 'flow.failed', subject: id, data: { error: err.message } }))
-  return { id }
+  const hold = await scheduler.startFlow('hold', { id, input: { id } })
+  return { nap, hold }
 })
