@@ -59,7 +59,7 @@ export function stateHandler(options = {}) {
  * newest first; `?state=1` (or `withState: true`) adds each run's `status`. `nextOffset`: the
  * `offset` of the next page, null when there is none.
  *
- * `?status=running|completed|failed`: the newest runs with that status, from `offset` on. The
+ * `?status=running|completed|failed|cancelled`: the newest runs with that status, from `offset` on. The
  * index is read newest first, a page at a time, until `limit` runs match or `maxScan` runs
  * (default 1000) were read; `scanned` says how many were, `nextOffset` where to go on (past the
  * last run read; null once the index is read to its end). A page may hold fewer than `limit`

@@ -157,7 +157,7 @@ export interface RunsBody {
  * `GET /api/_flows/:name/runs?limit=&offset=&state=1` → {@link RunsBody}, newest first;
  * `limit` 1-1000 (default `options.limit`, else 50), `offset` the position in the run index.
  *
- * `?status=running|completed|failed`: the newest runs with that status from `offset` on. The
+ * `?status=running|completed|failed|cancelled`: the newest runs with that status from `offset` on. The
  * run index is read newest first, 100 runs (and their states) at a time, until `limit` runs
  * match or `maxScan` runs (default 1000, {@link RUNS_MAX_SCAN}) were read: one request costs
  * at most `maxScan` state reads. `scanned` says how many were read and `nextOffset` where the
