@@ -20,10 +20,10 @@ const { startRedis } = require('./lib/redis-server.js')
 const { createHarness } = require('./lib/harness.js')
 const { machineInfo, redisCpuSeconds } = require('./lib/machine.js')
 const { killChildren } = require('./lib/children.js')
-const { evaluate } = require('./lib/targets.js')
+const { evaluate, hotPath } = require('./lib/targets.js')
 const { render } = require('./lib/report.js')
 const fmt = require('./lib/format.js')
-const { sequential, inFlight256, emitMany } = require('./scenarios/throughput.js')
+const { sequential, inFlight256, bursts256, emitMany } = require('./scenarios/throughput.js')
 const { live } = require('./scenarios/live.js')
 const { fanout } = require('./scenarios/fanout.js')
 const { cpuPerEvent } = require('./scenarios/cpu.js')
@@ -33,6 +33,7 @@ const { durability } = require('./scenarios/durability.js')
 const { cluster } = require('./scenarios/cluster.js')
 const { nvent } = require('./scenarios/nvent.js')
 const { flows } = require('./scenarios/flows.js')
+const { pinned } = require('./scenarios/pinned.js')
 
 const REPS = Number(process.env.BENCH_REPS || 3)
 
@@ -68,6 +69,7 @@ const trio = (r, show) => ['addon', 'lua', 'spec'].filter((s) => r?.systems?.[s]
 const SCENARIOS = [
   { key: 'sequential', title: 'sequential emit', run: sequential, line: (r) => trio(r, (m) => `${fmt.rate(m.eventsPerSec)}/s p50 ${fmt.ms(m.p50)} p99 ${fmt.ms(m.p99)}`) },
   { key: 'inFlight256', title: '256 in flight', run: inFlight256, line: (r) => trio(r, (m) => `${fmt.rate(m.eventsPerSec)}/s`) },
+  { key: 'bursts256', title: 'bursts of 256 awaited together', run: bursts256, line: (r) => trio(r, (m) => `${fmt.rate(m.eventsPerSec)}/s`) },
   {
     key: 'emitMany',
     title: 'emitMany x100',
@@ -145,6 +147,17 @@ const SCENARIOS = [
       return `${fmt.rate(m.runsPerSec)} runs/s (${fmt.rate(m.stepsPerSec)} steps/s, ${r.config.inFlight} in flight); one at a time p50 ${fmt.ms(m.runP50)} p99 ${fmt.ms(m.runP99)}; per-step overhead p50 ${fmt.ms(m.stepOverheadP50)}`
     },
   },
+  {
+    key: 'pinned',
+    title: 'hot path with node on CPU 0 and Redis on CPU 1',
+    run: pinned,
+    line: (r) =>
+      r.skipped
+        ? `skipped: ${r.skipped}`
+        : ['sequential', 'inFlight256', 'bursts256']
+            .map((k) => `${k} ${trio({ systems: r[k] }, (m) => `${fmt.rate(m.eventsPerSec)}/s p50 ${fmt.ms(m.p50)}`)}`)
+            .join(' || ') + ` || live 2000/s ${trio({ systems: r.live }, (m) => `p50 ${fmt.ms(m.p50)} p99 ${fmt.ms(m.p99)}`)}`,
+  },
 ]
 
 async function main() {
@@ -167,6 +180,7 @@ async function main() {
   const admin = new Redis(redis.url)
   const h = createHarness({ url: redis.url, reps: REPS })
   h.redisCpuSeconds = () => redisCpuSeconds(admin)
+  h.redisPid = redis.owned ? redis.pid : undefined
   const machine = await machineInfo(redis.url, redis.owned)
   console.log(`lean-events bench: ${machine.cpu}, ${machine.cores} cores, node ${machine.node}, redis ${machine.redis} at ${redis.url}${redis.owned ? ' (own server)' : ''}, ${REPS} repetitions`)
 
@@ -198,6 +212,7 @@ async function main() {
     scenarios,
   }
   results.targets = evaluate(scenarios)
+  results.hotPath = hotPath(scenarios)
   fs.writeFileSync(path.join(__dirname, 'results.json'), JSON.stringify(results, null, 2) + '\n')
   fs.writeFileSync(path.join(__dirname, 'RESULTS.md'), render(results))
   console.log(`done in ${results.durationS.toFixed(0)} s: bench/RESULTS.md, bench/results.json${failures ? ` (${failures} scenario(s) failed)` : ''}`)

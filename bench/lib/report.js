@@ -7,14 +7,20 @@ const { SYSTEMS } = require('./systems.js')
 
 const COLS = ['addon', 'lua', 'spec']
 
-/** rows: [label, key, formatter]; systems: { addon: { median }, lua: ..., spec: ... } */
-function comparison(systems, rows) {
-  const head = ['', SYSTEMS.addon, SYSTEMS.lua, SYSTEMS.spec, 'addon ÷ Lua', 'addon ÷ XADD+PUBLISH']
+const RATIO_HEADS = { lua: 'addon ÷ Lua', spec: 'addon ÷ XADD+PUBLISH' }
+
+/**
+ * rows: [label, key, formatter]; systems: { addon: { median }, lua: ..., spec: ... }; cols:
+ * the systems shown (the addon first), each baseline with its addon ÷ baseline column.
+ */
+function comparison(systems, rows, cols = COLS) {
+  const baselines = cols.filter((c) => c !== 'addon')
+  const head = ['', ...cols.map((c) => SYSTEMS[c]), ...baselines.map((c) => RATIO_HEADS[c])]
   const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i ? '---:' : '---')).join('|')}|`]
   for (const [label, key, fmt] of rows) {
     const v = (s) => systems?.[s]?.median?.[key]
-    const cells = COLS.map((s) => (systems?.[s] ? fmt(v(s)) : 'n/a'))
-    lines.push(`| ${[label, ...cells, f.ratio(v('addon'), v('lua')), f.ratio(v('addon'), v('spec'))].join(' | ')} |`)
+    const cells = cols.map((s) => (systems?.[s] ? fmt(v(s)) : 'n/a'))
+    lines.push(`| ${[label, ...cells, ...baselines.map((c) => f.ratio(v('addon'), v(c)))].join(' | ')} |`)
   }
   return lines.join('\n')
 }
@@ -83,11 +89,15 @@ realistic (~220-270 bytes, \`bench/run-events.js\`) spread over 100 flows.
 
   out.push(section('1. Sequential emit (one at a time, awaited)', s.sequential, () =>
     `${s.sequential.config.events} events per repetition after ${s.sequential.config.warmup} warm-up events; latency = emit call to resolved promise.\n\n` +
-    comparison(s.sequential.systems, [['events/s', 'eventsPerSec', f.rate], ...latencyRows(), ['process CPU per event (no subscriber)', 'cpuUsPerEvent', f.us]]) + '\n'))
+    comparison(s.sequential.systems, [['events/s', 'eventsPerSec', f.rate], ...latencyRows(), ['process CPU per event (no subscriber)', 'cpuUsPerEvent', f.us], ['Redis server CPU per event', 'redisCpuUsPerEvent', f.us]]) + '\n'))
 
+  const inFlightRows = [['events/s', 'eventsPerSec', f.rate], ['emit latency p50', 'p50', f.ms], ['emit latency p99', 'p99', f.ms], ['process CPU per event (no subscriber)', 'cpuUsPerEvent', f.us], ['Redis server CPU per event', 'redisCpuUsPerEvent', f.us]]
   out.push(section('2. 256 emits in flight', s.inFlight256, () =>
-    `${s.inFlight256.config.events} events per repetition, 256 emits outstanding at any time.\n\n` +
-    comparison(s.inFlight256.systems, [['events/s', 'eventsPerSec', f.rate], ['emit latency p50', 'p50', f.ms], ['emit latency p99', 'p99', f.ms], ['process CPU per event (no subscriber)', 'cpuUsPerEvent', f.us]]) + '\n'))
+    `${s.inFlight256.config.events} events per repetition, 256 emits outstanding at any time (a sliding window: the next emit starts as one settles).\n\n` +
+    comparison(s.inFlight256.systems, inFlightRows) + '\n'))
+  out.push(section('2b. Bursts of 256 emits awaited together', s.bursts256, () =>
+    `${s.bursts256.config.events} events per repetition, in bursts of 256 started together and awaited together (\`await Promise.all(burst.map((e) => bus.emit(e)))\`), the next burst after the last of them settled.\n\n` +
+    comparison(s.bursts256.systems, inFlightRows) + '\n'))
 
   out.push(section('3. emitMany, batches of 100', s.emitMany, () =>
     `${s.emitMany.config.events} events per repetition. Addon: \`emitMany\` (one script call per batch). ioredis+Lua: one pipeline of 100 EVALSHA per batch. XADD+PUBLISH: a pipeline of 100 XADD, then a pipeline of 100 PUBLISH.\n\n` +
@@ -256,9 +266,25 @@ realistic (~220-270 bytes, \`bench/run-events.js\`) spread over 100 flows.
       ].join('\n') + '\n'
   }))
 
+  out.push(section('14. The hot path with node on one CPU and Redis on the other', s.pinned, () => {
+    const p = s.pinned
+    if (p.skipped) return `_skipped: ${p.skipped}_\n`
+    const pair = (systems, rows) => comparison(systems, rows, ['addon', 'lua'])
+    return `The benchmark process, every thread of it (JavaScript, libuv, V8, the addon's Tokio workers), pinned to CPU ${p.affinity.node} and the benchmark's redis-server to CPU ${p.affinity.redis} with \`taskset -a -c -p\`, as in a 1-vCPU container whose Redis runs elsewhere; addon and ioredis+Lua only; ` +
+      `${p.config.sequential} sequential emits, ${p.config.inFlight256} with 256 in flight, ${p.config.bursts256} in bursts of 256, ${p.config.live} events at 2 000/s to subscribers in the same process` + separately(p, 'pinned', results) + '\n\n' +
+      '**Sequential emit:**\n\n' + pair(p.sequential, [['events/s', 'eventsPerSec', f.rate], ...latencyRows(), ['process CPU per event', 'cpuUsPerEvent', f.us], ['Redis server CPU per event', 'redisCpuUsPerEvent', f.us]]) +
+      '\n\n**256 in flight (sliding window):**\n\n' + pair(p.inFlight256, inFlightRows) +
+      '\n\n**Bursts of 256 awaited together:**\n\n' + pair(p.bursts256, inFlightRows) +
+      '\n\n**Live delivery at 2 000 events/s, same process:**\n\n' + pair(p.live, [...latencyRows(), ['lost', 'lost', f.int]]) + '\n'
+  }))
+
   out.push('## Targets\n\nMedians from the tables above.\n\n| target | goal | measured | status |\n|---|---|---|---|\n' +
     results.targets.map((t) => `| ${t.target} | ${t.goal} | ${t.measured} | ${t.status} |`).join('\n') + '\n')
   out.push('What was tried for the missed targets, and why they are missed: [README.md](README.md#where-the-targets-stand-and-why).\n')
+  if (results.hotPath) {
+    out.push('## Hot-path targets\n\nRatios of the addon to ioredis+Lua in this run (medians): sections 1, 2, 2b and 4 (same process, 2 000/s), and section 14 with node and Redis pinned to one CPU each.\n\n| target | goal | measured | status |\n|---|---|---|---|\n' +
+      results.hotPath.map((t) => `| ${t.target} | ${t.goal} | ${t.measured} | ${t.status} |`).join('\n') + '\n')
+  }
   return out.join('\n')
 }
 

@@ -98,4 +98,38 @@ function evaluate(s) {
   return rows
 }
 
-module.exports = { evaluate }
+/**
+ * The hot-path targets: ratios to ioredis+Lua in the same run, medians of the repetitions;
+ * once as measured (section 1, 2, 4) and once with node pinned to CPU 0 and Redis to CPU 1
+ * (section 14).
+ */
+function hotPath(s) {
+  const rows = []
+  const v = (scenario, system, key) => med(scenario, system)[key]
+  const ratio = (scenario, key) => v(scenario, 'addon', key) / v(scenario, 'lua', key)
+  const shown = (scenario, key, unit) => `${f.ratio(v(scenario, 'addon', key), v(scenario, 'lua', key))} (${unit(v(scenario, 'addon', key))} vs ${unit(v(scenario, 'lua', key))})`
+  const p = s.pinned && !s.pinned.skipped && !s.pinned.error ? s.pinned : null
+  const setups = [
+    ['', { sequential: s.sequential, inFlight256: s.inFlight256, bursts256: s.bursts256, live: s.live?.runs?.['same.rate2000'] }, 'not measured'],
+    ['pinned: ', p && { sequential: { systems: p.sequential }, inFlight256: { systems: p.inFlight256 }, bursts256: { systems: p.bursts256 }, live: { systems: p.live } },
+      s.pinned?.skipped ? `not measured (${s.pinned.skipped})` : 'not measured'],
+  ]
+  for (const [label, x, absent] of setups) {
+    const push = (target, goal, measured, checks) => rows.push({ target: label + target, goal, measured: x ? measured() : '—', status: x ? status(checks()) : absent })
+    push('sequential emit p50 / p99', '≤ 0.8× / ≤ 0.8×',
+      () => `p50 ${shown(x.sequential, 'p50', f.ms)}, p99 ${shown(x.sequential, 'p99', f.ms)}`,
+      () => [atMost('p50', ratio(x.sequential, 'p50'), 0.8), atMost('p99', ratio(x.sequential, 'p99'), 0.8)])
+    push('live delivery at 2 000/s, same process, p50 / p99', '≤ 0.8× / ≤ 0.8×',
+      () => `p50 ${shown(x.live, 'p50', f.ms)}, p99 ${shown(x.live, 'p99', f.ms)}`,
+      () => [atMost('p50', ratio(x.live, 'p50'), 0.8), atMost('p99', ratio(x.live, 'p99'), 0.8)])
+    push('256 in flight, events/s: sliding window / bursts awaited together', '≥ 1.8× / ≥ 1.8×',
+      () => `window ${shown(x.inFlight256, 'eventsPerSec', f.rate)}, bursts ${shown(x.bursts256, 'eventsPerSec', f.rate)}`,
+      () => [atLeast('window', ratio(x.inFlight256, 'eventsPerSec'), 1.8), atLeast('bursts', ratio(x.bursts256, 'eventsPerSec'), 1.8)])
+    push('process CPU per event: sequential / 256 in flight', '≤ 0.7× / ≤ 0.5×',
+      () => `sequential ${shown(x.sequential, 'cpuUsPerEvent', f.us)}, 256 in flight ${shown(x.inFlight256, 'cpuUsPerEvent', f.us)}`,
+      () => [atMost('sequential', ratio(x.sequential, 'cpuUsPerEvent'), 0.7), atMost('256 in flight', ratio(x.inFlight256, 'cpuUsPerEvent'), 0.5)])
+  }
+  return rows
+}
+
+module.exports = { evaluate, hotPath }

@@ -47,6 +47,15 @@ async function inFlight(n, total, fn) {
   await Promise.all(Array.from({ length: Math.min(n, total) }, worker))
 }
 
+/** Call fn(i) for i < total in bursts of `n` started together, each awaited before the next. */
+async function inBursts(n, total, fn) {
+  for (let start = 0; start < total; start += n) {
+    const burst = []
+    for (let i = start; i < Math.min(total, start + n); i++) burst.push(fn(i))
+    await Promise.all(burst)
+  }
+}
+
 /**
  * Call fn(i) for i in [0, total) at `rate` calls per second: a 1 ms timer loop sends the small
  * burst that is due at each tick, without waiting for earlier calls. Resolves when all settled.
@@ -122,4 +131,4 @@ async function timedEmits(bus, events, n) {
   return { eventsPerSec: events.length / seconds, p50: l.p50, p99: l.p99 }
 }
 
-module.exports = { FLOWS, clockMs, spreadEvents, stamped, inFlight, paced, timedEmits, Collector }
+module.exports = { FLOWS, clockMs, spreadEvents, stamped, inFlight, inBursts, paced, timedEmits, Collector }

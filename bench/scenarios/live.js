@@ -61,4 +61,4 @@ async function live(h) {
   return { config: { warmup: WARMUP, subscribers: 'one per flow, 100 flows' }, runs }
 }
 
-module.exports = { live }
+module.exports = { live, liveRun }

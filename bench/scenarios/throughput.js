@@ -1,11 +1,14 @@
 'use strict'
 // Scenarios 1-3: emit throughput and latency (no subscribers).
 //   1. sequential emit, one at a time, awaited
-//   2. 256 emits in flight
+//   2. 256 emits in flight: a sliding window (a new emit as soon as one settles), and bursts
+//      of 256 awaited together (`await Promise.all(batch.map(e => emit(e)))`, the way a
+//      handler that fans out does it)
 //   3. emitMany batches of 100 (baselines: one ioredis pipeline per batch)
+// Each run also reads the Redis server's CPU (INFO cpu) before and after: Redis CPU per event.
 
 const { latencySummary } = require('../lib/stats.js')
-const { spreadEvents, inFlight } = require('../lib/workload.js')
+const { spreadEvents, inFlight, inBursts } = require('../lib/workload.js')
 
 const SYSTEMS = ['addon', 'lua', 'spec']
 const WARMUP = 500
@@ -18,18 +21,25 @@ function msSince(t0) {
   return Number(process.hrtime.bigint() - t0) / 1e6
 }
 
-/** Emit `events` with `n` in flight, recording each emit's latency; returns rate + percentiles. */
-async function timedEmits(sys, events, n) {
+const SHAPES = { window: inFlight, bursts: inBursts }
+
+/**
+ * Emit `events` with `n` in flight (`shape`: a sliding window or bursts), recording each
+ * emit's latency; returns rate, percentiles, process CPU and Redis server CPU per event (µs).
+ */
+async function timedEmits(h, sys, events, n, shape = 'window') {
   const lat = new Float64Array(events.length)
+  const redis0 = await h.redisCpuSeconds()
   const cpu0 = process.cpuUsage()
   const t0 = nowNs()
-  await inFlight(n, events.length, async (i) => {
+  await SHAPES[shape](n, events.length, async (i) => {
     const s = nowNs()
     await sys.emit(events[i])
     lat[i] = msSince(s)
   })
   const seconds = msSince(t0) / 1000
   const cpu = process.cpuUsage(cpu0)
+  const redisCpu = (await h.redisCpuSeconds()) - redis0
   const l = latencySummary(lat)
   return {
     eventsPerSec: events.length / seconds,
@@ -37,6 +47,7 @@ async function timedEmits(sys, events, n) {
     p99: l.p99,
     p999: l.p999,
     cpuUsPerEvent: (cpu.user + cpu.system) / events.length,
+    redisCpuUsPerEvent: (redisCpu * 1e6) / events.length,
   }
 }
 
@@ -46,12 +57,12 @@ async function warmUp(sys, tag) {
 }
 
 /** Scenario 1 (n = 1) and 2 (n = 256). */
-function emitScenario(h, tag, n, count) {
-  return h.repeat(SYSTEMS, (name, rep) =>
+function emitScenario(h, tag, n, count, shape, systems = SYSTEMS) {
+  return h.repeat(systems, (name, rep) =>
     h.withSystem(name, tag, async (sys) => {
       await warmUp(sys, tag)
       const { events } = spreadEvents(count, `${tag}${rep}`)
-      return timedEmits(sys, events, n)
+      return timedEmits(h, sys, events, n, shape)
     }),
   )
 }
@@ -64,6 +75,11 @@ async function sequential(h) {
 async function inFlight256(h) {
   const count = 30000
   return { config: { events: count, inFlight: 256, warmup: WARMUP }, systems: await emitScenario(h, 'if', 256, count) }
+}
+
+async function bursts256(h) {
+  const count = 40000
+  return { config: { events: count, burst: 256, warmup: WARMUP }, systems: await emitScenario(h, 'bu', 256, count, 'bursts') }
 }
 
 /** Scenario 3: batches of `size`, `batchesInFlight` batches outstanding. */
@@ -97,4 +113,4 @@ async function emitMany(h) {
   }
 }
 
-module.exports = { sequential, inFlight256, emitMany }
+module.exports = { sequential, inFlight256, bursts256, emitMany, emitScenario }

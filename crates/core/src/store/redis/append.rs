@@ -16,7 +16,10 @@ use crate::event::PreparedEvent;
 use crate::store::awaits::RESOLVED_TTL_MS;
 use crate::store::GroupResults;
 
+/// The one-event fast path comes first, so a plain emit returns before the shared functions
+/// of `match.lua` and `retention.lua` are defined (each definition is work on every call).
 static APPEND_LUA: &str = concat!(
+    include_str!("lua/append_event.lua"),
     include_str!("lua/match.lua"),
     include_str!("lua/retention.lua"),
     include_str!("lua/append.lua")
