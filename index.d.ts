@@ -243,8 +243,11 @@ export interface ConnectOptions {
 
 /** A step of a flow run, as the reducer sees it. */
 export interface StepState {
-  /** Where the step is. */
-  status: 'pending' | 'running' | 'completed' | 'failed' | 'retrying' | 'waiting' | 'timeout'
+  /**
+   * Where the step is. `cancelled`: the run ended (completed, failed or cancelled) before the
+   * step finished; a later `step.completed` / `step.failed` still records how it finished.
+   */
+  status: 'pending' | 'running' | 'completed' | 'failed' | 'retrying' | 'waiting' | 'timeout' | 'cancelled'
   /** The current (or last) attempt, from 1. */
   attempt: number
   /** ISO time the current attempt started. */
@@ -263,8 +266,11 @@ export interface StepState {
 
 /** The reduced state of a flow run. */
 export interface FlowState {
-  /** Where the run is. */
-  status: 'running' | 'completed' | 'failed' | 'cancelled'
+  /**
+   * Where the run is. `unknown`: the stream has no events (no such run, or its events expired);
+   * `running` from its first event until `flow.completed` / `flow.failed` / `flow.cancelled`.
+   */
+  status: 'unknown' | 'running' | 'completed' | 'failed' | 'cancelled'
   /** The flow's name, from `flow.started`. */
   name?: string
   /** ISO start time. */
@@ -279,6 +285,11 @@ export interface FlowState {
   reason?: string
   /** Steps by name. */
   steps: Record<string, StepState>
+  /**
+   * The awaits of the flow function itself (`ctx.await.*` in `defineFlow`, not in a step) still
+   * pending, oldest first; absent when there is none, and always once the run ended.
+   */
+  waiting?: Array<{ awaitType: 'time' | 'event' | 'trigger'; awaitData?: unknown; since?: string }>
   /** `log` events in order. */
   logs: Array<{ ts: string; step?: string; level?: string; msg?: string }>
 }
@@ -503,7 +514,12 @@ export declare class EventBus {
   onKind(kind: string, handler: (event: EventRecord) => unknown, options?: OnKindOptions): Promise<Subscription>
   /** The same, consumed with `for await`. */
   onKind(kind: string, options?: OnKindOptions): Promise<Subscription>
-  /** The reduced state of a stream (cached; a repeated call only applies newer events). */
+  /**
+   * The reduced state of a stream (cached; a repeated call only applies newer events). A flow
+   * stream with no events (a run that never existed, or whose events expired) resolves to
+   * `{ status: 'unknown', steps: {}, logs: [] }`, never to a running run; the HTTP state route
+   * answers 404 for it.
+   */
   state(stream: StreamRef): Promise<FlowState | TriggerState>
   /** Runs of a flow, newest first (default limit 50). */
   listRuns(flowName: string, options?: { limit?: number; offset?: number }): Promise<RunInfo[]>

@@ -659,12 +659,13 @@ async function flowState(url, id) {
   return res.status === 200 ? res.json.state : undefined
 }
 
-/** The id of the trigger a run waits for (the waiting step's), once it waits. */
+/** The id of the trigger a run waits for, once it waits. */
 async function waitingTrigger(url, id) {
   return waitFor(async () => {
     const s = await flowState(url, id)
-    const waiting = Object.values(s?.steps ?? {}).find((step) => step.status === 'waiting' && step.awaitData?.triggerId)
-    return waiting?.awaitData.triggerId
+    // a step's await, or one of the flow function itself (the run's `waiting` list)
+    const waiting = [...Object.values(s?.steps ?? {}).filter((step) => step.status === 'waiting'), ...(s?.waiting ?? [])]
+    return waiting.find((w) => w.awaitData?.triggerId)?.awaitData.triggerId
   }, 15_000, `run ${id} waiting for its trigger`)
 }
 

@@ -181,7 +181,7 @@ test('useFlowRun: the state is the server reducer over the events, started over 
   await nextTick()
   assert.equal(again.closed, true)
   assert.equal(FakeEventSource.opened[2].url, '/api/_events/flow/r4/stream')
-  assert.equal(run.state.value.status, 'running')
+  assert.equal(run.state.value.status, 'unknown', 'no event of the new run yet')
   assert.deepEqual(run.state.value.steps, {})
 })
 
@@ -221,7 +221,7 @@ test('on the server (no window): nothing is opened, the state is the empty one',
   const { value: runs, unmount: unmount2 } = await mount(() => useRuns('f'))
   assert.equal(opened, 0)
   assert.equal(run.status.value, 'idle')
-  assert.equal(run.state.value.status, 'running')
+  assert.equal(run.state.value.status, 'unknown')
   assert.deepEqual(runs.runs.value, [])
   unmount()
   unmount2()

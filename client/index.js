@@ -4,6 +4,11 @@
 //
 // apply*Event(state, event) updates `state` in place and returns it (undefined: a new state).
 // Unknown kinds are ignored; events out of the expected order never throw.
+//
+// A flow state starts as 'unknown' (a stream with no events is no run) and is 'running' from its
+// first event on. Awaits of the flow function itself (ctx.await.* in defineFlow: step.* events
+// whose meta.jobId is the run id) are the run's `waiting` list, not a step. Once the run ended,
+// nothing is pending: `waiting` is gone and an unfinished step is 'cancelled'.
 
 const has = (o, k) => o !== null && typeof o === 'object' && !Array.isArray(o) && Object.prototype.hasOwnProperty.call(o, k)
 
@@ -13,7 +18,7 @@ function setOpt(target, key, source, sourceKey = key) {
 
 /** A new, empty flow state. */
 export function initialFlowState() {
-  return { status: 'running', steps: {}, logs: [] }
+  return { status: 'unknown', steps: {}, logs: [] }
 }
 
 /** A new, empty trigger state. */
@@ -42,6 +47,12 @@ export function applyFlowEvent(state, event) {
   const kind = typeof event.kind === 'string' ? event.kind : ''
   const data = event.data
   const terminal = s.status === 'completed' || s.status === 'failed' || s.status === 'cancelled'
+  // the stream has an event: there is a run
+  if (s.status === 'unknown') s.status = 'running'
+  if (isFlowLevel(event, kind)) {
+    if (!terminal) applyFlowAwait(s, kind, event, data)
+    return s
+  }
   if (kind === 'flow.started') {
     if (!terminal) s.status = 'running'
     setOpt(s, 'name', data)
@@ -51,7 +62,9 @@ export function applyFlowEvent(state, event) {
     setOpt(s, 'completedAt', event, 'ts')
     setOpt(s, 'duration', data)
     if (kind === 'flow.failed') setOpt(s, 'error', data)
+    closePending(s)
   } else if (kind === 'flow.cancelled') {
+    closePending(s)
     s.status = 'cancelled'
     setOpt(s, 'completedAt', event, 'ts')
     setOpt(s, 'duration', data)
@@ -78,9 +91,58 @@ export function applyFlowEvent(state, event) {
       })
     }
     const step = s.steps[event.step]
-    if (step !== null && typeof step === 'object' && !Array.isArray(step)) applyStepEvent(step, kind, event, data)
+    if (step !== null && typeof step === 'object' && !Array.isArray(step)) {
+      applyStepEvent(step, kind, event, data)
+      if (terminal) closeStep(step)
+    }
   }
   return s
+}
+
+const AWAIT_KINDS = ['step.await.time', 'step.await.event', 'step.await.trigger', 'step.resumed', 'step.await.timeout']
+
+// An await event of the flow function itself: its job is the run (meta.jobId is the event's
+// flow, or its subject when it has none).
+function isFlowLevel(event, kind) {
+  if (!AWAIT_KINDS.includes(kind)) return false
+  const job = has(event.meta, 'jobId') ? event.meta.jobId : undefined
+  if (typeof job !== 'string') return false
+  const run = typeof event.flow === 'string' ? event.flow : typeof event.subject === 'string' ? event.subject : undefined
+  return run === job
+}
+
+// An await adds { awaitType, awaitData, since } to `waiting`; a resume or timeout removes the
+// oldest entry of its type; an empty list is no field.
+function applyFlowAwait(s, kind, event, data) {
+  const waiting = Array.isArray(s.waiting) ? s.waiting : []
+  delete s.waiting
+  if (kind.startsWith('step.await.') && kind !== 'step.await.timeout') {
+    const entry = { awaitType: kind.slice('step.await.'.length) }
+    if (has(event, 'data')) entry.awaitData = data
+    setOpt(entry, 'since', event, 'ts')
+    waiting.push(entry)
+  } else {
+    const type = kind === 'step.resumed' ? (has(event.meta, 'awaitType') ? event.meta.awaitType : undefined) : has(data, 'awaitType') ? data.awaitType : undefined
+    const i = waiting.findIndex((w) => type === undefined || (w !== null && typeof w === 'object' && sameJson(w.awaitType, type)))
+    if (i >= 0) waiting.splice(i, 1)
+  }
+  if (waiting.length > 0) s.waiting = waiting
+}
+
+const sameJson = (a, b) => a === b || (a !== undefined && b !== undefined && JSON.stringify(a) === JSON.stringify(b))
+
+// The run ended: no flow-level await is pending, no step unfinished.
+function closePending(s) {
+  delete s.waiting
+  if (s.steps === null || typeof s.steps !== 'object' || Array.isArray(s.steps)) return
+  for (const step of Object.values(s.steps)) {
+    if (step !== null && typeof step === 'object' && !Array.isArray(step)) closeStep(step)
+  }
+}
+
+// A step of an ended run that had not finished is 'cancelled'.
+function closeStep(step) {
+  if (step.status === 'pending' || step.status === 'running' || step.status === 'waiting' || step.status === 'retrying') step.status = 'cancelled'
 }
 
 function applyStepEvent(step, kind, event, data) {

@@ -4,6 +4,15 @@
 //! Both are incremental (`apply_*` folds one event into a state), ignore unknown kinds, and
 //! never fail on events out of the expected order: a `step.completed` without `step.started`
 //! creates the step as completed, and a late `flow.started` does not reopen a finished flow.
+//!
+//! A flow state starts as `unknown` (a stream with no events is no run) and is `running` from
+//! its first event on. An await made by the flow function itself (`ctx.await.*` in
+//! `defineFlow`) is written as `step.*` events named after the flow's job with `meta.jobId`
+//! the run id: those are not a step but the run's `waiting` list (the flow-level awaits still
+//! pending), so no step named after the flow appears. Once the run ended (`completed`,
+//! `failed`, `cancelled`), nothing in its state is pending: `waiting` is gone and a step that
+//! had not finished (`pending`, `running`, `waiting`, `retrying`) is `cancelled`; a later
+//! `step.completed` / `step.failed` still records how it finished.
 
 use serde_json::{Map, Value};
 
@@ -43,7 +52,7 @@ pub fn is_terminal(stream_type: &str, kind: &str) -> bool {
 /// The initial flow state.
 pub fn initial_flow_state() -> Value {
     let mut s = Map::new();
-    s.insert("status".into(), "running".into());
+    s.insert("status".into(), "unknown".into());
     s.insert("steps".into(), Value::Object(Map::new()));
     s.insert("logs".into(), Value::Array(Vec::new()));
     Value::Object(s)
@@ -93,6 +102,9 @@ pub fn apply_flow_event(state: &mut Value, event: &Value) {
     let Some(s) = state.as_object_mut() else {
         return;
     };
+    if !event.is_object() {
+        return;
+    }
     let kind = event.get("kind").and_then(Value::as_str).unwrap_or("");
     let ts = event.get("ts").cloned();
     let data = event.get("data");
@@ -100,6 +112,16 @@ pub fn apply_flow_event(state: &mut Value, event: &Value) {
         s.get("status").and_then(Value::as_str),
         Some("completed" | "failed" | "cancelled")
     );
+    if s.get("status").and_then(Value::as_str) == Some("unknown") {
+        // the stream has an event: there is a run
+        s.insert("status".into(), "running".into());
+    }
+    if kind.starts_with("step.") && is_flow_level(event) {
+        if !terminal {
+            apply_flow_await(s, kind, event, ts.as_ref(), data);
+        }
+        return;
+    }
     match kind {
         "flow.started" => {
             if !terminal {
@@ -120,8 +142,10 @@ pub fn apply_flow_event(state: &mut Value, event: &Value) {
             if kind == "flow.failed" {
                 set_opt(s, "error", data.and_then(|d| d.get("error")));
             }
+            close_pending(s);
         }
         "flow.cancelled" => {
+            close_pending(s);
             s.insert("status".into(), "cancelled".into());
             set_opt(s, "completedAt", ts.as_ref());
             set_opt(s, "duration", data.and_then(|d| d.get("duration")));
@@ -156,9 +180,101 @@ pub fn apply_flow_event(state: &mut Value, event: &Value) {
             });
             if let Some(step) = step.as_object_mut() {
                 apply_step_event(step, kind, event, ts.as_ref(), data);
+                if terminal {
+                    close_step(step);
+                }
             }
         }
         _ => {}
+    }
+}
+
+/// The kinds a flow-level await writes.
+const AWAIT_KINDS: [&str; 5] = [
+    "step.await.time",
+    "step.await.event",
+    "step.await.trigger",
+    "step.resumed",
+    "step.await.timeout",
+];
+
+/// True for an await event of the flow function itself: its job is the run (`meta.jobId` is
+/// the run id, the event's `flow`, or its `subject` when it has none).
+fn is_flow_level(event: &Value) -> bool {
+    let kind = event.get("kind").and_then(Value::as_str).unwrap_or("");
+    if !AWAIT_KINDS.contains(&kind) {
+        return false;
+    }
+    let Some(job) = get(event, &["meta", "jobId"]).and_then(Value::as_str) else {
+        return false;
+    };
+    let run = event
+        .get("flow")
+        .and_then(Value::as_str)
+        .or_else(|| event.get("subject").and_then(Value::as_str));
+    run == Some(job)
+}
+
+/// Fold a flow-level await event into the run's `waiting` list: an await adds
+/// `{ awaitType, awaitData, since }`, a resume or timeout removes the oldest entry of its type;
+/// an empty list is no field.
+fn apply_flow_await(
+    s: &mut Map<String, Value>,
+    kind: &str,
+    event: &Value,
+    ts: Option<&Value>,
+    data: Option<&Value>,
+) {
+    let mut waiting = match s.remove("waiting") {
+        Some(Value::Array(w)) => w,
+        _ => Vec::new(),
+    };
+    match kind {
+        "step.await.time" | "step.await.event" | "step.await.trigger" => {
+            let mut entry = Map::new();
+            entry.insert("awaitType".into(), kind["step.await.".len()..].into());
+            set_opt(&mut entry, "awaitData", data);
+            set_opt(&mut entry, "since", ts);
+            waiting.push(Value::Object(entry));
+        }
+        _ => {
+            let await_type = if kind == "step.resumed" {
+                get(event, &["meta", "awaitType"])
+            } else {
+                data.and_then(|d| d.get("awaitType"))
+            };
+            let at = waiting
+                .iter()
+                .position(|w| await_type.is_none() || w.get("awaitType") == await_type);
+            if let Some(i) = at {
+                waiting.remove(i);
+            }
+        }
+    }
+    if !waiting.is_empty() {
+        s.insert("waiting".into(), Value::Array(waiting));
+    }
+}
+
+/// The run ended: no flow-level await is pending, no step unfinished.
+fn close_pending(s: &mut Map<String, Value>) {
+    s.remove("waiting");
+    if let Some(Value::Object(steps)) = s.get_mut("steps") {
+        for step in steps.values_mut() {
+            if let Some(step) = step.as_object_mut() {
+                close_step(step);
+            }
+        }
+    }
+}
+
+/// A step of an ended run that had not finished is `cancelled`.
+fn close_step(step: &mut Map<String, Value>) {
+    if matches!(
+        step.get("status").and_then(Value::as_str),
+        Some("pending" | "running" | "waiting" | "retrying")
+    ) {
+        step.insert("status".into(), "cancelled".into());
     }
 }
 

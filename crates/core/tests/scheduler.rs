@@ -438,6 +438,10 @@ async fn awaits_time_event_and_timeouts() {
             ]
         );
         assert_eq!(evs[2]["meta"]["awaitType"], "event");
+        // resolved by its event, the await's timeout timer is gone (not left until it is due)
+        assert_eq!(bus.store().timer_count().await.unwrap(), 0, "{backend:?}");
+        let timers = bus.metrics().await.timers.unwrap();
+        assert_eq!(timers.pending, Some(0), "{backend:?}");
 
         assert_eq!(
             s.run("wait", "fo", r#"{"mode":"timeout"}"#, None)

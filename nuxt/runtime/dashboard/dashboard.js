@@ -443,6 +443,10 @@ function runPage(id) {
       if (step.status !== 'waiting') continue
       list.push({ step: name, type: step.awaitType, data: step.awaitData || {} })
     }
+    // the awaits of the flow function itself (ctx.await.* in defineFlow), shown under its name
+    for (const w of Array.isArray(flow.waiting) ? flow.waiting : []) {
+      list.push({ step: flow.name || 'flow', type: w.awaitType, data: w.awaitData || {} })
+    }
     return list
   }
 

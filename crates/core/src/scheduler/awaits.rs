@@ -404,6 +404,18 @@ impl Scheduler {
                 if !self.write_resumed(await_id, &state).await? {
                     return Ok(());
                 }
+                if state.await_type == Some(AwaitType::Event) && state.timeout_ms.is_some() {
+                    // the store resolved it with its matching event: its timeout is moot
+                    let timeout = TimerTask::Timeout {
+                        await_id: await_id.to_owned(),
+                    };
+                    let removed = self.store().timer_remove(&timeout.id()).await;
+                    self.report(
+                        "TIMER_FAILED",
+                        &format!("removing the timeout of await {await_id}"),
+                        removed,
+                    );
+                }
                 let result = state.result.unwrap_or_else(|| "null".into());
                 Ok(if state.await_type == Some(AwaitType::Event) {
                     record_from_live(&result).map(|r| r.json).unwrap_or(result)

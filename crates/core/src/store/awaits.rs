@@ -20,7 +20,10 @@
 //! A resolved await expires [`RESOLVED_TTL_MS`] after it resolved. Its owner (if any) is told
 //! with a `sched.resolved` note (`event::note_payload`, data `{"await": awaitId}`) on
 //! `Keys::inbox_channel(owner)`. The event await's registration (`Keys::event_awaits(kind)`,
-//! field awaitId → match JSON) is removed when the event resolves it.
+//! field awaitId → match JSON) is removed when the event resolves it. Its timeout timer
+//! (`timeout:<awaitId>`, in the timers set) is not the store's: the instance that hands the
+//! result to the step removes it (the timer, if it comes due first, finds the await resolved
+//! and does nothing).
 
 use crate::event::note_payload;
 

@@ -98,6 +98,20 @@ function render() {
       el('td', { class: 'detail' }, detail(step)),
     ),
   )
+  // the awaits of the flow function itself (ctx.await.*), pending: listed under the flow's name
+  for (const w of state.waiting ?? []) {
+    const name = state.name || 'flow'
+    const pending = { status: 'waiting', awaitType: w.awaitType, awaitData: w.awaitData }
+    rows.push(
+      el('tr', { 'data-step': name, 'data-status': 'waiting' },
+        el('td', {}, el('code', {}, name)),
+        el('td', {}, el('span', { class: 'badge waiting' }, 'waiting')),
+        el('td', { class: 'num' }, ''),
+        el('td', {}, waitCell(pending, name)),
+        el('td', { class: 'detail' }, w.since ? `since ${time(w.since)}` : ''),
+      ),
+    )
+  }
   $('#steps').replaceChildren(...(rows.length ? rows : [el('tr', {}, el('td', { colspan: '5', class: 'muted' }, 'no step yet'))]))
 
   const logs = state.logs.map((l) => el('li', { class: `log ${l.level || ''}` },
@@ -135,5 +149,6 @@ async function fire(triggerId) {
 
 // keep the timer countdown moving while a step waits
 setInterval(() => {
-  if (Object.values(state.steps).some((s) => s.status === 'waiting' && s.awaitType === 'time')) render()
+  const timer = (s) => s.status === 'waiting' && s.awaitType === 'time'
+  if (Object.values(state.steps).some(timer) || (state.waiting ?? []).some((w) => w.awaitType === 'time')) render()
 }, 500)
