@@ -593,8 +593,9 @@ export interface StepContext {
     /**
      * Wait `ms` milliseconds, or until a Date. The first call fixes the time: a replay of the
      * step (after a take-over) resumes when that call said, not `ms` after the replay. A
-     * negative `ms` rejects with `INVALID_ARGUMENT` (as a negative `timeoutMs` of `event` and
-     * `trigger` does); a Date in the past resolves at once.
+     * negative `ms` or a Date in the past resolves at once (so a delay computed as
+     * `deadline - Date.now()` replays after the deadline); a negative `timeoutMs` of `event`
+     * and `trigger` rejects with `INVALID_ARGUMENT`.
      */
     time(when: number | Date): Promise<void>
     /** Wait for an event of `kind` matching `match` (dotted paths → values), stored after this call, on any instance. Rejects with `AWAIT_TIMEOUT` after `timeoutMs` (an integer ≥ 0; default: no timeout). */

@@ -359,8 +359,10 @@ async function parked(ctx) {
 
 bothBackends('result() rejects with BUS_CLOSED when the bus closes while it waits; the interrupted handlers print nothing', async (ctx) => {
   const { bus, scheduler, run, step, interrupted } = await parked(ctx)
+  const subscribed = bus.subscriptionCount
   const waiting = scheduler.result(run).catch((err) => err)
-  await new Promise((r) => setTimeout(r, 50))
+  // result() is waiting on the run's stream (not failing at once for a closed bus)
+  await waitFor(() => bus.subscriptionCount > subscribed, 5000, 'result() to subscribe')
   const lines = await printed(async () => {
     await bus.close()
     const err = await waiting
@@ -376,8 +378,10 @@ bothBackends('result() rejects with BUS_CLOSED when the bus closes while it wait
 
 bothBackends('result() rejects with BUS_CLOSED when the scheduler closes while it waits, and at once after; the run goes on', async (ctx) => {
   const { bus, scheduler, run, step, interrupted } = await parked(ctx)
+  const subscribed = bus.subscriptionCount
   const waiting = scheduler.result(run).catch((err) => err)
-  await new Promise((r) => setTimeout(r, 50))
+  // result() is waiting on the run's stream (not failing at once for a closed bus)
+  await waitFor(() => bus.subscriptionCount > subscribed, 5000, 'result() to subscribe')
   const lines = await printed(async () => {
     await scheduler.close()
     const err = await waiting

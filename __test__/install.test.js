@@ -62,7 +62,9 @@ function newApp(dir) {
 }
 
 /** npm install of `specs` into `app`, scripts' output shown, from npm's cache only. */
-function npmInstall(app, specs, env, network = '--offline') {
+// --prefer-offline: npm's cache where it has the package, the registry otherwise (a fresh
+// machine's cache holds the tarballs of this checkout's lockfile, not every packument)
+function npmInstall(app, specs, env, network = '--prefer-offline') {
   return run(NPM, ['install', ...specs, network, '--no-audit', '--no-fund', '--foreground-scripts'], { cwd: app, env })
 }
 
@@ -142,7 +144,7 @@ describe('installed from npm tarballs into an empty app', { timeout: 40 * 60_000
     const platform = packPlatformPackage(tmp)
     assert.deepEqual(platform.files.sort(), [BINARY, 'README.md', 'package.json'].sort())
     const app = newApp(path.join(tmp, 'app-prebuilt'))
-    // h3 is the optional peer lean-events/nitro imports; it comes from npm's cache
+    // h3 is the optional peer lean-events/nitro imports (from npm's cache, else the registry)
     const h3 = `h3@${require('h3/package.json').version}`
     const r = npmInstall(app, [main.tarball, platform.tarball, h3], noCargo)
     assert.equal(r.status, 0, r.out)
@@ -157,7 +159,7 @@ describe('installed from npm tarballs into an empty app', { timeout: 40 * 60_000
 
   test('main tarball alone, no cargo: npm install fails naming what is missing and the two ways out', () => {
     const app = newApp(path.join(tmp, 'app-no-cargo'))
-    const r = npmInstall(app, [main.tarball], noCargo)
+    const r = npmInstall(app, [main.tarball], noCargo, '--offline')
     assert.notEqual(r.status, 0, r.out)
     assert.match(r.out, new RegExp(`could not build the native addon from source for ${PLATFORM}: cargo \\(the Rust toolchain\\) not found on PATH`))
     assert.match(r.out, /Two ways out:/)
@@ -170,7 +172,7 @@ describe('installed from npm tarballs into an empty app', { timeout: 40 * 60_000
 
   test('main tarball alone, no cargo, LEAN_EVENTS_BUILD=0: the install passes, require throws NATIVE_BINDING_MISSING', () => {
     const app = newApp(path.join(tmp, 'app-no-build'))
-    const r = npmInstall(app, [main.tarball], { ...noCargo, LEAN_EVENTS_BUILD: '0' })
+    const r = npmInstall(app, [main.tarball], { ...noCargo, LEAN_EVENTS_BUILD: '0' }, '--offline')
     assert.equal(r.status, 0, r.out)
     assert.match(r.out, /LEAN_EVENTS_BUILD=0: not building/)
     const probe = `

@@ -357,7 +357,7 @@ async function startRunFromPage(page, url) {
   await page.waitForURL(/\/runs\/order-/, { timeout: 15_000 })
   const id = decodeURIComponent(new URL(page.url()).pathname.split('/').pop())
   // live, with no reload: `pack` fails its first attempt and completes its second, then the
-  // flow (its own awaits are listed under its name) waits for approval
+  // flow waits for approval (the page lists the flow's own awaits, state.waiting, under its name)
   await page.waitForSelector('p[data-step=order][data-status=waiting]', { timeout: 20_000 })
   assert.equal(await page.getAttribute('p[data-step=pack]', 'data-status'), 'completed')
   assert.match(await page.textContent('p[data-step=pack]'), /attempt 2/)
@@ -593,12 +593,12 @@ describe('example Nuxt app on Redis', { timeout: 300_000 }, () => {
       const waiting = await waitFor(
         async () => {
           const state = await runState(app, id)
-          return state.steps.order?.status === 'waiting' ? state : null
+          return state.waiting?.find((w) => w.awaitType === 'trigger') ? state : null
         },
         15_000,
         'the run to wait for approval',
       )
-      const triggerId = waiting.steps.order.awaitData.triggerId
+      const triggerId = waiting.waiting.find((w) => w.awaitType === 'trigger').awaitData.triggerId
       await stopApp(app)
       assert.equal(app.child.signal, null, 'the app exited on SIGTERM by itself')
       const stopped = app

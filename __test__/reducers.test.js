@@ -45,6 +45,8 @@ test('client reducers survive hostile input', async () => {
     { kind: 'log', data: [1, 2] },
   ])
   assert.equal(Object.getPrototypeOf(s.steps), Object.prototype)
+  // an array is no event (as in the Rust reducer): it does not make a run appear
+  assert.equal(applyFlowEvent(undefined, []).status, 'unknown')
   assert.equal(s.steps.__proto__.status, 'running')
   assert.equal(s.steps.constructor.status, 'completed')
   assert.equal(s.logs.length, 1)

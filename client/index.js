@@ -43,13 +43,13 @@ export function reduceTriggerState(events) {
 /** Fold one event into a flow state. */
 export function applyFlowEvent(state, event) {
   const s = state ?? initialFlowState()
-  if (!event || typeof event !== 'object') return s
+  if (!event || typeof event !== 'object' || Array.isArray(event)) return s
   const kind = typeof event.kind === 'string' ? event.kind : ''
   const data = event.data
   const terminal = s.status === 'completed' || s.status === 'failed' || s.status === 'cancelled'
   // the stream has an event: there is a run
   if (s.status === 'unknown') s.status = 'running'
-  if (isFlowLevel(event, kind)) {
+  if (isFlowLevel(event, kind, s.name)) {
     if (!terminal) applyFlowAwait(s, kind, event, data)
     return s
   }
@@ -99,12 +99,16 @@ export function applyFlowEvent(state, event) {
   return s
 }
 
-const AWAIT_KINDS = ['step.await.time', 'step.await.event', 'step.await.trigger', 'step.resumed', 'step.await.timeout']
+const AWAIT_KINDS = ['step.await.time', 'step.await.event', 'step.await.trigger', 'step.resumed', 'step.await.timeout', 'step.await.cancelled']
+const AWAIT_STARTS = ['step.await.time', 'step.await.event', 'step.await.trigger']
 
-// An await event of the flow function itself: its job is the run (meta.jobId is the event's
-// flow, or its subject when it has none).
-function isFlowLevel(event, kind) {
+// An await event of the flow function itself: its step is the flow's name and its job is the
+// run (meta.jobId is the event's flow, or its subject when it has none).
+function isFlowLevel(event, kind, flowName) {
   if (!AWAIT_KINDS.includes(kind)) return false
+  // a step run on its own with the run's id as its job id is still a step: the flow's own
+  // awaits carry the flow's name as their step
+  if (typeof flowName !== 'string' || event.step !== flowName) return false
   const job = has(event.meta, 'jobId') ? event.meta.jobId : undefined
   if (typeof job !== 'string') return false
   const run = typeof event.flow === 'string' ? event.flow : typeof event.subject === 'string' ? event.subject : undefined
@@ -112,18 +116,22 @@ function isFlowLevel(event, kind) {
 }
 
 // An await adds { awaitType, awaitData, since } to `waiting`; a resume or timeout removes the
-// oldest entry of its type; an empty list is no field.
+// oldest entry of its type and a cancelled trigger its own entry; an empty list is no field.
 function applyFlowAwait(s, kind, event, data) {
   const waiting = Array.isArray(s.waiting) ? s.waiting : []
   delete s.waiting
-  if (kind.startsWith('step.await.') && kind !== 'step.await.timeout') {
+  if (AWAIT_STARTS.includes(kind)) {
     const entry = { awaitType: kind.slice('step.await.'.length) }
     if (has(event, 'data')) entry.awaitData = data
     setOpt(entry, 'since', event, 'ts')
     waiting.push(entry)
   } else {
     const type = kind === 'step.resumed' ? (has(event.meta, 'awaitType') ? event.meta.awaitType : undefined) : has(data, 'awaitType') ? data.awaitType : undefined
-    const i = waiting.findIndex((w) => type === undefined || (w !== null && typeof w === 'object' && sameJson(w.awaitType, type)))
+    // a cancelled trigger names itself; otherwise the oldest await of the type
+    const trigger = has(data, 'triggerId') ? data.triggerId : undefined
+    const isObject = (w) => w !== null && typeof w === 'object'
+    let i = trigger === undefined ? -1 : waiting.findIndex((w) => isObject(w) && has(w.awaitData, 'triggerId') && sameJson(w.awaitData.triggerId, trigger))
+    if (i < 0) i = waiting.findIndex((w) => type === undefined || (isObject(w) && sameJson(w.awaitType, type)))
     if (i >= 0) waiting.splice(i, 1)
   }
   if (waiting.length > 0) s.waiting = waiting
@@ -189,6 +197,7 @@ function applyStepEvent(step, kind, event, data) {
       if (has(event, 'data')) step.awaitData = data
       break
     case 'step.resumed':
+    case 'step.await.cancelled':
       step.status = 'running'
       clearWait()
       break

@@ -33,9 +33,8 @@ function checkTimeout(what, timeoutMs) {
 /**
  * `ctx.await`: durable awaits numbered by `next()` (call order, replayed after a take-over).
  * Bad arguments reject with `INVALID_ARGUMENT`; the calls that took a number before (a
- * negative delay or timeout did) still take it, so later calls keep their numbers on a
- * replay. A negative delay or timeout is refused alike by all three (a Date in the past is a
- * time that has come: it resolves at once).
+ * negative timeout did) still take it, so later calls keep their numbers on a replay. A
+ * negative delay or a Date in the past is a time that has come: it resolves at once.
  */
 function awaits(n, jobId, attempt, next) {
   return {
@@ -44,9 +43,9 @@ function awaits(n, jobId, attempt, next) {
       const relative = typeof when === 'number'
       const ms = when instanceof Date ? when.getTime() : relative ? when : NaN
       if (!Number.isFinite(ms)) throw argError('await.time takes a number of ms or a Date')
-      const s = next()
-      if (relative && ms < 0) throw argError(`await.time takes a delay of 0 ms or more (got ${ms}), or a Date`)
-      await native(n.awaitTime(jobId, attempt, s, Math.max(0, ms), relative))
+      // a negative delay is a time that has come, as a Date in the past is: it waits 0 ms
+      // (a delay computed as `deadline - Date.now()` must not fail a replay after the deadline)
+      await native(n.awaitTime(jobId, attempt, next(), Math.max(0, ms), relative))
     },
     event: async (spec) => {
       const o = checkOptions(spec, 'await.event options', { kind: 'string', match: 'object', timeoutMs: 'int' })

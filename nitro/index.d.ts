@@ -143,8 +143,11 @@ export declare const RUNS_MAX_SCAN: number
 /** The runs route's answer. */
 export interface RunsBody {
   name: string
-  /** Newest first; `status` (and `completedAt` once finished) with `?state=1` or `?status=`. */
-  runs: Array<RunInfo & { status?: 'running' | 'completed' | 'failed' | 'cancelled'; completedAt?: string }>
+  /**
+   * Newest first; `status` (and `completedAt` once finished) with `?state=1` or `?status=`;
+   * `unknown` for a run in the index whose stream holds no events (expired, or indexed by hand).
+   */
+  runs: Array<RunInfo & { status?: 'running' | 'completed' | 'failed' | 'cancelled' | 'unknown'; completedAt?: string }>
   /** The `offset` that reads on from here; null when the index holds nothing further. */
   nextOffset: number | null
   /** With `?status=`: the status asked for. */

@@ -41,9 +41,9 @@ async function pinned(h) {
   if (skipped) return { skipped }
   const own = affinity(process.pid)
   const redisOwn = affinity(h.redisPid)
-  pin(process.pid, '0')
-  pin(h.redisPid, '1')
   try {
+    pin(process.pid, '0')
+    pin(h.redisPid, '1')
     return {
       config: { node: 'CPU 0', redis: 'CPU 1', sequential: 3000, inFlight256: 30000, bursts256: 40000, live: 3000 },
       affinity: { node: affinity(process.pid), redis: affinity(h.redisPid) },

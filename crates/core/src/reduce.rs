@@ -116,7 +116,7 @@ pub fn apply_flow_event(state: &mut Value, event: &Value) {
         // the stream has an event: there is a run
         s.insert("status".into(), "running".into());
     }
-    if kind.starts_with("step.") && is_flow_level(event) {
+    if kind.starts_with("step.") && is_flow_level(event, s.get("name").and_then(Value::as_str)) {
         if !terminal {
             apply_flow_await(s, kind, event, ts.as_ref(), data);
         }
@@ -190,19 +190,26 @@ pub fn apply_flow_event(state: &mut Value, event: &Value) {
 }
 
 /// The kinds a flow-level await writes.
-const AWAIT_KINDS: [&str; 5] = [
+const AWAIT_KINDS: [&str; 6] = [
     "step.await.time",
     "step.await.event",
     "step.await.trigger",
     "step.resumed",
     "step.await.timeout",
+    "step.await.cancelled",
 ];
 
-/// True for an await event of the flow function itself: its job is the run (`meta.jobId` is
-/// the run id, the event's `flow`, or its `subject` when it has none).
-fn is_flow_level(event: &Value) -> bool {
+/// True for an await event of the flow function itself: its step is the flow's name and its
+/// job is the run (`meta.jobId` is the run id, the event's `flow`, or its `subject` when it
+/// has none).
+fn is_flow_level(event: &Value, flow_name: Option<&str>) -> bool {
     let kind = event.get("kind").and_then(Value::as_str).unwrap_or("");
     if !AWAIT_KINDS.contains(&kind) {
+        return false;
+    }
+    // a step run on its own with the run's id as its job id is still a step: the flow's own
+    // awaits carry the flow's name as their step
+    if flow_name.is_none() || event.get("step").and_then(Value::as_str) != flow_name {
         return false;
     }
     let Some(job) = get(event, &["meta", "jobId"]).and_then(Value::as_str) else {
@@ -216,8 +223,8 @@ fn is_flow_level(event: &Value) -> bool {
 }
 
 /// Fold a flow-level await event into the run's `waiting` list: an await adds
-/// `{ awaitType, awaitData, since }`, a resume or timeout removes the oldest entry of its type;
-/// an empty list is no field.
+/// `{ awaitType, awaitData, since }`, a resume or timeout removes the oldest entry of its type
+/// and a cancelled trigger its own entry; an empty list is no field.
 fn apply_flow_await(
     s: &mut Map<String, Value>,
     kind: &str,
@@ -243,9 +250,19 @@ fn apply_flow_await(
             } else {
                 data.and_then(|d| d.get("awaitType"))
             };
-            let at = waiting
-                .iter()
-                .position(|w| await_type.is_none() || w.get("awaitType") == await_type);
+            // a cancelled trigger names itself; otherwise the oldest await of the type
+            let trigger = data.and_then(|d| d.get("triggerId"));
+            let at = trigger
+                .and_then(|t| {
+                    waiting
+                        .iter()
+                        .position(|w| get(w, &["awaitData", "triggerId"]) == Some(t))
+                })
+                .or_else(|| {
+                    waiting
+                        .iter()
+                        .position(|w| await_type.is_none() || w.get("awaitType") == await_type)
+                });
             if let Some(i) = at {
                 waiting.remove(i);
             }
@@ -344,7 +361,7 @@ fn apply_step_event(
             step.insert("awaitType".into(), await_type.into());
             set_opt(step, "awaitData", data);
         }
-        "step.resumed" => {
+        "step.resumed" | "step.await.cancelled" => {
             step.insert("status".into(), "running".into());
             clear_wait(step);
         }

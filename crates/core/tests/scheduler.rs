@@ -1591,7 +1591,12 @@ async fn a_resolutions_events_are_written_after_a_failed_write() {
                 "step.resumed",
                 "step.completed",
             ],
-            "cancel" => &["step.started", "step.await.trigger", "step.completed"],
+            "cancel" => &[
+                "step.started",
+                "step.await.trigger",
+                "step.await.cancelled",
+                "step.completed",
+            ],
             _ => &[
                 "step.started",
                 "step.await.trigger",

@@ -269,6 +269,19 @@ pub(super) fn trigger_cancelled(id: &str, flow: &str, reason: &str) -> String {
     )
 }
 
+/// `step.await.cancelled`, in the flow's stream: the trigger `id` its step (or the flow
+/// function) waited on was cancelled, so its `wait()` rejects with `TRIGGER_CANCELLED` and the
+/// step goes on; without it the flow's stream would show the wait as pending for ever.
+pub(super) fn step_await_cancelled(id: &str, a: &Await, reason: &str) -> String {
+    step_event(
+        "step.await.cancelled",
+        &a.flow,
+        &a.step,
+        json!({ "awaitType": "trigger", "triggerId": id, "reason": reason }),
+        json!({ "jobId": a.job }),
+    )
+}
+
 /// `step.resumed`: a resolved await's result is handed to its step.
 pub(super) fn step_resumed(a: &Await) -> String {
     let kind = a.type_name();

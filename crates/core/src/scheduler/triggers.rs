@@ -133,7 +133,7 @@ impl Scheduler {
             .pending_trigger(trigger_id)
             .await
             .map_err(|e| cancelled_already(trigger_id, e))?;
-        let fired = events::trigger_fired(trigger_id, &state.flow, &payload);
+        let fired = vec![events::trigger_fired(trigger_id, &state.flow, &payload)];
         let extra = vec![
             (field::RESOLVED_MS, now_ms().to_string()),
             (field::RESULT, payload.get().to_owned()),
@@ -147,7 +147,11 @@ impl Scheduler {
     pub async fn cancel(&self, trigger_id: &str, reason: &str) -> Result<()> {
         self.check_open()?;
         let state = self.pending_trigger(trigger_id).await?;
-        let cancelled = events::trigger_cancelled(trigger_id, &state.flow, reason);
+        // both in the same compare-and-set: the trigger's stream and the waiting flow's say so
+        let cancelled = vec![
+            events::trigger_cancelled(trigger_id, &state.flow, reason),
+            events::step_await_cancelled(trigger_id, &state, reason),
+        ];
         let extra = vec![
             (field::RESOLVED_MS, now_ms().to_string()),
             (field::REASON, reason.to_owned()),
@@ -172,7 +176,7 @@ impl Scheduler {
         }
     }
 
-    /// Resolve a pending trigger to `status` with its `event`; then write the event, stop its
+    /// Resolve a pending trigger to `status` with its `events`; then write them, stop its
     /// timeout and hand the outcome to its step.
     async fn resolve_trigger(
         &self,
@@ -180,9 +184,8 @@ impl Scheduler {
         state: Await,
         status: AwaitStatus,
         extra: Vec<(&str, String)>,
-        event: String,
+        events: Vec<String>,
     ) -> Result<()> {
-        let events = [event];
         let r = self
             .resolve_await(trigger_id, status, extra, &events)
             .await?;
@@ -206,7 +209,7 @@ impl Scheduler {
         }
         let state = Await {
             status: Some(status),
-            pending_events: events.into(),
+            pending_events: events,
             ..state
         };
         self.publish_resolution(trigger_id, &state).await
