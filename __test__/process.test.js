@@ -105,6 +105,26 @@ for (const backend of BACKENDS) {
 }
 
 for (const backend of BACKENDS) {
+  for (const what of ['scheduler', 'bus']) {
+    test(`process exit: more steps than concurrency parked in awaits, then ${what === 'bus' ? 'the bus closes' : 'the scheduler and the bus close'}: the child exits by itself [${backend.name}]`, async () => {
+      const prefix = uniquePrefix('parked')
+      const args = [path.join(FIXTURES, 'sched-parked-close.js'), what, '2', '6']
+      if (backend.url) args.push(backend.url, prefix)
+      const child = startChild(process.execPath, args)
+      try {
+        const { code, signal } = await exitsWithin(child, EXIT_DEADLINE_MS, `parked steps, ${what} closed`)
+        assert.equal(signal, null)
+        assert.equal(code, 0, `exit code; stderr: ${child.stderr}`)
+        assert.match(child.stdout, /^done BUS_CLOSED$/m, 'every pending run() rejected with BUS_CLOSED')
+      } finally {
+        await child.kill()
+        if (backend.url) await deleteRedisPrefix(prefix)
+      }
+    })
+  }
+}
+
+for (const backend of BACKENDS) {
   test(`closed buses are garbage-collected, with their store and callbacks [${backend.name}]`, async () => {
     const prefix = uniquePrefix('gc')
     const child = startChild(process.execPath, ['--expose-gc', path.join(FIXTURES, 'bus-gc.js'), backend.url || '', prefix, '20'])

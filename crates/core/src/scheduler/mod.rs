@@ -166,6 +166,9 @@ impl Instance {
         lock(&self.runs).clear();
         lock(&self.waiters).clear();
         lock(&self.work.waker).take();
+        // handlers whose await ended with the close would wait for a slot for ever (none is
+        // given back once outcomes are refused): a closed semaphore lets them go on at once
+        self.work.slots.close();
         if self.counted.swap(false, Ordering::AcqRel) {
             self.bus.timer_counters().scheduler_stopped();
         }
