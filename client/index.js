@@ -7,7 +7,8 @@
 //
 // A flow state starts as 'unknown' (a stream with no events is no run) and is 'running' from its
 // first event on. Awaits of the flow function itself (ctx.await.* in defineFlow: step.* events
-// whose meta.jobId is the run id) are the run's `waiting` list, not a step. Once the run ended,
+// whose step is the flow's name and whose meta.jobId is the run id) are the run's `waiting`
+// list, not a step. Once the run ended,
 // nothing is pending: `waiting` is gone and an unfinished step is 'cancelled'.
 
 const has = (o, k) => o !== null && typeof o === 'object' && !Array.isArray(o) && Object.prototype.hasOwnProperty.call(o, k)

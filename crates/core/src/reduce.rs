@@ -7,8 +7,8 @@
 //!
 //! A flow state starts as `unknown` (a stream with no events is no run) and is `running` from
 //! its first event on. An await made by the flow function itself (`ctx.await.*` in
-//! `defineFlow`) is written as `step.*` events named after the flow's job with `meta.jobId`
-//! the run id: those are not a step but the run's `waiting` list (the flow-level awaits still
+//! `defineFlow`) is written as `step.*` events whose step is the flow's name and whose
+//! `meta.jobId` is the run id: those are not a step but the run's `waiting` list (the flow-level awaits still
 //! pending), so no step named after the flow appears. Once the run ended (`completed`,
 //! `failed`, `cancelled`), nothing in its state is pending: `waiting` is gone and a step that
 //! had not finished (`pending`, `running`, `waiting`, `retrying`) is `cancelled`; a later
@@ -116,7 +116,7 @@ pub fn apply_flow_event(state: &mut Value, event: &Value) {
         // the stream has an event: there is a run
         s.insert("status".into(), "running".into());
     }
-    if kind.starts_with("step.") && is_flow_level(event, s.get("name").and_then(Value::as_str)) {
+    if is_flow_level(kind, event, s.get("name").and_then(Value::as_str)) {
         if !terminal {
             apply_flow_await(s, kind, event, ts.as_ref(), data);
         }
@@ -202,8 +202,7 @@ const AWAIT_KINDS: [&str; 6] = [
 /// True for an await event of the flow function itself: its step is the flow's name and its
 /// job is the run (`meta.jobId` is the run id, the event's `flow`, or its `subject` when it
 /// has none).
-fn is_flow_level(event: &Value, flow_name: Option<&str>) -> bool {
-    let kind = event.get("kind").and_then(Value::as_str).unwrap_or("");
+fn is_flow_level(kind: &str, event: &Value, flow_name: Option<&str>) -> bool {
     if !AWAIT_KINDS.contains(&kind) {
         return false;
     }

@@ -406,15 +406,7 @@ impl Scheduler {
                 }
                 if state.await_type == Some(AwaitType::Event) && state.timeout_ms.is_some() {
                     // the store resolved it with its matching event: its timeout is moot
-                    let timeout = TimerTask::Timeout {
-                        await_id: await_id.to_owned(),
-                    };
-                    let removed = self.store().timer_remove(&timeout.id()).await;
-                    self.report(
-                        "TIMER_FAILED",
-                        &format!("removing the timeout of await {await_id}"),
-                        removed,
-                    );
+                    self.remove_timeout(await_id).await;
                 }
                 let result = state.result.unwrap_or_else(|| "null".into());
                 Ok(if state.await_type == Some(AwaitType::Event) {
@@ -454,6 +446,20 @@ impl Scheduler {
             let _ = w.send(outcome.clone());
         }
         Ok(())
+    }
+
+    /// Drop the timeout timer of a resolved await. Failing is harmless (reported as
+    /// `TIMER_FAILED`): due, the timer finds the await resolved and does nothing.
+    pub(super) async fn remove_timeout(&self, await_id: &str) {
+        let timeout = TimerTask::Timeout {
+            await_id: await_id.to_owned(),
+        };
+        let removed = self.store().timer_remove(&timeout.id()).await;
+        self.report(
+            "TIMER_FAILED",
+            &format!("removing the timeout of await {await_id}"),
+            removed,
+        );
     }
 
     /// A resolved await's `step.resumed` is written by the instance that hands the result to

@@ -129,10 +129,7 @@ impl Scheduler {
         }
         let payload =
             json::checked("the payload", payload).map_err(|e| Error::invalid(e.message))?;
-        let state = self
-            .pending_trigger(trigger_id)
-            .await
-            .map_err(|e| cancelled_already(trigger_id, e))?;
+        let state = self.pending_trigger(trigger_id, Resolver::Fire).await?;
         let fired = vec![events::trigger_fired(trigger_id, &state.flow, &payload)];
         let extra = vec![
             (field::RESOLVED_MS, now_ms().to_string()),
@@ -140,13 +137,12 @@ impl Scheduler {
         ];
         self.resolve_trigger(trigger_id, state, AwaitStatus::Resolved, extra, fired)
             .await
-            .map_err(|e| cancelled_already(trigger_id, e))
     }
 
     /// Cancel a pending trigger; the waiting step's `wait()` rejects with `TRIGGER_CANCELLED`.
     pub async fn cancel(&self, trigger_id: &str, reason: &str) -> Result<()> {
         self.check_open()?;
-        let state = self.pending_trigger(trigger_id).await?;
+        let state = self.pending_trigger(trigger_id, Resolver::Cancel).await?;
         // both in the same compare-and-set: the trigger's stream and the waiting flow's say so
         let cancelled = vec![
             events::trigger_cancelled(trigger_id, &state.flow, reason),
@@ -161,7 +157,7 @@ impl Scheduler {
     }
 
     /// The trigger `trigger_id`, pending (the typed errors of fire and cancel otherwise).
-    async fn pending_trigger(&self, trigger_id: &str) -> Result<Await> {
+    async fn pending_trigger(&self, trigger_id: &str, by: Resolver) -> Result<Await> {
         if !is_trigger_id(trigger_id) {
             return Err(Error::new(
                 ErrorCode::TriggerNotFound,
@@ -172,7 +168,7 @@ impl Scheduler {
         match state.status {
             None => Err(not_found(trigger_id)),
             Some(AwaitStatus::Pending) => Ok(state),
-            Some(other) => Err(resolved_already(trigger_id, other.as_str())),
+            Some(other) => Err(resolved_already(trigger_id, Some(other), by)),
         }
     }
 
@@ -194,19 +190,18 @@ impl Scheduler {
         }
         if !r.set {
             let current = r.current.unwrap_or_default();
-            return Err(resolved_already(trigger_id, &current));
+            let by = if status == AwaitStatus::Cancelled {
+                Resolver::Cancel
+            } else {
+                Resolver::Fire
+            };
+            return Err(resolved_already(
+                trigger_id,
+                AwaitStatus::parse(&current),
+                by,
+            ));
         }
-        let timeout = TimerTask::Timeout {
-            await_id: trigger_id.to_owned(),
-        };
-        if let Err(e) = self.store().timer_remove(&timeout.id()).await {
-            // harmless: due, it finds the trigger resolved
-            self.instance.bus.warn(
-                "TIMER_FAILED",
-                format!("the timeout of trigger {trigger_id} was not removed"),
-                Some(e.to_string()),
-            );
-        }
+        self.remove_timeout(trigger_id).await;
         let state = Await {
             status: Some(status),
             pending_events: events,
@@ -223,26 +218,27 @@ fn not_found(trigger_id: &str) -> Error {
     )
 }
 
-/// A `fire` that lost to a cancel rejects with `TRIGGER_CANCELLED` (the step it would
-/// resume is not waiting any more).
-fn cancelled_already(trigger_id: &str, e: Error) -> Error {
-    if e.code == ErrorCode::TriggerResolved && e.message.ends_with(CANCELLED_ALREADY) {
+/// Who tried to resolve a trigger that is not pending any more.
+#[derive(Clone, Copy)]
+enum Resolver {
+    Fire,
+    Cancel,
+}
+
+/// What a fire or a cancel meets on a trigger that ended already. A fire that comes after a
+/// cancel rejects with `TRIGGER_CANCELLED` (the step it would resume is not waiting any
+/// more); anything else with `TRIGGER_RESOLVED`, saying how the trigger ended.
+fn resolved_already(trigger_id: &str, status: Option<AwaitStatus>, by: Resolver) -> Error {
+    if matches!((by, status), (Resolver::Fire, Some(AwaitStatus::Cancelled))) {
         return Error::new(
             ErrorCode::TriggerCancelled,
             format!("trigger {trigger_id} was cancelled"),
         );
     }
-    e
-}
-
-/// How `resolved_already` ends for a cancelled trigger.
-const CANCELLED_ALREADY: &str = "was cancelled already";
-
-fn resolved_already(trigger_id: &str, status: &str) -> Error {
-    let what = match AwaitStatus::parse(status) {
+    let what = match status {
         Some(AwaitStatus::Resolved) => "was fired already",
         Some(AwaitStatus::Timeout) => "timed out already",
-        Some(AwaitStatus::Cancelled) => CANCELLED_ALREADY,
+        Some(AwaitStatus::Cancelled) => "was cancelled already",
         _ => "was resolved already",
     };
     Error::new(
