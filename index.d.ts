@@ -699,13 +699,20 @@ export declare class Scheduler {
   rerunFlow(runId: string): Promise<string>
   /** Fire a trigger; rejects with `TRIGGER_NOT_FOUND` (unknown or expired), `TRIGGER_RESOLVED` or `TRIGGER_CANCELLED`. */
   fire(triggerId: string, payload?: unknown): Promise<void>
-  /** Cancel a pending trigger; its `wait()` rejects with `TRIGGER_CANCELLED`. */
+  /**
+   * Cancel a pending trigger; its `wait()` rejects with `TRIGGER_CANCELLED`. Rejects with
+   * `TRIGGER_NOT_FOUND` (unknown or expired) or `TRIGGER_RESOLVED` (it was fired, timed out or
+   * cancelled already; a `fire` after a cancel rejects with `TRIGGER_CANCELLED` instead).
+   */
   cancel(triggerId: string, reason?: string): Promise<void>
   /**
    * Run one piece of work handed to this instance's `dispatch`. Call it on that same instance:
    * a job's outcome is recorded only by the instance that owns it.
    */
   execute(work: StepWork): Promise<void>
-  /** Stop this instance; its unfinished jobs are resumed elsewhere once its lease ends. */
+  /**
+   * Stop this instance; its unfinished jobs are resumed elsewhere once its lease ends. The bus
+   * stays open (and keeps Node alive) until `bus.close()`, which also closes its schedulers.
+   */
   close(): Promise<void>
 }
