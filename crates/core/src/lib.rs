@@ -15,7 +15,7 @@ pub mod reduce;
 pub mod scheduler;
 pub mod store;
 
-pub use bus::{Bus, Config, OnStored};
+pub use bus::{Bus, Config, OnStored, PreparedAppend};
 pub use error::{Error, ErrorCode, Result};
 pub use event::{Record, StreamRef};
 pub use id::StreamId;

@@ -76,6 +76,8 @@ impl Drop for Admitted {
 pub(crate) struct Reply {
     done: Option<OnStored>,
     place: Option<Admitted>,
+    /// Run when the outcome is known, before `done`.
+    settled: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Reply {
@@ -83,11 +85,20 @@ impl Reply {
         Reply {
             done: Some(done),
             place: Some(place),
+            settled: None,
         }
+    }
+
+    /// Run `hook` once the outcome is known, before the callback.
+    pub(crate) fn on_settled(&mut self, hook: Box<dyn FnOnce() + Send>) {
+        self.settled = Some(hook);
     }
 
     /// Count the outcome and free the place.
     fn settle(&mut self, stored: std::result::Result<usize, ErrorCode>) {
+        if let Some(hook) = self.settled.take() {
+            hook();
+        }
         if let Some(place) = self.place.take() {
             match stored {
                 Ok(n) => place.0.outcomes.stored(n),

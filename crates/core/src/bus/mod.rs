@@ -9,7 +9,7 @@ mod commit;
 pub mod config;
 mod state;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::value::RawValue;
@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use crate::diagnostics::Diagnostics;
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::{self, Limits, PreparedEvent, Record, StreamRef};
+use crate::id::StreamId;
 use crate::keys::Keys;
 use crate::live::{self, Hub, SubscribeOptions, Subscription, Waker};
 use crate::metrics::{Metrics, TimerCounters, TimerMetrics};
@@ -48,6 +49,34 @@ impl<'a> EmitOptions<'a> {
             stream_type,
             retention: None,
         }
+    }
+}
+
+/// An append validated and admitted (it counts against `maxPendingEmits` until settled), not
+/// yet handed to the store. Dropped unsettled, its callback learns that the bus closed.
+pub struct PreparedAppend {
+    events: Vec<PreparedEvent>,
+    reply: Reply,
+}
+
+impl PreparedAppend {
+    /// Its events, in order.
+    pub fn events(&self) -> &[PreparedEvent] {
+        &self.events
+    }
+
+    /// Settle it: the ids the store gave its events, in order, or why nothing was stored.
+    pub fn settle(self, stored: Result<Vec<StreamId>>) {
+        let PreparedAppend { events, reply } = self;
+        reply.send(stored.map(|ids| (events, ids)));
+    }
+
+    /// Count it in `counter` until it is settled (before its callback runs).
+    pub fn count_in(&mut self, counter: Arc<AtomicUsize>) {
+        counter.fetch_add(1, Ordering::AcqRel);
+        self.reply.on_settled(Box::new(move || {
+            counter.fetch_sub(1, Ordering::AcqRel);
+        }));
     }
 }
 
@@ -94,6 +123,15 @@ pub struct Bus {
 impl Bus {
     /// Connect to Redis (`config.url` or `config.cluster`) or open the embedded store (no url).
     pub async fn connect(config: Config) -> Result<Bus> {
+        Bus::connect_with_live(config, None).await
+    }
+
+    /// `connect`, with live messages from `live` instead of the store's own Pub/Sub
+    /// connections (on one Redis; a cluster and the embedded store ignore it).
+    pub async fn connect_with_live(
+        config: Config,
+        live: Option<Arc<dyn store::PubSubSource>>,
+    ) -> Result<Bus> {
         let checked = config.check()?;
         let remote = checked.location != store::Location::Embedded;
         let hub = Arc::new(Hub::new(remote, config.timeout));
@@ -106,7 +144,12 @@ impl Bus {
         )
         .await?;
         hub.set_store(Arc::downgrade(&store));
-        if let Some(source) = store.pubsub() {
+        let single = matches!(checked.location, store::Location::Redis(_));
+        let source = match (store.pubsub(), live) {
+            (Some(_), Some(live)) if single => Some(live),
+            (own, _) => own,
+        };
+        if let Some(source) = source {
             tokio::spawn(live::pubsub::run(
                 Arc::downgrade(&hub),
                 source,
@@ -308,11 +351,25 @@ impl Bus {
 
     /// `submit_one_then` with per-call options.
     pub fn submit_one_with(&self, json: &str, opts: EmitOptions<'_>, done: OnStored) -> Result<()> {
-        let submitted = self.core.check_open().and_then(|()| {
+        let prepared = self.prepare_one_with(json, opts, done)?;
+        self.commit(prepared);
+        Ok(())
+    }
+
+    /// Validate one event and admit it (see `submit_one_then`) without handing it to the
+    /// store: for a caller that appends over a connection of its own (`wire`) and settles it
+    /// there, or hands it on with `commit`.
+    pub fn prepare_one_with(
+        &self,
+        json: &str,
+        opts: EmitOptions<'_>,
+        done: OnStored,
+    ) -> Result<PreparedAppend> {
+        let prepared = self.core.check_open().and_then(|()| {
             let events = vec![event::prepare(json, opts.stream_type, self.core.limits)?];
-            self.submit_then(events, opts, done)
+            self.admit(events, opts, done)
         });
-        self.count_refused(submitted)
+        self.count_refused(prepared)
     }
 
     /// Validate every event of a JSON array, then hand them all to the store as one atomic
@@ -333,19 +390,33 @@ impl Bus {
         opts: EmitOptions<'_>,
         done: OnStored,
     ) -> Result<()> {
-        let submitted = self.core.check_open().and_then(|()| {
+        if let Some(prepared) = self.prepare_many_with(json_array, opts, done)? {
+            self.commit(prepared);
+        }
+        Ok(())
+    }
+
+    /// Validate every event of a JSON array and admit them as one append (see
+    /// `prepare_one_with`); an empty array is settled at once and gives `None`.
+    pub fn prepare_many_with(
+        &self,
+        json_array: &str,
+        opts: EmitOptions<'_>,
+        done: OnStored,
+    ) -> Result<Option<PreparedAppend>> {
+        let prepared = self.core.check_open().and_then(|()| {
             let events = self.prepare_many(json_array, opts.stream_type)?;
             if events.is_empty() {
                 done(Ok(Vec::new()));
-                return Ok(());
+                return Ok(None);
             }
-            self.submit_then(events, opts, done)
+            self.admit(events, opts, done).map(Some)
         });
-        self.count_refused(submitted)
+        self.count_refused(prepared)
     }
 
     /// Count an emit refused before it reached the store (invalid, `BACKPRESSURE`, closed).
-    fn count_refused(&self, submitted: Result<()>) -> Result<()> {
+    fn count_refused<T>(&self, submitted: Result<T>) -> Result<T> {
         if let Err(e) = &submitted {
             self.core.pending.outcomes.failed(e.code);
         }
@@ -382,14 +453,14 @@ impl Bus {
             .collect()
     }
 
-    /// A store that appends at once does; others get the append through the group commit.
-    /// Terminal events get the retention of the call, else of the bus, if any.
-    fn submit_then(
+    /// Give terminal events the retention of the call, else of the bus, if any, and admit the
+    /// append against `maxPendingEmits`.
+    fn admit(
         &self,
         mut events: Vec<PreparedEvent>,
         opts: EmitOptions<'_>,
         done: OnStored,
-    ) -> Result<()> {
+    ) -> Result<PreparedAppend> {
         let retention = match opts.retention {
             Some(d) => Some(config::check_retention(
                 d.as_millis().try_into().unwrap_or(u64::MAX),
@@ -405,21 +476,37 @@ impl Bus {
             }
         }
         let reply = Reply::new(done, self.core.pending.admit()?);
+        Ok(PreparedAppend { events, reply })
+    }
+
+    /// Hand an admitted append to the store: one that appends at once does, others get it
+    /// through the group commit. Its outcome goes to its callback.
+    pub fn commit(&self, prepared: PreparedAppend) {
+        let PreparedAppend { events, reply } = prepared;
+        if self.core.is_closed() {
+            reply.send(Err(Error::closed()));
+            return;
+        }
         if let Some(stored) = self.core.store.append_now(&events) {
             reply.send(stored.map(|ids| (events, ids)));
-            return Ok(());
+            return;
         }
         let Some(tx) = &self.core.commits else {
             reply.send(Err(Error::new(
                 ErrorCode::Internal,
                 "the store neither appends at once nor has a group commit",
             )));
-            return Ok(());
+            return;
         };
         if let Err(mpsc::error::SendError(req)) = tx.send(AppendRequest { events, reply }) {
             req.reply.send(Err(Error::closed()));
         }
-        Ok(())
+    }
+
+    /// The settings for appending over a socket driven outside Tokio, when the store allows it
+    /// (see `Store::wire`).
+    pub fn wire(&self) -> Option<store::redis::wire::Wire> {
+        self.core.store.wire()
     }
 
     /// Read a range of a stream (exclusive cursors; default limit 100, at most 10 000).

@@ -347,6 +347,12 @@ pub trait Store: EventLog + Coordination + keyspace::Keyspace {
     /// `Fanout` itself (the embedded store).
     fn pubsub(&self) -> Option<Arc<dyn PubSubSource>>;
 
+    /// The settings for appending over a socket driven outside Tokio (Node's event loop),
+    /// when this store can: one Redis over plain TCP, `durability: 'local'`.
+    fn wire(&self) -> Option<redis::wire::Wire> {
+        None
+    }
+
     /// Release connections and background tasks; later calls fail with `BUS_CLOSED`.
     fn close(&self);
 }

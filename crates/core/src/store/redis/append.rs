@@ -5,14 +5,16 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{Script, Value};
+use redis::{Script, ScriptInvocation, ToRedisArgs, Value};
 
 use super::commands::Commands;
 use super::connection::Connection;
 use super::reply::{event_index_arg, not_replicated, parse_append_reply, unexpected};
+use super::wire::Wire;
 use super::AppendPath;
 use crate::error::Result;
 use crate::event::PreparedEvent;
+use crate::keys::Keys;
 use crate::store::awaits::RESOLVED_TTL_MS;
 use crate::store::GroupResults;
 
@@ -24,6 +26,57 @@ static APPEND_LUA: &str = concat!(
     include_str!("lua/retention.lua"),
     include_str!("lua/append.lua")
 );
+
+/// The append script's text (what `EVALSHA` names by its SHA1).
+pub fn append_script() -> &'static str {
+    APPEND_LUA
+}
+
+/// The append script's arguments after its keys (one stream key per event, in order): the
+/// prefix, `maxLen` (0: none), the resolved-await TTL, then per group its size and per event
+/// its stream, index argument and fields.
+pub fn append_args(
+    cmd: &mut impl ScriptArgs,
+    prefix: &str,
+    max_len: Option<u64>,
+    groups: &[&[PreparedEvent]],
+) {
+    cmd.push(prefix)
+        .push(max_len.unwrap_or(0))
+        .push(RESOLVED_TTL_MS)
+        .push(groups.len());
+    for group in groups {
+        cmd.push(group.len());
+        for e in group.iter() {
+            cmd.push(&e.stream.stream_type)
+                .push(&e.stream.id)
+                .push(event_index_arg(e))
+                .push(e.fields.len());
+            for (k, v) in &e.fields {
+                cmd.push(*k).push(v);
+            }
+        }
+    }
+}
+
+/// Where script arguments go: a `redis::Cmd` (an `EVALSHA` written by hand) or a script
+/// invocation.
+pub trait ScriptArgs {
+    /// Add one argument.
+    fn push<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self;
+}
+
+impl ScriptArgs for redis::Cmd {
+    fn push<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        self.arg(arg)
+    }
+}
+
+impl ScriptArgs for ScriptInvocation<'_> {
+    fn push<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        self.arg(arg)
+    }
+}
 
 /// Appends on one node.
 pub struct SingleNodeAppend {
@@ -48,25 +101,13 @@ impl SingleNodeAppend {
 #[async_trait]
 impl AppendPath for SingleNodeAppend {
     async fn append(&self, cmds: &Commands, groups: &[&[PreparedEvent]]) -> Result<GroupResults> {
-        let prefix = cmds.keys.prefix();
         let mut inv = self.script.prepare_invoke();
-        inv.arg(prefix)
-            .arg(self.max_len.unwrap_or(0))
-            .arg(RESOLVED_TTL_MS)
-            .arg(groups.len());
         for group in groups {
-            inv.arg(group.len());
             for e in group.iter() {
                 inv.key(cmds.keys.stream(&e.stream));
-                inv.arg(&e.stream.stream_type)
-                    .arg(&e.stream.id)
-                    .arg(event_index_arg(e));
-                inv.arg(e.fields.len());
-                for (k, v) in &e.fields {
-                    inv.arg(*k).arg(v);
-                }
             }
         }
+        append_args(&mut inv, cmds.keys.prefix(), self.max_len, groups);
         let conn = match &self.replicated {
             Some((_, own)) => own,
             None => &cmds.conn,
@@ -88,6 +129,14 @@ impl AppendPath for SingleNodeAppend {
             }
             _ => Ok(results),
         }
+    }
+
+    fn wire(&self, url: &str, keys: &Keys, timeout: Duration) -> Option<Wire> {
+        if self.replicated.is_some() {
+            // WAIT must follow the appends on their own connection; that stays on Tokio
+            return None;
+        }
+        Wire::for_url(url, keys.clone(), self.max_len, timeout)
     }
 
     fn close(&self) {

@@ -9,9 +9,11 @@ pub mod connection;
 pub mod keyspace;
 pub mod pubsub;
 pub mod reply;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -32,6 +34,12 @@ pub trait AppendPath: Send + Sync {
     /// Append the groups (see `EventLog::append`).
     async fn append(&self, cmds: &Commands, groups: &[&[PreparedEvent]]) -> Result<GroupResults>;
 
+    /// The settings for appending over a socket driven elsewhere (`wire`), when this path can
+    /// (one Redis, a plain TCP url, no `WAIT` after the appends).
+    fn wire(&self, _url: &str, _keys: &Keys, _timeout: Duration) -> Option<wire::Wire> {
+        None
+    }
+
     /// Stop background work and drop connections of its own.
     fn close(&self) {}
 }
@@ -41,6 +49,9 @@ pub struct RedisStore {
     cmds: Arc<Commands>,
     append: Box<dyn AppendPath>,
     pubsub: Arc<dyn PubSubSource>,
+    /// The url of one Redis (none on a cluster), for `wire`.
+    url: Option<String>,
+    timeout: Duration,
 }
 
 impl RedisStore {
@@ -54,6 +65,8 @@ impl RedisStore {
             cmds,
             append,
             pubsub,
+            url: None,
+            timeout: Duration::from_secs(5),
         }
     }
 
@@ -67,11 +80,14 @@ impl RedisStore {
             None => None,
         };
         let pubsub = pubsub::SingleNodePubSub::new(&client, opts.timeout)?;
-        Ok(RedisStore::new(
+        let mut store = RedisStore::new(
             Arc::new(Commands::new(conn, Keys::single(&opts.prefix))),
             Box::new(append::SingleNodeAppend::new(opts.max_len, replicated)),
             Arc::new(pubsub),
-        ))
+        );
+        store.url = Some(url.to_owned());
+        store.timeout = opts.timeout;
+        Ok(store)
     }
 
     /// The commands this store runs on.
@@ -194,6 +210,11 @@ impl Store for RedisStore {
 
     fn pubsub(&self) -> Option<Arc<dyn PubSubSource>> {
         Some(self.pubsub.clone())
+    }
+
+    fn wire(&self) -> Option<wire::Wire> {
+        self.append
+            .wire(self.url.as_deref()?, &self.cmds.keys, self.timeout)
     }
 
     fn close(&self) {
