@@ -21,6 +21,19 @@ export declare class NativeBus {
    * thread) is torn down, before its wake-up calls would outlive it.
    */
   closeWithEnvironment(): void
+  /**
+   * Drive this bus's appends and live connection from Node's event loop (what
+   * `transport: 'loop'` opened); `settle` takes settled outcomes and `ready` wakes
+   * subscriptions (as the `settled` and `ready` of `connect`). Returns false when there is
+   * nothing to drive (the embedded store, a cluster, TLS, or `transport` was not `loop`):
+   * everything then stays on Tokio. With `durability: 'replicated'` only the live
+   * connection moves.
+   */
+  startEventLoop(settle: () => unknown, ready: () => unknown): boolean
+  /** Write the emits of this turn (event-loop transport; nothing to do otherwise). */
+  flush(): void
+  /** `loop` when appends go over the connection Node's event loop drives, else `thread`. */
+  get transport(): string
   /** True when the bus runs on the embedded in-memory store. */
   get embedded(): boolean
   /** The key prefix. */
@@ -229,6 +242,11 @@ export interface ConnectOptions {
   maxPendingEmits?: number
   /** How long finished runs and resolved triggers are kept. */
   retention?: RetentionOptions
+  /**
+   * `loop`: open a connection for appends that Node's event loop drives (see
+   * `startEventLoop`), when the store allows it; `thread` (default): appends cross to Tokio.
+   */
+  transport?: string
 }
 
 /** Options of `entryRange`. */

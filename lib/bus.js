@@ -17,6 +17,30 @@ function retentionMs(retention, name) {
   return checkOptions(retention, name, { finishedRunsMs: 'int' }).finishedRunsMs
 }
 
+/**
+ * Why Node's event loop cannot drive the Redis connection in this runtime, or null: Bun and
+ * Deno do not give addons libuv, and the transport is built for Unix sockets.
+ */
+function noEventLoopHere() {
+  if (process.versions.bun) return 'Bun does not give addons a libuv loop'
+  if (process.versions.deno) return 'Deno does not give addons a libuv loop'
+  if (process.platform === 'win32') return 'it is not built for Windows'
+  return null
+}
+
+/** The transport asked for (option, else LEAN_EVENTS_TRANSPORT, else 'auto'), checked. */
+function transportOption(given) {
+  const fromEnv = process.env.LEAN_EVENTS_TRANSPORT
+  const t = given ?? (fromEnv === undefined || fromEnv === '' ? 'auto' : fromEnv)
+  if (t !== 'auto' && t !== 'loop' && t !== 'thread') {
+    const where = given === undefined ? 'LEAN_EVENTS_TRANSPORT' : 'options.transport'
+    throw argError(`${where} must be 'auto', 'loop' or 'thread' (got '${t}')`)
+  }
+  const why = noEventLoopHere()
+  if (t === 'loop' && why) throw argError(`transport 'loop' is not available here: ${why}`)
+  return why ? 'thread' : t
+}
+
 /** `(handler, options)` or `(options)`: a plain object in the handler's place is the options. */
 function handlerAndOptions(handler, options) {
   if (handler !== undefined && handler !== null && typeof handler !== 'function') {
@@ -39,6 +63,21 @@ class EventBus {
     this._nextKey = 0
     // emit/emitMany calls refused here, before the native layer (which counts its own), by code
     this._refusedInJs = new Map()
+    // event-loop transport: this turn's emits are written once the turn's code has run
+    this._loop = nativeBus.transport === 'loop'
+    this._flushQueued = false
+    this._flush = () => {
+      this._flushQueued = false
+      this._native.flush()
+    }
+  }
+
+  /** Have this turn's emits written after the code that issued them (one write for all). */
+  _queueFlush() {
+    if (!this._flushQueued) {
+      this._flushQueued = true
+      queueMicrotask(this._flush)
+    }
   }
 
   /** Count an emit/emitMany call refused before it reached the native layer; returns `err`. */
@@ -68,7 +107,9 @@ class EventBus {
       retention: 'object',
       onWarning: 'function',
       embedded: 'string',
+      transport: 'string',
     })
+    const transport = transportOption(o.transport)
     if (o.embedded !== undefined && o.embedded !== 'per-process') {
       throw argError(`options.embedded must be 'per-process' (got '${o.embedded}')`)
     }
@@ -102,6 +143,7 @@ class EventBus {
           replicationTimeoutMs: o.replicationTimeoutMs,
           maxPendingEmits: o.maxPendingEmits,
           retention: o.retention === undefined ? undefined : { finishedRunsMs: retentionMs(o.retention, 'options.retention') },
+          transport: transport === 'thread' ? 'thread' : 'loop',
         },
         () => {},
         () => bus && bus._settle(),
@@ -111,6 +153,16 @@ class EventBus {
     )
     // closed with this thread's Node environment (a terminated worker included)
     nativeBus.closeWithEnvironment()
+    if (transport !== 'thread' && !nativeBus.startEventLoop(
+        () => bus && bus._settle(),
+        () => bus && bus._wakeReady(),
+      ) && transport === 'loop') {
+      nativeBus.close()
+      throw argError(
+        "transport 'loop' needs one Redis over plain TCP (no TLS, no cluster, not the embedded store) with " +
+          "durability 'local'; use 'auto' to fall back to 'thread' elsewhere",
+      )
+    }
     bus = new EventBus(nativeBus, onWarning)
     bus._warn()
     return bus
@@ -167,6 +219,15 @@ class EventBus {
     return new Promise((resolve, reject) => this._pending.set(ticket, { resolve, reject }))
   }
 
+  /**
+   * `'loop'` when emits go over a Redis connection Node's event loop drives, `'thread'` when
+   * they cross to the addon's Tokio worker (the embedded store, a cluster, TLS, `durability:
+   * 'replicated'`, Bun, Deno, Windows, or `transport: 'thread'`).
+   */
+  get transport() {
+    return this._native.transport
+  }
+
   /** True when running on the embedded in-memory store. */
   get embedded() {
     return this._native.embedded
@@ -207,6 +268,7 @@ class EventBus {
     } catch (err) {
       throw withCode(err)
     }
+    if (this._loop) this._queueFlush()
     return this._outcome(ticket)
   }
 
@@ -227,6 +289,7 @@ class EventBus {
     } catch (err) {
       throw withCode(err)
     }
+    if (this._loop) this._queueFlush()
     return this._outcome(ticket)
   }
 

@@ -3,6 +3,7 @@
 // A live subscription: takes batches from the native queue, parses them once, and delivers them
 // to a handler or to `for await`, keeping handler failures away from the process.
 
+const { AsyncResource } = require('node:async_hooks')
 const { LeanEventsError, argError } = require('./errors.js')
 
 const TAKE_BATCH = 1024
@@ -39,6 +40,9 @@ class Subscription {
     this._error = null
     /** Id of the last event delivered. */
     this.lastId = options.after
+    // the async context of the subscribe call: the handler runs in it (AsyncLocalStorage
+    // values set around `subscribe` are seen by the handler), whatever woke the subscription
+    this._scope = handler ? new AsyncResource('lean-events:subscription') : null
   }
 
   _attach(nativeSub) {
@@ -49,7 +53,7 @@ class Subscription {
   _wake() {
     this._woken = true
     if (!this._native) return
-    if (this._handler) this._drain()
+    if (this._handler) this._scope.runInAsyncScope(this._drain, this)
     else this._release()
   }
 

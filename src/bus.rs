@@ -6,7 +6,10 @@ use std::time::Duration;
 use lean_events_core::bus::config::{durability, non_negative, positive, retention};
 use lean_events_core::bus::{Config, EmitOptions};
 use lean_events_core::diagnostics::Warning;
-use lean_events_core::{Bus, Error, ErrorCode, ReadOptions, Start, StreamRef, SubscribeOptions};
+use lean_events_core::store::redis::wire::Wire;
+use lean_events_core::{
+    Bus, Error, ErrorCode, PreparedAppend, ReadOptions, Start, StreamRef, SubscribeOptions,
+};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
@@ -73,6 +76,9 @@ pub struct ConnectOptions {
     pub max_pending_emits: Option<i64>,
     /// How long finished runs and resolved triggers are kept.
     pub retention: Option<RetentionOptions>,
+    /// `loop`: open a connection for appends that Node's event loop drives (see
+    /// `startEventLoop`), when the store allows it; `thread` (default): appends cross to Tokio.
+    pub transport: Option<String>,
 }
 
 /// Options of `retention`.
@@ -118,6 +124,18 @@ fn stream_ref(stream_type: &str, id: &str) -> std::result::Result<StreamRef, Err
 pub struct NativeBus {
     shared: Arc<Shared>,
     tickets: Mutex<Tickets>,
+    /// With `transport: 'loop'`: the settings and the connection opened for it, until
+    /// `startEventLoop` takes them.
+    wire: Mutex<Option<(Wire, std::net::TcpStream)>>,
+    /// The event-loop transport, once started (JavaScript thread only).
+    #[cfg(unix)]
+    event_loop: std::cell::RefCell<Option<crate::event_loop::EventLoopAppends>>,
+    /// With `transport: 'loop'` on one Redis: the live connections' source, attached to the
+    /// event loop by `startEventLoop`.
+    #[cfg(unix)]
+    live_source: Option<Arc<crate::event_loop::live::LoopPubSub>>,
+    #[cfg(unix)]
+    live: std::cell::RefCell<Option<crate::event_loop::live::EventLoopLive>>,
 }
 
 /// The bus and its wake-up calls into JavaScript, closed together (by `close()`, or when the
@@ -198,7 +216,42 @@ impl NativeBus {
                 )?,
             };
             let max_pending = config.max_pending_emits as u64;
-            let bus = Bus::connect(config).await?;
+            let want_loop = match options.transport.as_deref() {
+                None | Some("thread") => false,
+                Some("loop") => true,
+                Some(other) => {
+                    return Err(Error::argument(format!(
+                        "transport must be 'loop' or 'thread' (got '{other}')"
+                    )))
+                }
+            };
+            #[cfg(unix)]
+            let live_source = match (&config.url, &config.cluster) {
+                (Some(url), None) if want_loop => Wire::for_url(
+                    url,
+                    lean_events_core::keys::Keys::single(&config.prefix),
+                    None,
+                    config.timeout,
+                )
+                .map(|w| Arc::new(crate::event_loop::live::LoopPubSub::new(w))),
+                _ => None,
+            };
+            #[cfg(unix)]
+            let live: Option<Arc<dyn lean_events_core::store::PubSubSource>> =
+                live_source.clone().map(|s| s as _);
+            #[cfg(not(unix))]
+            let live = None;
+            let bus = Bus::connect_with_live(config, live).await?;
+            let wire = match bus.wire() {
+                Some(wire) if want_loop => match wire.connect().await {
+                    Ok(stream) => Some((wire, stream)),
+                    Err(e) => {
+                        bus.close();
+                        return Err(e);
+                    }
+                },
+                _ => None,
+            };
             let warnings = Arc::new(Warnings::new(warned, Some(MAX_QUEUED_WARNINGS)));
             let sink = warnings.clone();
             bus.diagnostics()
@@ -209,8 +262,8 @@ impl NativeBus {
                 shared: Arc::new(Shared {
                     bus,
                     keep_alive: Mutex::new(Some(keep_alive)),
-                    settle: Arc::new(Settle::new(settled, None)),
-                    ready: Arc::new(Ready::new(ready, None)),
+                    settle: Arc::new(Settle::new(settled, None).loop_aware()),
+                    ready: Arc::new(Ready::new(ready, None).loop_aware()),
                     warnings,
                     scheduler_wakes: Mutex::new(Vec::new()),
                 }),
@@ -219,6 +272,13 @@ impl NativeBus {
                     pending: 0,
                     max: max_pending,
                 }),
+                wire: Mutex::new(wire),
+                #[cfg(unix)]
+                event_loop: std::cell::RefCell::new(None),
+                #[cfg(unix)]
+                live_source,
+                #[cfg(unix)]
+                live: std::cell::RefCell::new(None),
             })
         })
         .await
@@ -230,6 +290,67 @@ impl NativeBus {
     pub fn close_with_environment(&self, env: Env) -> Result<()> {
         let shared: Arc<dyn CloseWithEnvironment> = self.shared.clone();
         crate::environment::close_with(&env, Arc::downgrade(&shared))
+    }
+
+    /// Drive this bus's appends and live connection from Node's event loop (what
+    /// `transport: 'loop'` opened); `settle` takes settled outcomes and `ready` wakes
+    /// subscriptions (as the `settled` and `ready` of `connect`). Returns false when there is
+    /// nothing to drive (the embedded store, a cluster, TLS, or `transport` was not `loop`):
+    /// everything then stays on Tokio. With `durability: 'replicated'` only the live
+    /// connection moves.
+    #[napi]
+    pub fn start_event_loop(
+        &self,
+        env: Env,
+        settle: Function<(), Unknown>,
+        ready: Function<(), Unknown>,
+    ) -> Result<bool> {
+        #[cfg(unix)]
+        {
+            let mut started = false;
+            if let Some(source) = &self.live_source {
+                let live =
+                    crate::event_loop::live::EventLoopLive::start(env.raw(), source, ready.raw())?;
+                *self.live.borrow_mut() = Some(live);
+                started = true;
+            }
+            if let Some((wire, stream)) = lock(&self.wire).take() {
+                let appends = crate::event_loop::EventLoopAppends::start(
+                    env.raw(),
+                    self.shared.bus.clone(),
+                    wire,
+                    stream,
+                    settle.raw(),
+                )?;
+                *self.event_loop.borrow_mut() = Some(appends);
+                started = true;
+            }
+            Ok(started)
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (env, settle, ready);
+            Ok(false)
+        }
+    }
+
+    /// Write the emits of this turn (event-loop transport; nothing to do otherwise).
+    #[napi]
+    pub fn flush(&self) {
+        #[cfg(unix)]
+        if let Some(l) = self.event_loop.borrow().as_ref() {
+            l.flush();
+        }
+    }
+
+    /// `loop` when appends go over the connection Node's event loop drives, else `thread`.
+    #[napi(getter)]
+    pub fn transport(&self) -> &'static str {
+        #[cfg(unix)]
+        if self.event_loop.borrow().is_some() || self.live.borrow().is_some() {
+            return "loop";
+        }
+        "thread"
     }
 
     /// True when the bus runs on the embedded in-memory store.
@@ -262,7 +383,7 @@ impl NativeBus {
                 stream_type: stream_type.as_deref(),
                 retention,
             };
-            bus.submit_one_with(&event, opts, done)
+            bus.prepare_one_with(&event, opts, done).map(Some)
         })
     }
 
@@ -282,7 +403,7 @@ impl NativeBus {
                 stream_type: stream_type.as_deref(),
                 retention,
             };
-            bus.submit_many_with(&events, opts, done)
+            bus.prepare_many_with(&events, opts, done)
         })
     }
 
@@ -555,6 +676,16 @@ impl NativeBus {
             self.shared.close();
             Ok(())
         })?;
+        #[cfg(unix)]
+        {
+            if let Some(l) = self.event_loop.borrow().as_ref() {
+                l.close();
+            }
+            if let Some(l) = self.live.borrow().as_ref() {
+                l.close();
+            }
+        }
+        drop(lock(&self.wire).take());
         let pending = lock(&self.tickets).pending;
         self.hold_process(&env, pending);
         Ok(())
@@ -577,7 +708,10 @@ impl NativeBus {
         &self,
         env: &Env,
         many: bool,
-        hand_off: impl FnOnce(&Bus, lean_events_core::OnStored) -> lean_events_core::Result<()>,
+        prepare: impl FnOnce(
+            &Bus,
+            lean_events_core::OnStored,
+        ) -> lean_events_core::Result<Option<PreparedAppend>>,
     ) -> Result<u32> {
         let ticket = {
             let mut t = lock(&self.tickets);
@@ -607,7 +741,9 @@ impl NativeBus {
             });
             settle.push((ticket, outcome));
         });
-        guarded_sync(|| hand_off(&self.shared.bus, done))?;
+        if let Some(prepared) = guarded_sync(|| prepare(&self.shared.bus, done))? {
+            self.hand_over(prepared);
+        }
         let pending = {
             let mut t = lock(&self.tickets);
             t.pending += 1;
@@ -615,6 +751,17 @@ impl NativeBus {
         };
         self.hold_process(env, pending);
         Ok(ticket)
+    }
+
+    /// An admitted append to the event-loop connection when there is one, else to the group
+    /// commit on Tokio.
+    fn hand_over(&self, prepared: PreparedAppend) {
+        #[cfg(unix)]
+        if let Some(l) = self.event_loop.borrow().as_ref() {
+            l.submit(prepared);
+            return;
+        }
+        self.shared.bus.commit(prepared);
     }
 
     /// Keep Node alive while emits are pending, and only then.

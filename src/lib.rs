@@ -5,6 +5,8 @@
 mod bus;
 mod environment;
 mod error;
+#[cfg(unix)]
+mod event_loop;
 mod keyspace;
 mod scheduler;
 mod subscription;

@@ -16,6 +16,14 @@ use napi::Status;
 pub type WakeFn<const WEAK: bool> =
     ThreadsafeFunction<(), UnknownReturnValue, (), Status, false, WEAK>;
 
+#[cfg(unix)]
+use crate::event_loop::settling_here;
+
+#[cfg(not(unix))]
+fn settling_here() -> bool {
+    false
+}
+
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -26,6 +34,9 @@ pub struct WakeQueue<T, const WEAK: bool> {
     items: Mutex<Vec<T>>,
     /// Most items kept; past it new items are dropped (`None`: no bound).
     bound: Option<usize>,
+    /// The event-loop transport hands items of this queue to JavaScript itself: no wake-up
+    /// while it settles on this thread (see `event_loop::settling_here`).
+    loop_aware: bool,
     pub wake: Mutex<Option<WakeFn<WEAK>>>,
 }
 
@@ -35,8 +46,15 @@ impl<T, const WEAK: bool> WakeQueue<T, WEAK> {
         WakeQueue {
             items: Mutex::new(Vec::new()),
             bound,
+            loop_aware: false,
             wake: Mutex::new(Some(wake)),
         }
+    }
+
+    /// The same queue, not woken while the event-loop transport settles on this thread.
+    pub fn loop_aware(mut self) -> Self {
+        self.loop_aware = true;
+        self
     }
 
     /// Queue an item, waking JavaScript if the queue was empty. Returns false when the queue
@@ -50,7 +68,7 @@ impl<T, const WEAK: bool> WakeQueue<T, WEAK> {
             items.push(item);
             items.len() == 1
         };
-        if was_empty {
+        if was_empty && !(self.loop_aware && settling_here()) {
             if let Some(wake) = lock(&self.wake).as_ref() {
                 wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
             }

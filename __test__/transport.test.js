@@ -1,0 +1,200 @@
+'use strict'
+// The event-loop transport (`transport: 'loop'`): which bus gets it, emits in call order across
+// script calls and turns, a Redis that stops answering (TIMEOUT, then back on the loop), and a
+// live connection Redis cuts off while JavaScript is busy (caught up, nothing lost).
+// The fault tests use their OWN redis-server on a free port (never the shared one).
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const { execFile, execFileSync } = require('node:child_process')
+const path = require('node:path')
+const {
+  EventBus,
+  REDIS_URL,
+  CLUSTER,
+  waitFor,
+  expectCode,
+  startChild,
+  freePort,
+  uniqueId,
+  uniquePrefix,
+  assertIncreasing,
+} = require('./helpers')
+
+const LOOP_HERE = !process.versions.bun && !process.versions.deno && process.platform !== 'win32'
+const skip = CLUSTER ? 'the event-loop transport is for one Redis' : !LOOP_HERE ? 'no libuv loop here' : false
+
+function cli(port, args) {
+  return new Promise((resolve) => {
+    execFile('redis-cli', ['-p', String(port), ...args], { timeout: 5000 }, (err, stdout) =>
+      resolve(err ? null : stdout.trim()),
+    )
+  })
+}
+
+/** A redis-server of the test's own, on a free port. */
+async function ownRedis(t, extra = []) {
+  const port = await freePort()
+  const server = startChild('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extra])
+  t.after(() => server.kill('SIGKILL'))
+  await waitFor(async () => (await cli(port, ['PING'])) === 'PONG' || server.done, 10_000, 'redis-server up')
+  assert.ok(!server.done, `redis-server exited: ${server.stdout} ${server.stderr}`)
+  return { port, server, url: `redis://127.0.0.1:${port}` }
+}
+
+test('transport: loop by default on one Redis, thread where it cannot be, bad values refused', { skip }, async (t) => {
+  const prefix = uniquePrefix('transport')
+  const loop = await EventBus.connect({ url: REDIS_URL, prefix, transport: 'auto' })
+  t.after(() => loop.close())
+  assert.equal(loop.transport, 'loop')
+  const thread = await EventBus.connect({ url: REDIS_URL, prefix, transport: 'thread' })
+  t.after(() => thread.close())
+  assert.equal(thread.transport, 'thread')
+  const embedded = await EventBus.connect({ transport: 'auto' })
+  t.after(() => embedded.close())
+  assert.equal(embedded.transport, 'thread')
+
+  await expectCode(() => EventBus.connect({ url: REDIS_URL, transport: 'fast' }), 'INVALID_ARGUMENT', 'unknown transport')
+  await expectCode(() => EventBus.connect({ transport: 'loop' }), 'INVALID_ARGUMENT', "'loop' on the embedded store")
+  const before = process.env.LEAN_EVENTS_TRANSPORT
+  process.env.LEAN_EVENTS_TRANSPORT = 'sideways'
+  try {
+    await expectCode(() => EventBus.connect({ url: REDIS_URL }), 'INVALID_ARGUMENT', 'bad LEAN_EVENTS_TRANSPORT')
+    process.env.LEAN_EVENTS_TRANSPORT = 'thread'
+    const fromEnv = await EventBus.connect({ url: REDIS_URL, prefix })
+    assert.equal(fromEnv.transport, 'thread')
+    await fromEnv.close()
+  } finally {
+    if (before === undefined) delete process.env.LEAN_EVENTS_TRANSPORT
+    else process.env.LEAN_EVENTS_TRANSPORT = before
+  }
+
+  // both transports write the same stream, read back alike
+  const stream = { type: 'flow', id: uniqueId('both') }
+  const a = await loop.emit({ kind: 'a', subject: stream.id })
+  const b = await thread.emit({ kind: 'b', subject: stream.id })
+  const read = await loop.read(stream)
+  assert.deepEqual(read, [a, b])
+})
+
+test('transport loop: emits keep call order across turns and script calls of at most 64 events', { skip }, async (t) => {
+  const bus = await EventBus.connect({ url: REDIS_URL, prefix: uniquePrefix('order'), transport: 'loop' })
+  t.after(() => bus.close())
+  const stream = { type: 'flow', id: uniqueId('order') }
+  const emit = (i) => bus.emit({ kind: 'n', subject: stream.id, data: { i } })
+  // 300 in one turn: five script calls in one write; then a batch of 200 (one call of its
+  // own, atomic), then turns of a few
+  const first = Promise.all(Array.from({ length: 300 }, (_, i) => emit(i)))
+  const batch = bus.emitMany(Array.from({ length: 200 }, (_, i) => ({ kind: 'n', subject: stream.id, data: { i: 300 + i } })))
+  const rest = []
+  for (let i = 500; i < 520; i++) {
+    rest.push(emit(i))
+    if (i % 3 === 0) await Promise.resolve()
+  }
+  const records = [...(await first), ...(await batch), ...(await Promise.all(rest))]
+  assert.deepEqual(records.map((r) => r.data.i), Array.from({ length: 520 }, (_, i) => i))
+  assertIncreasing(records.map((r) => r.id), 'ids in call order')
+  const stored = []
+  let after
+  for (;;) {
+    const page = await bus.read(stream, { after, limit: 1000 })
+    if (page.length === 0) break
+    stored.push(...page)
+    after = page[page.length - 1].id
+  }
+  assert.deepEqual(stored, records)
+  const m = await bus.metrics()
+  assert.equal(m.emits, 520)
+  assert.equal(m.pendingEmits, 0)
+})
+
+test('transport loop: a Redis that stops answering fails emits with TIMEOUT, then the loop takes them again', { skip, timeout: 60_000 }, async (t) => {
+  const { port, server, url } = await ownRedis(t)
+  const warnings = []
+  const bus = await EventBus.connect({
+    url,
+    prefix: uniquePrefix('pause'),
+    transport: 'loop',
+    timeoutMs: 500,
+    onWarning: (code) => warnings.push(code),
+  })
+  t.after(() => bus.close())
+  const stream = { type: 'flow', id: uniqueId('pause') }
+  const before = await bus.emit({ kind: 'before', subject: stream.id })
+
+  server.child.kill('SIGSTOP')
+  let resumed = false
+  t.after(() => resumed || server.child.kill('SIGCONT'))
+  const t0 = Date.now()
+  const err = await bus.emit({ kind: 'paused', subject: stream.id }).then(
+    (r) => assert.fail(`emit resolved while Redis was stopped: ${JSON.stringify(r)}`),
+    (e) => e,
+  )
+  const elapsed = Date.now() - t0
+  assert.equal(err.code, 'TIMEOUT', err.message)
+  assert.ok(elapsed >= 450 && elapsed < 3000, `TIMEOUT after ${elapsed} ms`)
+  await waitFor(() => warnings.includes('LOOP_CONNECTION_LOST'), 5000, () => `warnings: ${warnings}`)
+
+  server.child.kill('SIGCONT')
+  resumed = true
+  // once Redis answers again, emits go through (the Tokio connection first, then the loop's
+  // own once it is back), in call order
+  const after = await waitFor(
+    async () => bus.emit({ kind: 'after', subject: stream.id }).catch(() => null),
+    10_000,
+    'an emit after SIGCONT',
+  )
+  const more = await Promise.all(Array.from({ length: 100 }, (_, i) => bus.emit({ kind: 'more', subject: stream.id, data: { i } })))
+  assertIncreasing([before.id, after.id, ...more.map((r) => r.id)], 'ids after the pause')
+  assert.equal(await cli(port, ['PING']), 'PONG')
+})
+
+test('transport loop: Redis cutting off the live connection while JavaScript is busy loses nothing', { skip, timeout: 90_000 }, async (t) => {
+  // a tiny Pub/Sub output buffer: Redis drops the subscriber once 16 kB wait for it
+  const { url } = await ownRedis(t, ['--client-output-buffer-limit', 'pubsub 16kb 0 0'])
+  const prefix = uniquePrefix('cutoff')
+  const warnings = []
+  const bus = await EventBus.connect({ url, prefix, transport: 'loop', onWarning: (code) => warnings.push(code) })
+  t.after(() => bus.close())
+  const id = uniqueId('cutoff')
+  const got = []
+  const errors = []
+  await bus.subscribe({ type: 'flow', id }, (e) => got.push(e), { onError: (e) => errors.push(e), maxQueue: 100_000 })
+
+  const COUNT = 15000
+  const emitter = startChild(process.execPath, [
+    '-e',
+    `
+    const { EventBus } = require(${JSON.stringify(path.resolve(__dirname, '..'))})
+    ;(async () => {
+      const bus = await EventBus.connect({ url: ${JSON.stringify(url)}, prefix: ${JSON.stringify(prefix)}, transport: 'thread' })
+      console.log('ready')
+      const pad = 'x'.repeat(1000)
+      for (let i = 0; i < ${COUNT}; i++) await bus.emit({ kind: 'tick', subject: ${JSON.stringify(id)}, data: { i, pad } })
+      console.log('done')
+      await bus.close()
+    })().catch((e) => { console.error(e); process.exit(1) })
+    `,
+  ])
+  t.after(() => emitter.kill())
+  await waitFor(() => emitter.stdout.includes('ready') || emitter.done, 15_000, 'the emitter connected')
+  // JavaScript busy (synchronous calls only): nothing reads the live socket while the emitter
+  // publishes; Redis is asked synchronously how far it got
+  const blockUntil = Date.now() + 20_000
+  const flag = new Int32Array(new SharedArrayBuffer(4))
+  const stored = () => {
+    try {
+      return Number(execFileSync('redis-cli', ['-u', url, 'XLEN', `${prefix}:flow:${id}`], { timeout: 5000 }))
+    } catch {
+      return 0
+    }
+  }
+  while (stored() < COUNT && Date.now() < blockUntil) Atomics.wait(flag, 0, 0, 50)
+  await emitter.exited
+  assert.equal(emitter.exitCode, 0, emitter.stderr)
+  await waitFor(() => got.length >= COUNT, 30_000, () => `delivered ${got.length}/${COUNT}; warnings ${warnings}`)
+  assert.equal(got.length, COUNT, 'each event once')
+  assert.deepEqual(got.map((e) => e.data.i), Array.from({ length: COUNT }, (_, i) => i))
+  assert.deepEqual(errors, [])
+  assert.ok(warnings.includes('LIVE_CONNECTION_LOST'), `Redis cut the live connection off: ${warnings}`)
+})

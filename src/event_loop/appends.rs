@@ -1,0 +1,667 @@
+//! The appends of a bus on the event-loop transport (see the module above): the emits of a
+//! turn written together from the JavaScript call, replies decoded in the read callback, and
+//! the emits' promises settled there.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::ffi::c_void;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::ptr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lean_events_core::store::redis::wire::{ReplyReader, Wire, WIRE_GROUP_EVENTS};
+use lean_events_core::{Bus, Error, ErrorCode, PreparedAppend};
+use napi::sys;
+
+use super::{check, lost, uv, uv_check, uv_loop_of, write, JsCall, Settling, READ_BUFFER};
+use crate::wake_queue::lock;
+
+/// First wait before reconnecting, doubled up to `MAX_BACKOFF` while attempts fail.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Where the connection is.
+enum Link {
+    /// Reading and writing on this TCP handle.
+    Up(*mut c_void),
+    /// Connected by Tokio, waiting for the emits sent the Tokio way to settle.
+    Ready(std::net::TcpStream),
+    /// Lost or not made yet; a reconnect is under way unless the bus closed.
+    Down,
+}
+
+/// One `EVALSHA` written and not answered yet: its appends, one group each.
+struct Call {
+    appends: Vec<PreparedAppend>,
+    deadline: Instant,
+}
+
+struct State {
+    link: Link,
+    /// Emits of this turn, written by the next `flush`.
+    outbox: Vec<PreparedAppend>,
+    inflight: VecDeque<Call>,
+    reader: ReplyReader,
+    backoff: Duration,
+    /// `close()` was called: nothing new is taken; the handles close once nothing is in flight.
+    closed: bool,
+    /// The handles were closed (or are closing).
+    shut: bool,
+    /// Handles whose close callback has not run yet.
+    closing: usize,
+    timer_armed: bool,
+    cleanup_hook: sys::napi_async_cleanup_hook_handle,
+}
+
+/// What a Tokio reconnect hands to the JavaScript thread, and the handle that wakes it (`None`
+/// once that handle is closed).
+struct Handoff {
+    result: Option<lean_events_core::Result<std::net::TcpStream>>,
+    wake: Option<usize>,
+}
+
+struct Inner {
+    uv_loop: *mut c_void,
+    bus: Bus,
+    wire: Wire,
+    state: RefCell<State>,
+    read_buf: RefCell<Vec<u8>>,
+    /// The JavaScript function that takes the settled outcomes (`bus._settle`).
+    settle: JsCall,
+    timer: *mut c_void,
+    wake: *mut c_void,
+    handoff: Arc<Mutex<Handoff>>,
+    /// Emits sent the Tokio way and not settled yet.
+    thread_routed: Arc<AtomicUsize>,
+}
+
+/// A bus's appends over a connection driven by Node's event loop. It belongs to the
+/// JavaScript thread that made it: every method checks the thread and does nothing elsewhere.
+pub struct EventLoopAppends {
+    inner: Rc<Inner>,
+    thread: std::thread::ThreadId,
+}
+
+// SAFETY: the `Rc` and every pointer behind it are only touched on `thread` (each method checks
+// it; `Drop` elsewhere leaks its count instead of touching it). The napi class that owns this
+// must be `Send` because napi-rs builds it on a Tokio worker before handing it to JavaScript.
+unsafe impl Send for EventLoopAppends {}
+
+impl Drop for EventLoopAppends {
+    fn drop(&mut self) {
+        if !self.on_own_thread() {
+            // leak this one count rather than touch a non-atomic count from another thread
+            std::mem::forget(self.inner.clone());
+        }
+    }
+}
+
+impl EventLoopAppends {
+    /// Start appending over `stream` (connected and readied by `Wire::connect`) on the loop of
+    /// `env`; `settle` is the JavaScript function that takes settled outcomes.
+    pub fn start(
+        env: sys::napi_env,
+        bus: Bus,
+        wire: Wire,
+        stream: std::net::TcpStream,
+        settle: sys::napi_value,
+    ) -> napi::Result<EventLoopAppends> {
+        let uv_loop = uv_loop_of(env)?;
+        let settle = JsCall::new(env, settle, "lean-events:emit")?;
+        let timer = uv::handle_block(uv::UV_TIMER);
+        let wake = uv::handle_block(uv::UV_ASYNC);
+        let inner = Rc::new(Inner {
+            uv_loop,
+            bus,
+            wire,
+            state: RefCell::new(State {
+                link: Link::Down,
+                outbox: Vec::new(),
+                inflight: VecDeque::new(),
+                reader: ReplyReader::default(),
+                backoff: FIRST_BACKOFF,
+                closed: false,
+                shut: false,
+                closing: 0,
+                timer_armed: false,
+                cleanup_hook: ptr::null_mut(),
+            }),
+            read_buf: RefCell::new(vec![0; READ_BUFFER]),
+            settle,
+            timer,
+            wake,
+            handoff: Arc::new(Mutex::new(Handoff {
+                result: None,
+                wake: Some(wake as usize),
+            })),
+            thread_routed: Arc::new(AtomicUsize::new(0)),
+        });
+        // SAFETY: fresh handle blocks, initialised on the loop's thread; each holds one count
+        // of `inner` (released by its close callback)
+        unsafe {
+            uv_check(uv::uv_timer_init(uv_loop, timer), "uv_timer_init")?;
+            uv::uv_handle_set_data(timer, Rc::into_raw(inner.clone()) as *mut c_void);
+            uv::uv_unref(timer);
+            uv_check(uv::uv_async_init(uv_loop, wake, on_wake), "uv_async_init")?;
+            uv::uv_handle_set_data(wake, Rc::into_raw(inner.clone()) as *mut c_void);
+            uv::uv_unref(wake);
+            let mut hook = ptr::null_mut();
+            check(
+                sys::napi_add_async_cleanup_hook(
+                    env,
+                    Some(on_environment_teardown),
+                    Rc::into_raw(inner.clone()) as *mut c_void,
+                    &mut hook,
+                ),
+                "napi_add_async_cleanup_hook",
+            )?;
+            inner.state.borrow_mut().cleanup_hook = hook;
+        }
+        inner.attach(stream);
+        Ok(EventLoopAppends {
+            inner,
+            thread: std::thread::current().id(),
+        })
+    }
+
+    fn on_own_thread(&self) -> bool {
+        std::thread::current().id() == self.thread
+    }
+
+    /// Take an admitted append: into this turn's write while the connection is up, else the
+    /// Tokio way.
+    pub fn submit(&self, mut prepared: PreparedAppend) {
+        if !self.on_own_thread() {
+            prepared.settle(Err(Error::new(
+                ErrorCode::Internal,
+                "emit called on another thread than the bus's",
+            )));
+            return;
+        }
+        let inner = &self.inner;
+        inner.switch_back_if_drained();
+        let mut st = inner.state.borrow_mut();
+        if st.closed {
+            drop(st);
+            prepared.settle(Err(Error::closed()));
+            return;
+        }
+        if let Link::Up(_) = st.link {
+            st.outbox.push(prepared);
+            return;
+        }
+        drop(st);
+        prepared.count_in(inner.thread_routed.clone());
+        inner.bus.commit(prepared);
+    }
+
+    /// Write this turn's emits: script calls of at most `WIRE_GROUP_EVENTS` events each, all in
+    /// one write.
+    pub fn flush(&self) {
+        if self.on_own_thread() {
+            self.inner.flush();
+        }
+    }
+
+    /// The bus closed: emits not written yet are refused with `BUS_CLOSED`; those in flight
+    /// settle as Redis answers, then the connection closes.
+    pub fn close(&self) {
+        if !self.on_own_thread() {
+            return;
+        }
+        let inner = &self.inner;
+        let outbox = {
+            let mut st = inner.state.borrow_mut();
+            st.closed = true;
+            std::mem::take(&mut st.outbox)
+        };
+        for p in outbox {
+            p.settle(Err(Error::closed()));
+        }
+        inner.shut_when_idle();
+    }
+}
+
+impl Inner {
+    /// Use `stream` for appends from now on.
+    fn attach(self: &Rc<Self>, stream: std::net::TcpStream) {
+        let tcp = uv::handle_block(uv::UV_TCP);
+        let fd = stream.into_raw_fd();
+        // SAFETY: a fresh handle on the loop's thread; the handle owns `fd` from here on
+        let rc = unsafe {
+            let mut rc = uv::uv_tcp_init(self.uv_loop, tcp);
+            let mut opened = false;
+            if rc == 0 {
+                rc = uv::uv_tcp_open(tcp, fd);
+                opened = rc == 0;
+                uv::uv_handle_set_data(tcp, Rc::into_raw(self.clone()) as *mut c_void);
+                uv::uv_unref(tcp);
+                if rc == 0 {
+                    rc = uv::uv_read_start(tcp, on_alloc, on_read);
+                }
+                if rc != 0 {
+                    self.state.borrow_mut().closing += 1;
+                    uv::uv_close(tcp, on_close_tcp);
+                }
+            } else {
+                uv::free_handle(tcp, uv::UV_TCP);
+            }
+            if rc != 0 && !opened {
+                drop(std::net::TcpStream::from_raw_fd(fd));
+            }
+            rc
+        };
+        let mut st = self.state.borrow_mut();
+        if rc == 0 {
+            st.link = Link::Up(tcp);
+            st.reader = ReplyReader::default();
+            st.backoff = FIRST_BACKOFF;
+        } else {
+            st.link = Link::Down;
+            drop(st);
+            self.bus.warn(
+                "LOOP_CONNECTION_FAILED",
+                "the event-loop connection to Redis could not be opened; emits take the Tokio \
+                 connection meanwhile",
+                Some(uv::error_text(rc)),
+            );
+            self.reconnect_later();
+        }
+    }
+
+    /// Back on this connection once a reconnect is ready and the emits sent the Tokio way
+    /// meanwhile have settled.
+    fn switch_back_if_drained(self: &Rc<Self>) {
+        if self.thread_routed.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        let mut st = self.state.borrow_mut();
+        if st.closed || !matches!(st.link, Link::Ready(_)) {
+            return;
+        }
+        let Link::Ready(stream) = std::mem::replace(&mut st.link, Link::Down) else {
+            return;
+        };
+        drop(st);
+        self.attach(stream);
+    }
+
+    fn flush(self: &Rc<Self>) {
+        let mut st = self.state.borrow_mut();
+        if st.outbox.is_empty() {
+            return;
+        }
+        let Link::Up(tcp) = st.link else {
+            let outbox = std::mem::take(&mut st.outbox);
+            drop(st);
+            for mut p in outbox {
+                p.count_in(self.thread_routed.clone());
+                self.bus.commit(p);
+            }
+            return;
+        };
+        let deadline = Instant::now() + self.wire.timeout();
+        let mut out = Vec::with_capacity(st.outbox.len() * 256);
+        let mut outbox = std::mem::take(&mut st.outbox).into_iter().peekable();
+        while outbox.peek().is_some() {
+            let mut appends = Vec::new();
+            let mut events = 0;
+            while let Some(next) = outbox.peek() {
+                let n = next.events().len();
+                if !appends.is_empty() && events + n > WIRE_GROUP_EVENTS {
+                    break;
+                }
+                events += n;
+                appends.extend(outbox.next());
+            }
+            let groups: Vec<_> = appends.iter().map(|a| a.events()).collect();
+            self.wire.encode_append(&groups, &mut out);
+            st.inflight.push_back(Call { appends, deadline });
+        }
+        if !st.timer_armed {
+            st.timer_armed = true;
+            // SAFETY: the timer handle is open until `shut`, which happens on this thread
+            unsafe {
+                uv::uv_timer_start(
+                    self.timer,
+                    on_timer,
+                    self.wire.timeout().as_millis() as u64,
+                    0,
+                );
+            }
+        }
+        drop(st);
+        let weak = Rc::downgrade(self);
+        let failed = move |cause| {
+            if let Some(inner) = weak.upgrade() {
+                if matches!(inner.state.borrow().link, Link::Up(t) if t == tcp) {
+                    inner.lose(cause);
+                }
+            }
+        };
+        if let Err(cause) = write(tcp, out, failed) {
+            self.lose(cause);
+        }
+    }
+
+    /// The connection failed: what is in flight fails with `cause` (it may have been stored),
+    /// what is not written yet goes the Tokio way, and a reconnect starts.
+    fn lose(self: &Rc<Self>, cause: Error) {
+        let (inflight, outbox) = {
+            let mut st = self.state.borrow_mut();
+            let Link::Up(tcp) = st.link else {
+                return;
+            };
+            st.link = Link::Down;
+            st.closing += 1;
+            // SAFETY: an open handle of this loop, closed once
+            unsafe {
+                uv::uv_read_stop(tcp);
+                uv::uv_close(tcp, on_close_tcp);
+            }
+            (
+                std::mem::take(&mut st.inflight),
+                std::mem::take(&mut st.outbox),
+            )
+        };
+        {
+            let _settling = Settling::enter();
+            for call in inflight {
+                for p in call.appends {
+                    p.settle(Err(cause.clone()));
+                }
+            }
+            for mut p in outbox {
+                p.count_in(self.thread_routed.clone());
+                self.bus.commit(p);
+            }
+        }
+        self.bus.warn(
+            "LOOP_CONNECTION_LOST",
+            "the event-loop connection to Redis was lost; emits take the Tokio connection until \
+             it is back",
+            Some(cause.message.clone()),
+        );
+        self.call_settle();
+        if self.state.borrow().closed {
+            self.shut_when_idle();
+        } else {
+            self.reconnect_later();
+        }
+    }
+
+    /// Connect again on Tokio after the back-off; the stream comes back through `on_wake`.
+    fn reconnect_later(self: &Rc<Self>) {
+        let delay = {
+            let mut st = self.state.borrow_mut();
+            let d = st.backoff;
+            st.backoff = (st.backoff * 2).min(MAX_BACKOFF);
+            d
+        };
+        let wire = self.wire.clone();
+        let handoff = self.handoff.clone();
+        napi::bindgen_prelude::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let result = wire.connect().await;
+            let mut h = lock(&handoff);
+            if let Some(wake) = h.wake {
+                h.result = Some(result);
+                // SAFETY: the async handle stays open while `wake` is set (cleared under this
+                // lock before it is closed)
+                unsafe { uv::uv_async_send(wake as *mut c_void) };
+            }
+        });
+    }
+
+    /// A reply arrived for the oldest call in flight.
+    fn on_reply(self: &Rc<Self>, reply: lean_events_core::store::redis::wire::WireReply) -> bool {
+        let mut st = self.state.borrow_mut();
+        let Some(call) = st.inflight.pop_front() else {
+            drop(st);
+            self.lose(Error::new(
+                ErrorCode::Internal,
+                "Redis answered a call that was not made; the connection is dropped",
+            ));
+            return false;
+        };
+        if st.inflight.is_empty() && st.timer_armed {
+            st.timer_armed = false;
+            // SAFETY: the timer handle is open until `shut`
+            unsafe { uv::uv_timer_stop(self.timer) };
+        }
+        drop(st);
+        match self.wire.append_results(reply, call.appends.len()) {
+            Ok(results) => {
+                for (p, r) in call.appends.into_iter().zip(results) {
+                    p.settle(r);
+                }
+            }
+            Err(e) => {
+                for p in call.appends {
+                    p.settle(Err(e.clone()));
+                }
+            }
+        }
+        true
+    }
+
+    /// Call `bus._settle` in JavaScript (see `JsCall::call`): continuations of the settled
+    /// emits run before this returns.
+    fn call_settle(&self) {
+        self.settle.call();
+    }
+
+    /// Close the handles once the bus closed and nothing is in flight.
+    fn shut_when_idle(self: &Rc<Self>) {
+        let st = self.state.borrow();
+        if !st.closed || st.shut || !st.inflight.is_empty() {
+            return;
+        }
+        drop(st);
+        self.shut();
+    }
+
+    /// Close every handle; the last close callback releases the JavaScript references and the
+    /// environment's cleanup hook.
+    fn shut(self: &Rc<Self>) {
+        let mut st = self.state.borrow_mut();
+        if st.shut {
+            return;
+        }
+        st.shut = true;
+        lock(&self.handoff).wake = None;
+        if let Link::Up(tcp) = std::mem::replace(&mut st.link, Link::Down) {
+            st.closing += 1;
+            // SAFETY: an open handle, closed once
+            unsafe {
+                uv::uv_read_stop(tcp);
+                uv::uv_close(tcp, on_close_tcp);
+            }
+        }
+        st.closing += 2;
+        // SAFETY: the timer and async handles are open until here, closed once
+        unsafe {
+            uv::uv_close(self.timer, on_close_timer);
+            uv::uv_close(self.wake, on_close_wake);
+        }
+    }
+
+    /// A handle finished closing; after the last one, let go of JavaScript.
+    fn closed_one(&self) {
+        let mut st = self.state.borrow_mut();
+        st.closing -= 1;
+        if !(st.shut && st.closing == 0) {
+            return;
+        }
+        let hook = std::mem::replace(&mut st.cleanup_hook, ptr::null_mut());
+        drop(st);
+        self.release_javascript();
+        if !hook.is_null() {
+            // SAFETY: the handle napi gave for this hook, removed once; its argument's count
+            // of `Inner` is released after it (below)
+            unsafe {
+                sys::napi_remove_async_cleanup_hook(hook);
+            }
+            // the count the hook held
+            // SAFETY: from `Rc::into_raw` in `start`, released once (here or in the hook)
+            unsafe { drop(Rc::from_raw(self as *const Inner)) };
+        }
+    }
+
+    fn release_javascript(&self) {
+        self.settle.release();
+    }
+}
+
+/// The `Inner` a handle's data points to (one count of it, kept by the handle).
+///
+/// # Safety
+/// `handle` is one of this module's handles, not closed yet.
+unsafe fn inner_of(handle: *const c_void) -> Rc<Inner> {
+    let raw = uv::uv_handle_get_data(handle) as *const Inner;
+    Rc::increment_strong_count(raw);
+    Rc::from_raw(raw)
+}
+
+unsafe extern "C" fn on_alloc(handle: *mut c_void, _suggested: usize, buf: *mut uv::uv_buf_t) {
+    let inner = inner_of(handle);
+    let mut b = inner.read_buf.borrow_mut();
+    (*buf).base = b.as_mut_ptr().cast();
+    (*buf).len = b.len();
+}
+
+unsafe extern "C" fn on_read(handle: *mut c_void, nread: isize, _buf: *const uv::uv_buf_t) {
+    let inner = inner_of(handle);
+    if nread < 0 {
+        inner.lose(lost(nread as i32));
+        return;
+    }
+    if nread == 0 {
+        return;
+    }
+    {
+        let bytes = inner.read_buf.borrow();
+        inner
+            .state
+            .borrow_mut()
+            .reader
+            .feed(&bytes[..nread as usize]);
+    }
+    let mut answered = false;
+    {
+        let _settling = Settling::enter();
+        loop {
+            let next = inner.state.borrow_mut().reader.next_reply();
+            match next {
+                Ok(Some(reply)) => {
+                    if !inner.on_reply(reply) {
+                        return;
+                    }
+                    answered = true;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    drop(_settling);
+                    inner.lose(e);
+                    return;
+                }
+            }
+        }
+    }
+    if answered {
+        inner.call_settle();
+        inner.shut_when_idle();
+    }
+}
+
+unsafe extern "C" fn on_timer(handle: *mut c_void) {
+    let inner = inner_of(handle);
+    let now = Instant::now();
+    let next = {
+        let mut st = inner.state.borrow_mut();
+        st.timer_armed = false;
+        st.inflight.front().map(|c| c.deadline)
+    };
+    match next {
+        Some(deadline) if deadline <= now => {
+            let ms = inner.wire.timeout().as_millis();
+            inner.lose(Error::new(
+                ErrorCode::Timeout,
+                format!(
+                    "Redis did not answer within {ms} ms (timeoutMs); the append may or may not \
+                     have been stored"
+                ),
+            ));
+        }
+        Some(deadline) => {
+            inner.state.borrow_mut().timer_armed = true;
+            let wait = deadline.saturating_duration_since(now).as_millis() as u64 + 1;
+            uv::uv_timer_start(inner.timer, on_timer, wait, 0);
+        }
+        None => {}
+    }
+}
+
+unsafe extern "C" fn on_wake(handle: *mut c_void) {
+    let inner = inner_of(handle);
+    let Some(result) = lock(&inner.handoff).result.take() else {
+        return;
+    };
+    if inner.state.borrow().closed {
+        return;
+    }
+    match result {
+        Ok(stream) => {
+            inner.state.borrow_mut().link = Link::Ready(stream);
+            inner.switch_back_if_drained();
+        }
+        Err(_) => inner.reconnect_later(),
+    }
+}
+
+unsafe extern "C" fn on_close_tcp(handle: *mut c_void) {
+    let raw = uv::uv_handle_get_data(handle) as *const Inner;
+    uv::free_handle(handle, uv::UV_TCP);
+    if !raw.is_null() {
+        let inner = Rc::from_raw(raw);
+        inner.closed_one();
+    }
+}
+
+unsafe extern "C" fn on_close_timer(handle: *mut c_void) {
+    let inner = Rc::from_raw(uv::uv_handle_get_data(handle) as *const Inner);
+    uv::free_handle(handle, uv::UV_TIMER);
+    inner.closed_one();
+}
+
+unsafe extern "C" fn on_close_wake(handle: *mut c_void) {
+    let inner = Rc::from_raw(uv::uv_handle_get_data(handle) as *const Inner);
+    uv::free_handle(handle, uv::UV_ASYNC);
+    inner.closed_one();
+}
+
+/// The environment is torn down (process exit, `worker.terminate()`): settle what is left as
+/// closed and close the handles now; the last close callback removes this hook.
+unsafe extern "C" fn on_environment_teardown(
+    _handle: sys::napi_async_cleanup_hook_handle,
+    data: *mut c_void,
+) {
+    let raw = data as *const Inner;
+    Rc::increment_strong_count(raw);
+    let inner = Rc::from_raw(raw);
+    let (inflight, outbox) = {
+        let mut st = inner.state.borrow_mut();
+        st.closed = true;
+        (
+            std::mem::take(&mut st.inflight),
+            std::mem::take(&mut st.outbox),
+        )
+    };
+    let _settling = Settling::enter();
+    for p in inflight.into_iter().flat_map(|c| c.appends).chain(outbox) {
+        p.settle(Err(Error::closed()));
+    }
+    inner.shut();
+}
