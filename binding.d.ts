@@ -32,7 +32,10 @@ export declare class NativeBus {
   startEventLoop(settle: () => unknown, ready: () => unknown): boolean
   /** Write the emits of this turn (event-loop transport; nothing to do otherwise). */
   flush(): void
-  /** `loop` when appends go over the connection Node's event loop drives, else `thread`. */
+  /**
+   * `loop` when Node's event loop drives this bus's appends or live connection, else
+   * `thread`.
+   */
   get transport(): string
   /** True when the bus runs on the embedded in-memory store. */
   get embedded(): boolean
@@ -243,8 +246,8 @@ export interface ConnectOptions {
   /** How long finished runs and resolved triggers are kept. */
   retention?: RetentionOptions
   /**
-   * `loop`: open a connection for appends that Node's event loop drives (see
-   * `startEventLoop`), when the store allows it; `thread` (default): appends cross to Tokio.
+   * `loop`: open the append and live connections for Node's event loop to drive (see
+   * `startEventLoop`), where the store allows it; `thread` (default): both on Tokio.
    */
   transport?: string
 }

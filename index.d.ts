@@ -239,6 +239,20 @@ export interface ConnectOptions {
    * `'per-process'` when separate stores are what you want.
    */
   embedded?: 'per-process'
+  /**
+   * How emits and live messages cross between Redis and JavaScript (README, "Crossing into
+   * JavaScript"). `'auto'` (default, or `LEAN_EVENTS_TRANSPORT` when set): `'loop'` where it
+   * can be used, else `'thread'`. `'loop'`: the append connection and the live (Pub/Sub)
+   * connection are sockets of Node's own event loop (libuv); an emit is written from the call
+   * (all emits of one turn in one write) and settled in the read callback, subscription handlers
+   * are called there too. It needs Node on Linux or macOS and one Redis over plain TCP (no TLS,
+   * no cluster, not the embedded store); with `durability: 'replicated'` only the live
+   * connection uses it. Asked for where it cannot be used, `connect` rejects with
+   * `INVALID_ARGUMENT`. `'thread'`: both go through the addon's Tokio worker thread (the only
+   * way on Bun, Deno, Windows, TLS, a cluster and the embedded store). The scheduler always
+   * uses the Tokio thread. See `EventBus.transport`.
+   */
+  transport?: 'auto' | 'loop' | 'thread'
 }
 
 /** A step of a flow run, as the reducer sees it. */
@@ -475,6 +489,12 @@ export declare class EventBus {
   static connect(options?: ConnectOptions): Promise<EventBus>
   /** True when running on the embedded in-memory store. */
   readonly embedded: boolean
+  /**
+   * The transport in use: `'loop'` when Node's event loop drives this bus's Redis connections
+   * (appends, and the live connection), `'thread'` when they go through the Tokio worker
+   * (`ConnectOptions.transport`).
+   */
+  readonly transport: 'loop' | 'thread'
   /** The key prefix (`nq` unless `prefix` was given). */
   readonly prefix: string
   /** Keys and channels named in full (see `Keyspace`). */

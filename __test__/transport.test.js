@@ -198,3 +198,21 @@ test('transport loop: Redis cutting off the live connection while JavaScript is 
   assert.deepEqual(errors, [])
   assert.ok(warnings.includes('LIVE_CONNECTION_LOST'), `Redis cut the live connection off: ${warnings}`)
 })
+
+test('transport loop: a flushed script cache costs nothing: the calls are sent again, in order', { skip, timeout: 30_000 }, async (t) => {
+  const { port, url } = await ownRedis(t)
+  const bus = await EventBus.connect({ url, prefix: uniquePrefix('noscript'), transport: 'loop' })
+  t.after(() => bus.close())
+  const stream = { type: 'flow', id: uniqueId('noscript') }
+  const first = await bus.emit({ kind: 'first', subject: stream.id })
+  assert.equal(await cli(port, ['SCRIPT', 'FLUSH']), 'OK')
+  // 300 in one turn: five script calls, every one refused with NOSCRIPT, then sent again
+  const burst = await Promise.all(Array.from({ length: 300 }, (_, i) => bus.emit({ kind: 'n', subject: stream.id, data: { i } })))
+  assert.equal(await cli(port, ['SCRIPT', 'FLUSH']), 'OK')
+  const last = await bus.emit({ kind: 'last', subject: stream.id })
+  const records = [first, ...burst, last]
+  assertIncreasing(records.map((r) => r.id), 'ids in call order')
+  assert.deepEqual(await bus.read(stream, { limit: 1000 }), records)
+  assert.equal(bus.transport, 'loop')
+  assert.deepEqual((await bus.metrics()).emitErrors, {})
+})

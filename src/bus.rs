@@ -76,8 +76,8 @@ pub struct ConnectOptions {
     pub max_pending_emits: Option<i64>,
     /// How long finished runs and resolved triggers are kept.
     pub retention: Option<RetentionOptions>,
-    /// `loop`: open a connection for appends that Node's event loop drives (see
-    /// `startEventLoop`), when the store allows it; `thread` (default): appends cross to Tokio.
+    /// `loop`: open the append and live connections for Node's event loop to drive (see
+    /// `startEventLoop`), where the store allows it; `thread` (default): both on Tokio.
     pub transport: Option<String>,
 }
 
@@ -343,7 +343,8 @@ impl NativeBus {
         }
     }
 
-    /// `loop` when appends go over the connection Node's event loop drives, else `thread`.
+    /// `loop` when Node's event loop drives this bus's appends or live connection, else
+    /// `thread`.
     #[napi(getter)]
     pub fn transport(&self) -> &'static str {
         #[cfg(unix)]

@@ -34,9 +34,16 @@ enum Link {
 
 /// One `EVALSHA` written and not answered yet: its appends, one group each.
 struct Call {
+    /// Empty for a `SCRIPT LOAD` sent before a retry (its reply is not looked at).
     appends: Vec<PreparedAppend>,
     deadline: Instant,
+    /// Times it was sent again after `NOSCRIPT`.
+    retries: u8,
 }
+
+/// Times a script call is sent again after `NOSCRIPT` (the script cache was flushed) before its
+/// emits fail.
+const NOSCRIPT_RETRIES: u8 = 2;
 
 struct State {
     link: Link,
@@ -318,7 +325,11 @@ impl Inner {
             }
             let groups: Vec<_> = appends.iter().map(|a| a.events()).collect();
             self.wire.encode_append(&groups, &mut out);
-            st.inflight.push_back(Call { appends, deadline });
+            st.inflight.push_back(Call {
+                appends,
+                deadline,
+                retries: 0,
+            });
         }
         if !st.timer_armed {
             st.timer_armed = true;
@@ -333,6 +344,11 @@ impl Inner {
             }
         }
         drop(st);
+        self.write_out(tcp, out);
+    }
+
+    /// Write `out` on `tcp`; a failure (now or once queued) drops that connection.
+    fn write_out(self: &Rc<Self>, tcp: *mut c_void, out: Vec<u8>) {
         let weak = Rc::downgrade(self);
         let failed = move |cause| {
             if let Some(inner) = weak.upgrade() {
@@ -432,6 +448,16 @@ impl Inner {
             unsafe { uv::uv_timer_stop(self.timer) };
         }
         drop(st);
+        if call.appends.is_empty() {
+            return true;
+        }
+        let call = match reply {
+            Err(text) if text.starts_with("NOSCRIPT") && call.retries < NOSCRIPT_RETRIES => {
+                return self.send_again(call);
+            }
+            reply => (reply, call),
+        };
+        let (reply, call) = call;
         match self.wire.append_results(reply, call.appends.len()) {
             Ok(results) => {
                 for (p, r) in call.appends.into_iter().zip(results) {
@@ -444,6 +470,53 @@ impl Inner {
                 }
             }
         }
+        true
+    }
+
+    /// Redis lost the script (`SCRIPT FLUSH`, a failover to a replica that never ran it): load
+    /// it and send the call again, at the end of the pipeline. Nothing of a call refused with
+    /// `NOSCRIPT` was run, and the calls behind it meet the same missing script, so they are
+    /// sent again in the order they were refused and emit order holds (unless another client
+    /// loads the script between two of them).
+    fn send_again(self: &Rc<Self>, mut call: Call) -> bool {
+        let mut st = self.state.borrow_mut();
+        let Link::Up(tcp) = st.link else {
+            drop(st);
+            for p in call.appends {
+                p.settle(Err(Error::new(
+                    ErrorCode::StoreUnavailable,
+                    "Redis lost the append script and the connection is gone; nothing was stored",
+                )));
+            }
+            return true;
+        };
+        let deadline = Instant::now() + self.wire.timeout();
+        let mut out = Vec::new();
+        self.wire.encode_script_load(&mut out);
+        st.inflight.push_back(Call {
+            appends: Vec::new(),
+            deadline,
+            retries: 0,
+        });
+        let groups: Vec<_> = call.appends.iter().map(|a| a.events()).collect();
+        self.wire.encode_append(&groups, &mut out);
+        call.retries += 1;
+        call.deadline = deadline;
+        st.inflight.push_back(call);
+        if !st.timer_armed {
+            st.timer_armed = true;
+            // SAFETY: the timer handle is open until `shut`
+            unsafe {
+                uv::uv_timer_start(
+                    self.timer,
+                    on_timer,
+                    self.wire.timeout().as_millis() as u64,
+                    0,
+                );
+            }
+        }
+        drop(st);
+        self.write_out(tcp, out);
         true
     }
 

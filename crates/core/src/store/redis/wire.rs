@@ -111,10 +111,7 @@ impl Wire {
                 .write_packed_command(&mut out);
             expected += 1;
         }
-        redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(self.script)
-            .write_packed_command(&mut out);
+        self.encode_script_load(&mut out);
         expected += 1;
         stream.write_all(&out).await.map_err(unreachable)?;
         let mut reader = ReplyReader::default();
@@ -157,6 +154,14 @@ impl Wire {
         }
         append_args(&mut cmd, self.keys.prefix(), self.max_len, groups);
         cmd.write_packed_command(out);
+    }
+
+    /// `SCRIPT LOAD` of the append script, appended to `out` (after `NOSCRIPT`).
+    pub fn encode_script_load(&self, out: &mut Vec<u8>) {
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(self.script)
+            .write_packed_command(out);
     }
 
     /// The outcome of each group from the reply to one `encode_append` call of `groups`
