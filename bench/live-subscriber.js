@@ -1,6 +1,6 @@
 'use strict'
 // Second-process subscriber for the live delivery benchmark (forked by bench/run.js).
-// start: subscribe every flow with the given system -> 'ready'
+// start: subscribe every flow with the given system -> 'ready' (with an addon's transport)
 // wait:  until n events were delivered -> 'reached'
 // finish: until n delivered (or timeout) -> 'result' with every latency (ms), then exit.
 
@@ -17,7 +17,7 @@ serve({
     sys = await openSystem(m.system, m.url, m.prefix)
     col = new Collector(m.expected)
     await subscribeAll(sys, m.flowIds, col)
-    return { type: 'ready' }
+    return { type: 'ready', transport: sys.transport }
   },
   async wait(m) {
     return { type: 'reached', ok: await col.done(m.n), count: col.count }

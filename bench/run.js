@@ -4,7 +4,9 @@
 //
 // Compares the addon with the JavaScript baselines it replaces (ioredis+Lua, ioredis
 // XADD+PUBLISH), side by side in one run, 3 repetitions with the order of the systems rotating,
-// medians reported. Writes bench/results.json and bench/RESULTS.md; prints one line per scenario.
+// medians reported; on the hot path (sections 1, 2, 2b, 4, 8 and 14) the addon on both of its
+// transports (its default, the event loop's, and 'thread'). Writes bench/results.json and
+// bench/RESULTS.md; prints one line per scenario.
 //
 // Redis: starts its own redis-server on a free port (stopped at the end, also on error and
 // Ctrl-C), unless BENCH_REDIS_URL is set. Keys use unique prefixes and are deleted after each
@@ -21,6 +23,7 @@ const { createHarness } = require('./lib/harness.js')
 const { machineInfo, redisCpuSeconds } = require('./lib/machine.js')
 const { killChildren } = require('./lib/children.js')
 const { evaluate, hotPath } = require('./lib/targets.js')
+const { transports } = require('./lib/systems.js')
 const { render } = require('./lib/report.js')
 const fmt = require('./lib/format.js')
 const { sequential, inFlight256, bursts256, emitMany } = require('./scenarios/throughput.js')
@@ -64,7 +67,7 @@ async function storage(h) {
 
 
 const med = (r, sys) => r?.systems?.[sys]?.median ?? {}
-const trio = (r, show) => ['addon', 'lua', 'spec'].filter((s) => r?.systems?.[s]).map((s) => `${s} ${show(med(r, s))}`).join(' | ')
+const trio = (r, show) => ['addon', 'thread', 'lua', 'spec'].filter((s) => r?.systems?.[s]).map((s) => `${s} ${show(med(r, s))}`).join(' | ')
 
 const SCENARIOS = [
   { key: 'sequential', title: 'sequential emit', run: sequential, line: (r) => trio(r, (m) => `${fmt.rate(m.eventsPerSec)}/s p50 ${fmt.ms(m.p50)} p99 ${fmt.ms(m.p99)}`) },
@@ -186,6 +189,7 @@ async function main() {
 
   const only = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',')) : null
   const scenarios = {}
+  const seconds = {}
   let failures = 0
   for (const [i, sc] of SCENARIOS.entries()) {
     if (only && !only.has(sc.key)) continue
@@ -200,6 +204,7 @@ async function main() {
       console.log(`${head} FAILED (${((Date.now() - t0) / 1000).toFixed(0)} s): ${scenarios[sc.key].error}`)
       if (process.env.BENCH_DEBUG) console.error(err)
     }
+    seconds[sc.key] = (Date.now() - t0) / 1000
   }
   admin.disconnect()
 
@@ -207,8 +212,11 @@ async function main() {
   const results = {
     startedAt: new Date(started).toISOString(),
     durationS: (Date.now() - started) / 1000,
+    scenarioSeconds: seconds,
     reps: REPS,
     machine,
+    // bus.transport of the addon systems measured in this process ('addon' must be 'loop')
+    transports: transports(),
     scenarios,
   }
   results.targets = evaluate(scenarios)

@@ -1,28 +1,38 @@
 'use strict'
 // RESULTS.md from the results object: one table per scenario (medians of the repetitions,
-// addon next to both baselines and addon ÷ baseline), then the targets.
+// addon next to both baselines and addon ÷ baseline; where the addon was also measured with
+// transport 'thread', that column and loop ÷ thread), then the targets.
 
 const f = require('./format.js')
 const { SYSTEMS } = require('./systems.js')
 
-const COLS = ['addon', 'lua', 'spec']
+const COLS = ['addon', 'thread', 'lua', 'spec']
 
-const RATIO_HEADS = { lua: 'addon ÷ Lua', spec: 'addon ÷ XADD+PUBLISH' }
+const RATIO_HEADS = { lua: 'addon ÷ Lua', spec: 'addon ÷ XADD+PUBLISH', thread: "loop ÷ thread" }
 
 /**
- * rows: [label, key, formatter]; systems: { addon: { median }, lua: ..., spec: ... }; cols:
- * the systems shown (the addon first), each baseline with its addon ÷ baseline column.
+ * rows: [label, key, formatter]; systems: { addon: { median }, thread: ..., lua: ..., spec: ... };
+ * cols: the systems shown (the addon first), each baseline with its addon ÷ baseline column,
+ * then loop ÷ thread (addon ÷ thread). 'thread' is left out where it was not measured.
  */
 function comparison(systems, rows, cols = COLS) {
-  const baselines = cols.filter((c) => c !== 'addon')
-  const head = ['', ...cols.map((c) => SYSTEMS[c]), ...baselines.map((c) => RATIO_HEADS[c])]
+  const shown = cols.filter((c) => c !== 'thread' || systems?.thread)
+  const baselines = shown.filter((c) => c !== 'addon' && c !== 'thread')
+  const ratios = [...baselines, ...shown.filter((c) => c === 'thread')]
+  const head = ['', ...shown.map((c) => SYSTEMS[c]), ...ratios.map((c) => RATIO_HEADS[c])]
   const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i ? '---:' : '---')).join('|')}|`]
   for (const [label, key, fmt] of rows) {
     const v = (s) => systems?.[s]?.median?.[key]
-    const cells = cols.map((s) => (systems?.[s] ? fmt(v(s)) : 'n/a'))
-    lines.push(`| ${[label, ...cells, ...baselines.map((c) => f.ratio(v('addon'), v(c)))].join(' | ')} |`)
+    const cells = shown.map((s) => (systems?.[s] ? fmt(v(s)) : 'n/a'))
+    lines.push(`| ${[label, ...cells, ...ratios.map((c) => f.ratio(v('addon'), v(c)))].join(' | ')} |`)
   }
   return lines.join('\n')
+}
+
+/** "'loop'" or, if the runs of this run saw more than one, all of them; '?' if not recorded. */
+function transportOf(results, system) {
+  const t = results.transports?.[system]
+  return t ? `'${t.split(', ').join("', '")}'` : '?'
 }
 
 function failed(result) {
@@ -70,12 +80,24 @@ Raw numbers, every repetition included, are in \`bench/results.json\`.
 ${m.loadAvgStart[0] > 0.5 ? `> **Note:** the machine was not idle when the run started (1-minute load average ${m.loadAvgStart[0]} on ${m.cores} cores): other work competed for the CPU and these numbers are noisier than a quiet run's.\n\n` : ''}**How to read this.** Each number is the median of ${results.reps} repetitions; within a repetition the
 systems run one after the other (the order rotates each repetition), each with its own
 connections and key prefix. Ratios are addon ÷ baseline: above 1 is better for events/s, below
-1 is better for latency, CPU and memory. Latencies are milliseconds. Redis runs on the same
-machine and competes with the benchmark for the ${m.cores} cores.
+1 is better for latency, CPU and memory; loop ÷ thread is the addon on its default transport ÷
+the addon with \`transport: 'thread'\`, read the same way. Latencies are milliseconds. Redis
+runs on the same machine and competes with the benchmark for the ${m.cores} cores.
 
 Systems:
-- **${SYSTEMS.addon}**: this package, \`EventBus\` over Redis (\`append.lua\`: XADD + PUBLISH stream
-  channel + PUBLISH kind channel + ZADD index, group-committed).
+- **${SYSTEMS.addon}**: this package, \`EventBus.connect({ url })\` over Redis (\`append.lua\`: XADD +
+  PUBLISH stream channel + PUBLISH kind channel + ZADD index) on its default transport
+  (\`transport: 'auto'\`), which on one Redis is the event-loop transport: emits and the live
+  Pub/Sub connection on sockets Node's own event loop drives, the emits of one JavaScript turn
+  written together, promises settled and handlers called from the read callback. The benchmark
+  refuses to run if \`bus.transport\` is not \`'loop'\`; measured: ${transportOf(results, 'addon')}.
+  Sections without a 'thread' column connect the addon with its defaults as well (sections 10
+  and 11, a replica with \`durability: 'replicated'\` and a cluster, are on the Tokio worker's
+  transport there, as \`'auto'\` falls back to it).
+- **${SYSTEMS.thread}**: the same package with \`transport: 'thread'\` (the transport before the event
+  loop drove the sockets): emits are group-committed by the addon's Tokio worker, and every
+  outcome and delivery crosses back to the JavaScript thread. Measured in sections 1, 2, 2b, 4,
+  8 and 14 (\`bus.transport\`: ${transportOf(results, 'thread')}), so the effect of the transport shows in one run.
 - **${SYSTEMS.lua}**: the strongest JS variant: one EVALSHA per event (ioredis \`defineCommand\`) of a
   script doing XADD + PUBLISH (stream channel) + PUBLISH (kind channel) + ZADD for \`flow.started\`.
 - **${SYSTEMS.spec}**: what the v0.3 JS spec shipped: \`XADD key * field value…\`, then
@@ -269,8 +291,8 @@ realistic (~220-270 bytes, \`bench/run-events.js\`) spread over 100 flows.
   out.push(section('14. The hot path with node on one CPU and Redis on the other', s.pinned, () => {
     const p = s.pinned
     if (p.skipped) return `_skipped: ${p.skipped}_\n`
-    const pair = (systems, rows) => comparison(systems, rows, ['addon', 'lua'])
-    return `The benchmark process, every thread of it (JavaScript, libuv, V8, the addon's Tokio workers), pinned to CPU ${p.affinity.node} and the benchmark's redis-server to CPU ${p.affinity.redis} with \`taskset -a -c -p\`, as in a 1-vCPU container whose Redis runs elsewhere; addon and ioredis+Lua only; ` +
+    const pair = (systems, rows) => comparison(systems, rows, ['addon', 'thread', 'lua'])
+    return `The benchmark process, every thread of it (JavaScript, libuv, V8, the addon's Tokio workers), pinned to CPU ${p.affinity.node} and the benchmark's redis-server to CPU ${p.affinity.redis} with \`taskset -a -c -p\`, as in a 1-vCPU container whose Redis runs elsewhere; the addon on both transports and ioredis+Lua; ` +
       `${p.config.sequential} sequential emits, ${p.config.inFlight256} with 256 in flight, ${p.config.bursts256} in bursts of 256, ${p.config.live} events at 2 000/s to subscribers in the same process` + separately(p, 'pinned', results) + '\n\n' +
       '**Sequential emit:**\n\n' + pair(p.sequential, [['events/s', 'eventsPerSec', f.rate], ...latencyRows(), ['process CPU per event', 'cpuUsPerEvent', f.us], ['Redis server CPU per event', 'redisCpuUsPerEvent', f.us]]) +
       '\n\n**256 in flight (sliding window):**\n\n' + pair(p.inFlight256, inFlightRows) +
@@ -282,8 +304,10 @@ realistic (~220-270 bytes, \`bench/run-events.js\`) spread over 100 flows.
     results.targets.map((t) => `| ${t.target} | ${t.goal} | ${t.measured} | ${t.status} |`).join('\n') + '\n')
   out.push('What was tried for the missed targets, and why they are missed: [README.md](README.md#where-the-targets-stand-and-why).\n')
   if (results.hotPath) {
-    out.push('## Hot-path targets\n\nRatios of the addon to ioredis+Lua in this run (medians): sections 1, 2, 2b and 4 (same process, 2 000/s), and section 14 with node and Redis pinned to one CPU each.\n\n| target | goal | measured | status |\n|---|---|---|---|\n' +
-      results.hotPath.map((t) => `| ${t.target} | ${t.goal} | ${t.measured} | ${t.status} |`).join('\n') + '\n')
+    out.push("## Hot-path targets\n\nRatios of the addon (its default transport, 'loop') to ioredis+Lua in this run (medians): sections 1, 2, 2b and 4 (same process, 2 000/s), and section 14 with node and Redis pinned to one CPU each. " +
+      "The last column gives the same ratios for the addon with `transport: 'thread'`, measured in the same run, and whether they would meet the goal: the transport's effect on each target.\n\n" +
+      "| target | goal | measured | status | transport 'thread' |\n|---|---|---|---|---|\n" +
+      results.hotPath.map((t) => `| ${t.target} | ${t.goal} | ${t.measured} | ${t.status} | ${t.thread ?? '—'} |`).join('\n') + '\n')
   }
   return out.join('\n')
 }

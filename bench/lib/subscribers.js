@@ -35,8 +35,10 @@ async function sameProcess(sys, flowIds, expected) {
 
 async function otherProcess(system, url, prefix, flowIds, expected) {
   const child = forkChild(path.join(__dirname, '..', 'live-subscriber.js'))
-  await request(child, { cmd: 'start', system, url, prefix, flowIds, expected }, 'ready')
+  const ready = await request(child, { cmd: 'start', system, url, prefix, flowIds, expected }, 'ready')
   return {
+    /** The transport of the child's bus (an addon system), as `bus.transport` said. */
+    transport: ready.transport,
     async waitFor(n) {
       return (await request(child, { cmd: 'wait', n }, 'reached')).ok
     },

@@ -1,7 +1,11 @@
 'use strict'
-// The three systems under test behind one small interface:
+// The systems under test behind one small interface:
 //   emit(event), emitMany(events), subscribe(flowId, handler) -> unsubscribe(), close(), cleanup()
-// - addon: lean-events (EventBus).
+// - addon:  lean-events (EventBus) as connected by default (`transport: 'auto'`), which on one
+//           Redis is the event-loop transport: emits and the live connection on sockets Node's
+//           own loop drives. Opening it fails if the bus is on another transport.
+// - thread: lean-events with `transport: 'thread'`: emits and Pub/Sub cross to the addon's Tokio
+//           worker and back (the transport before the event loop drove the sockets).
 // - lua:   ioredis + one EVALSHA per event doing XADD + PUBLISH (stream) + PUBLISH (kind) + ZADD
 //          for flow.started, i.e. the work of append.lua for one event (the strongest JS variant).
 // - spec:  what the v0.3 JS spec shipped: XADD, then PUBLISH <key>:live, two awaited round trips.
@@ -13,7 +17,8 @@ const Redis = require('ioredis')
 const { EventBus } = require('../..')
 
 const SYSTEMS = {
-  addon: 'lean-events (addon)',
+  addon: "lean-events, transport 'loop'",
+  thread: "lean-events, transport 'thread'",
   lua: 'ioredis+Lua',
   spec: 'ioredis XADD+PUBLISH',
 }
@@ -94,15 +99,31 @@ class JsSubscriber {
   }
 }
 
-async function openAddon(url, prefix) {
-  const bus = await EventBus.connect({ url, prefix })
+/** The transport each addon system must be on (`bus.transport`) when measured on one Redis. */
+const ADDON_TRANSPORTS = { addon: { asked: 'auto', expected: 'loop' }, thread: { asked: 'thread', expected: 'thread' } }
+
+/** `bus.transport` of every addon bus this process opened, by system name. */
+const transportsSeen = {}
+
+async function openAddon(name, url, prefix) {
+  const { asked, expected } = ADDON_TRANSPORTS[name]
+  const bus = await EventBus.connect({ url, prefix, transport: asked })
+  if (bus.transport !== expected) {
+    await bus.close()
+    throw new Error(
+      `system '${name}' (transport: '${asked}') connected to ${url} on transport '${bus.transport}', not '${expected}': ` +
+        `the benchmark would not measure the transport its tables name`,
+    )
+  }
+  ;(transportsSeen[name] ??= new Set()).add(bus.transport)
   return {
-    name: 'addon',
+    name,
+    transport: bus.transport,
     emit: (e) => bus.emit(e),
     emitMany: (es) => bus.emitMany(es),
     async subscribe(flowId, handler) {
       const sub = await bus.subscribe({ type: 'flow', id: flowId }, handler, {
-        onError: (err) => console.error('[addon] subscription error', err.code, err.message),
+        onError: (err) => console.error(`[${name}] subscription error`, err.code, err.message),
       })
       return () => sub.unsubscribe()
     },
@@ -180,9 +201,9 @@ async function openBaseline(name, url, prefix) {
   }
 }
 
-/** Open a system by name ('addon' | 'lua' | 'spec') on keys under `prefix`. */
+/** Open a system by name ('addon' | 'thread' | 'lua' | 'spec') on keys under `prefix`. */
 function openSystem(name, url, prefix) {
-  if (name === 'addon') return openAddon(url, prefix)
+  if (name === 'addon' || name === 'thread') return openAddon(name, url, prefix)
   if (name === 'lua' || name === 'spec') return openBaseline(name, url, prefix)
   throw new Error(`unknown system ${name}`)
 }
@@ -197,4 +218,9 @@ async function cleanup(url, prefix) {
   }
 }
 
-module.exports = { SYSTEMS, openSystem, cleanup, specRecord }
+/** `{ system: 'loop' }` for every addon system opened in this process so far. */
+function transports() {
+  return Object.fromEntries(Object.entries(transportsSeen).map(([k, v]) => [k, [...v].join(', ')]))
+}
+
+module.exports = { SYSTEMS, openSystem, cleanup, specRecord, transports }

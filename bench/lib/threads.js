@@ -1,6 +1,7 @@
 'use strict'
 // CPU time per thread of this process (Linux /proc), grouped as the main JS thread, the
-// addon's tokio workers and everything else (V8 GC/compiler threads, libuv pool).
+// addon's tokio workers (named 'lean-events' by the addon's runtime, 'tokio-…' by a default
+// one) and everything else (V8 GC/compiler threads, libuv pool).
 // Resolution is one clock tick (usually 10 ms); used as a diagnostic next to process.cpuUsage().
 
 const fs = require('node:fs')
@@ -31,15 +32,20 @@ function snapshot() {
   return out
 }
 
+/** True for a thread of the addon's Tokio runtime, by its name (`comm`, at most 15 bytes). */
+function isTokio(comm) {
+  return comm.startsWith('lean-events') || comm.startsWith('tokio')
+}
+
 /** µs of CPU per group between two snapshots: { mainUs, tokioUs, otherUs }. */
 function diff(before, after) {
   const groups = { mainUs: 0, tokioUs: 0, otherUs: 0 }
   for (const [tid, t] of after) {
     const ticks = t.ticks - (before.get(tid)?.ticks ?? 0)
-    const group = tid === String(process.pid) ? 'mainUs' : t.comm.startsWith('tokio') ? 'tokioUs' : 'otherUs'
+    const group = tid === String(process.pid) ? 'mainUs' : isTokio(t.comm) ? 'tokioUs' : 'otherUs'
     groups[group] += ticks * tickUs
   }
   return groups
 }
 
-module.exports = { snapshot, diff }
+module.exports = { snapshot, diff, isTokio }

@@ -3,13 +3,14 @@
 // per stream in this process. process.cpuUsage() of the benchmark process counts the addon's
 // tokio threads (they are in-process) and excludes the Redis server, whose own CPU (INFO cpu)
 // is reported next to it for reference. A per-thread split (main JS thread, tokio workers,
-// other threads) from /proc is recorded as a diagnostic.
+// other threads) from /proc is recorded as a diagnostic. The addon on both transports: 'addon'
+// (the event loop's: sockets on the JS thread) and 'thread' (the Tokio worker's).
 
 const { spreadEvents, stamped, inFlight } = require('../lib/workload.js')
 const { sameProcess } = require('../lib/subscribers.js')
 const threads = require('../lib/threads.js')
 
-const SYSTEMS = ['addon', 'lua', 'spec']
+const SYSTEMS = ['addon', 'thread', 'lua', 'spec']
 const EVENTS = 30000
 const WARMUP = 500
 

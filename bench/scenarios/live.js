@@ -1,13 +1,14 @@
 'use strict'
 // Scenario 4: live delivery latency, emit -> handler, at 2 000 events/s (paced) and at the
 // maximum rate (256 emits in flight), with the subscriber in this process and in another one.
-// Subscribers: one per flow on all 100 flows of the workload.
+// Subscribers: one per flow on all 100 flows of the workload. The addon is measured on both
+// transports ('addon' = the event loop's, 'thread' = the Tokio worker's).
 
 const { latencySummary } = require('../lib/stats.js')
 const { spreadEvents, stamped, inFlight, paced } = require('../lib/workload.js')
 const { sameProcess, otherProcess } = require('../lib/subscribers.js')
 
-const SYSTEMS = ['addon', 'lua', 'spec']
+const SYSTEMS = ['addon', 'thread', 'lua', 'spec']
 const WARMUP = 300
 const MODES = {
   rate2000: { label: '2 000 events/s', events: 3000, send: (count, fn) => paced(2000, count, fn) },
@@ -42,6 +43,7 @@ async function liveRun(h, name, rep, placement, modeKey) {
       max: l.max,
       sentPerSec: mode.events / sendSeconds,
       lost: total - r.delivered,
+      ...(sub.transport ? { subscriberTransport: sub.transport } : {}),
     }
   })
 }

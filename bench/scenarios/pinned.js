@@ -1,8 +1,9 @@
 'use strict'
 // Scenario 14: the hot-path rows again with this process pinned to one CPU and Redis to
 // another (`taskset -a -p -c`, Linux), as in a 1-vCPU container talking to a Redis elsewhere:
-// the addon's Tokio threads then share the one CPU with JavaScript, so every hop between
-// threads costs a context switch. Addon and ioredis+Lua only (the targets are ratios to it).
+// with transport 'thread' the addon's Tokio worker then shares the one CPU with JavaScript, so
+// every hop between threads costs a context switch; the event-loop transport ('addon') has no
+// such hop. The addon on both transports and ioredis+Lua (the targets are ratios to it).
 // Needs the benchmark's own redis-server (its pid) and `taskset`; otherwise it says why not.
 
 const { execFileSync } = require('node:child_process')
@@ -11,7 +12,7 @@ const os = require('node:os')
 const { emitScenario } = require('./throughput.js')
 const { liveRun } = require('./live.js')
 
-const SYSTEMS = ['addon', 'lua']
+const SYSTEMS = ['addon', 'thread', 'lua']
 
 /** The CPU list a process may run on (`taskset -c -p`), e.g. "0,1" or "0-3". */
 function affinity(pid) {

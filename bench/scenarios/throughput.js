@@ -6,11 +6,14 @@
 //      handler that fans out does it)
 //   3. emitMany batches of 100 (baselines: one ioredis pipeline per batch)
 // Each run also reads the Redis server's CPU (INFO cpu) before and after: Redis CPU per event.
+// 1 and 2 measure the addon on both transports ('addon' = the event loop's, 'thread' = the
+// Tokio worker's); 3 the default transport only.
 
 const { latencySummary } = require('../lib/stats.js')
 const { spreadEvents, inFlight, inBursts } = require('../lib/workload.js')
 
 const SYSTEMS = ['addon', 'lua', 'spec']
+const BOTH_TRANSPORTS = ['addon', 'thread', 'lua', 'spec']
 const WARMUP = 500
 
 function nowNs() {
@@ -57,7 +60,7 @@ async function warmUp(sys, tag) {
 }
 
 /** Scenario 1 (n = 1) and 2 (n = 256). */
-function emitScenario(h, tag, n, count, shape, systems = SYSTEMS) {
+function emitScenario(h, tag, n, count, shape, systems = BOTH_TRANSPORTS) {
   return h.repeat(systems, (name, rep) =>
     h.withSystem(name, tag, async (sys) => {
       await warmUp(sys, tag)
