@@ -216,3 +216,16 @@ test('transport loop: a flushed script cache costs nothing: the calls are sent a
   assert.equal(bus.transport, 'loop')
   assert.deepEqual((await bus.metrics()).emitErrors, {})
 })
+
+test('transport loop: emits of the turn that closes the bus are still written and stored', { skip }, async (t) => {
+  const prefix = uniquePrefix('closeturn')
+  const bus = await EventBus.connect({ url: REDIS_URL, prefix, transport: 'loop' })
+  const stream = { type: 'flow', id: uniqueId('closeturn') }
+  const pending = Array.from({ length: 100 }, (_, i) => bus.emit({ kind: 'n', subject: stream.id, data: { i } }))
+  await bus.close()
+  const records = await Promise.all(pending)
+  const reader = await EventBus.connect({ url: REDIS_URL, prefix, transport: 'thread' })
+  t.after(() => reader.close())
+  assert.deepEqual(await reader.read(stream, { limit: 1000 }), records)
+  await expectCode(bus.emit({ kind: 'n', subject: stream.id }), 'BUS_CLOSED', 'an emit after close')
+})

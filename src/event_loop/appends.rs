@@ -212,13 +212,15 @@ impl EventLoopAppends {
         }
     }
 
-    /// The bus closed: emits not written yet are refused with `BUS_CLOSED`; those in flight
-    /// settle as Redis answers, then the connection closes.
+    /// The bus closed: this turn's emits are still written (as the Tokio path had taken them
+    /// before `close()` too), everything in flight settles as Redis answers, then the
+    /// connection closes.
     pub fn close(&self) {
         if !self.on_own_thread() {
             return;
         }
         let inner = &self.inner;
+        inner.flush();
         let outbox = {
             let mut st = inner.state.borrow_mut();
             st.closed = true;
