@@ -34,11 +34,20 @@ enum Link {
 
 /// One `EVALSHA` written and not answered yet: its appends, one group each.
 struct Call {
-    /// Empty for a `SCRIPT LOAD` sent before a retry (its reply is not looked at).
+    /// Empty for a `SCRIPT LOAD` sent before a retry, and once the call timed out (its reply
+    /// is then not looked at).
     appends: Vec<PreparedAppend>,
     deadline: Instant,
     /// Times it was sent again after `NOSCRIPT`.
     retries: u8,
+    /// Timed out: its emits were failed with `TIMEOUT`, its reply is still to come.
+    timed_out: bool,
+}
+
+/// An emit of this turn, or one held back while Redis owes replies to calls that timed out.
+struct Held {
+    append: PreparedAppend,
+    since: Instant,
 }
 
 /// Times a script call is sent again after `NOSCRIPT` (the script cache was flushed) before its
@@ -47,8 +56,8 @@ const NOSCRIPT_RETRIES: u8 = 2;
 
 struct State {
     link: Link,
-    /// Emits of this turn, written by the next `flush`.
-    outbox: Vec<PreparedAppend>,
+    /// Emits of this turn, written by the next `flush` (held while the connection is stalled).
+    outbox: Vec<Held>,
     inflight: VecDeque<Call>,
     reader: ReplyReader,
     backoff: Duration,
@@ -196,7 +205,10 @@ impl EventLoopAppends {
             return;
         }
         if let Link::Up(_) = st.link {
-            st.outbox.push(prepared);
+            st.outbox.push(Held {
+                append: prepared,
+                since: Instant::now(),
+            });
             return;
         }
         drop(st);
@@ -226,8 +238,8 @@ impl EventLoopAppends {
             st.closed = true;
             std::mem::take(&mut st.outbox)
         };
-        for p in outbox {
-            p.settle(Err(Error::closed()));
+        for held in outbox {
+            held.append.settle(Err(Error::closed()));
         }
         inner.shut_when_idle();
     }
@@ -305,15 +317,28 @@ impl Inner {
         let Link::Up(tcp) = st.link else {
             let outbox = std::mem::take(&mut st.outbox);
             drop(st);
-            for mut p in outbox {
+            for held in outbox {
+                let mut p = held.append;
                 p.count_in(self.thread_routed.clone());
                 self.bus.commit(p);
             }
             return;
         };
+        if stalled(&st) {
+            // written once Redis has answered the calls that timed out (or failed after
+            // `timeoutMs` by the timer), so they reach Redis after those, in call order
+            if !st.timer_armed {
+                let next = next_deadline(&st, self.wire.timeout());
+                self.arm_timer(&mut st, next);
+            }
+            return;
+        }
         let deadline = Instant::now() + self.wire.timeout();
         let mut out = Vec::with_capacity(st.outbox.len() * 256);
-        let mut outbox = std::mem::take(&mut st.outbox).into_iter().peekable();
+        let mut outbox = std::mem::take(&mut st.outbox)
+            .into_iter()
+            .map(|h| h.append)
+            .peekable();
         while outbox.peek().is_some() {
             let mut appends = Vec::new();
             let mut events = 0;
@@ -331,19 +356,11 @@ impl Inner {
                 appends,
                 deadline,
                 retries: 0,
+                timed_out: false,
             });
         }
         if !st.timer_armed {
-            st.timer_armed = true;
-            // SAFETY: the timer handle is open until `shut`, which happens on this thread
-            unsafe {
-                uv::uv_timer_start(
-                    self.timer,
-                    on_timer,
-                    self.wire.timeout().as_millis() as u64,
-                    0,
-                );
-            }
+            self.arm_timer(&mut st, Some(deadline));
         }
         drop(st);
         self.write_out(tcp, out);
@@ -391,7 +408,8 @@ impl Inner {
                     p.settle(Err(cause.clone()));
                 }
             }
-            for mut p in outbox {
+            for held in outbox {
+                let mut p = held.append;
                 p.count_in(self.thread_routed.clone());
                 self.bus.commit(p);
             }
@@ -499,6 +517,7 @@ impl Inner {
             appends: Vec::new(),
             deadline,
             retries: 0,
+            timed_out: false,
         });
         let groups: Vec<_> = call.appends.iter().map(|a| a.events()).collect();
         self.wire.encode_append(&groups, &mut out);
@@ -506,20 +525,87 @@ impl Inner {
         call.deadline = deadline;
         st.inflight.push_back(call);
         if !st.timer_armed {
-            st.timer_armed = true;
-            // SAFETY: the timer handle is open until `shut`
-            unsafe {
-                uv::uv_timer_start(
-                    self.timer,
-                    on_timer,
-                    self.wire.timeout().as_millis() as u64,
-                    0,
-                );
-            }
+            self.arm_timer(&mut st, Some(deadline));
         }
         drop(st);
         self.write_out(tcp, out);
         true
+    }
+
+    /// Start the timer for `at` (nothing to wait for: leave it stopped).
+    fn arm_timer(&self, st: &mut State, at: Option<Instant>) {
+        let Some(at) = at else {
+            return;
+        };
+        st.timer_armed = true;
+        let wait = at.saturating_duration_since(Instant::now()).as_millis() as u64 + 1;
+        // SAFETY: the timer handle is open until `shut`, which happens on this thread
+        unsafe { uv::uv_timer_start(self.timer, on_timer, wait, 0) };
+    }
+
+    /// Calls past their deadline fail with `TIMEOUT` and stay in flight without their emits:
+    /// the connection is kept, so whatever Redis still runs of them it runs before anything
+    /// sent later, as on the Tokio connection. While such calls are unanswered the connection
+    /// is stalled: new emits are held, and fail with `TIMEOUT` unsent once they waited
+    /// `timeoutMs`.
+    fn on_timer(self: &Rc<Self>) {
+        let now = Instant::now();
+        let timeout = self.wire.timeout();
+        let (late, unsent) = {
+            let mut st = self.state.borrow_mut();
+            st.timer_armed = false;
+            let mut late = Vec::new();
+            for call in st.inflight.iter_mut() {
+                if call.timed_out || call.appends.is_empty() {
+                    continue;
+                }
+                if call.deadline > now {
+                    break;
+                }
+                call.timed_out = true;
+                late.append(&mut call.appends);
+            }
+            let mut unsent = Vec::new();
+            if stalled(&st) {
+                let n = st
+                    .outbox
+                    .iter()
+                    .take_while(|h| h.since + timeout <= now)
+                    .count();
+                unsent.extend(st.outbox.drain(..n).map(|h| h.append));
+            }
+            let next = next_deadline(&st, timeout);
+            self.arm_timer(&mut st, next);
+            (late, unsent)
+        };
+        if late.is_empty() && unsent.is_empty() {
+            return;
+        }
+        let ms = timeout.as_millis();
+        {
+            let _settling = Settling::enter();
+            let sent = Error::new(
+                ErrorCode::Timeout,
+                format!(
+                    "Redis did not answer within {ms} ms (timeoutMs); the append may or may not \
+                     have been stored"
+                ),
+            );
+            for p in late {
+                p.settle(Err(sent.clone()));
+            }
+            let held = Error::new(
+                ErrorCode::Timeout,
+                format!(
+                    "not sent: Redis has not answered earlier appends for {ms} ms (timeoutMs); \
+                     nothing of this one was stored"
+                ),
+            );
+            for p in unsent {
+                p.settle(Err(held.clone()));
+            }
+        }
+        self.call_settle();
     }
 
     /// Call `bus._settle` in JavaScript (see `JsCall::call`): continuations of the settled
@@ -531,7 +617,7 @@ impl Inner {
     /// Close the handles once the bus closed and nothing is in flight.
     fn shut_when_idle(self: &Rc<Self>) {
         let st = self.state.borrow();
-        if !st.closed || st.shut || !st.inflight.is_empty() {
+        if !st.closed || st.shut || st.inflight.iter().any(|c| !c.appends.is_empty()) {
             return;
         }
         drop(st);
@@ -587,6 +673,30 @@ impl Inner {
 
     fn release_javascript(&self) {
         self.settle.release();
+    }
+}
+
+/// The connection owes replies to calls that timed out: nothing new is written meanwhile.
+fn stalled(st: &State) -> bool {
+    st.inflight.front().is_some_and(|c| c.timed_out)
+}
+
+/// When the timer must fire next: the deadline of the oldest call that has not timed out, or
+/// while stalled that of the oldest held emit.
+fn next_deadline(st: &State, timeout: Duration) -> Option<Instant> {
+    let call = st
+        .inflight
+        .iter()
+        .find(|c| !c.timed_out && !c.appends.is_empty())
+        .map(|c| c.deadline);
+    let held = if stalled(st) {
+        st.outbox.first().map(|h| h.since + timeout)
+    } else {
+        None
+    };
+    match (call, held) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -646,37 +756,15 @@ unsafe extern "C" fn on_read(handle: *mut c_void, nread: isize, _buf: *const uv:
         }
     }
     if answered {
+        // emits held while the connection was stalled go out now, after the late replies
+        inner.flush();
         inner.call_settle();
         inner.shut_when_idle();
     }
 }
 
 unsafe extern "C" fn on_timer(handle: *mut c_void) {
-    let inner = inner_of(handle);
-    let now = Instant::now();
-    let next = {
-        let mut st = inner.state.borrow_mut();
-        st.timer_armed = false;
-        st.inflight.front().map(|c| c.deadline)
-    };
-    match next {
-        Some(deadline) if deadline <= now => {
-            let ms = inner.wire.timeout().as_millis();
-            inner.lose(Error::new(
-                ErrorCode::Timeout,
-                format!(
-                    "Redis did not answer within {ms} ms (timeoutMs); the append may or may not \
-                     have been stored"
-                ),
-            ));
-        }
-        Some(deadline) => {
-            inner.state.borrow_mut().timer_armed = true;
-            let wait = deadline.saturating_duration_since(now).as_millis() as u64 + 1;
-            uv::uv_timer_start(inner.timer, on_timer, wait, 0);
-        }
-        None => {}
-    }
+    inner_of(handle).on_timer();
 }
 
 unsafe extern "C" fn on_wake(handle: *mut c_void) {
@@ -735,7 +823,8 @@ unsafe extern "C" fn on_environment_teardown(
         )
     };
     let _settling = Settling::enter();
-    for p in inflight.into_iter().flat_map(|c| c.appends).chain(outbox) {
+    let held = outbox.into_iter().map(|h| h.append);
+    for p in inflight.into_iter().flat_map(|c| c.appends).chain(held) {
         p.settle(Err(Error::closed()));
     }
     inner.shut();
