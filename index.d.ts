@@ -115,7 +115,7 @@ export declare class LeanEventsError extends Error {
 /**
  * Called for failures of background work nobody awaits (a lost live connection, a lease
  * renewal, a timer, a repair pass): `code` is stable (`LIVE_CONNECTION_LOST`,
- * `LEASE_RENEWAL_FAILED`, …), `detail` the underlying error, if any. Every warning is also
+ * `LOOP_CONNECTION_LOST`, `LOOP_CONNECTION_FAILED`, `LEASE_RENEWAL_FAILED`, …), `detail` the underlying error, if any. Every warning is also
  * counted in `bus.warningCounts`.
  */
 export type WarningHandler = (code: string, message: string, detail?: string) => void
