@@ -73,8 +73,11 @@ bothBackends('slow consumer: the bus-wide maxQueue default bounds an unread iter
   assert.equal(bus.channelCount, 0)
 })
 
+// These two block the JavaScript thread while the native side fans out, so they need the
+// live connection read off that thread: transport 'thread'. On the event-loop transport a
+// blocked thread reads nothing, and the backlog waits in Redis (transport.test.js).
 bothBackends('slow consumer: a blocked handler subscription is cut off; onError gets SUBSCRIBER_OVERFLOW', async (ctx) => {
-  const bus = await ctx.connect()
+  const bus = await ctx.connect({ transport: 'thread' })
   const id = uniqueId('slowhandler')
   const stream = { type: 'flow', id }
   const handled = []
@@ -246,7 +249,7 @@ bothBackends('no false STREAM_GAP: maxLen not reached, cursors before the first 
 bothBackends(
   'slow consumer: onError(SUBSCRIBER_OVERFLOW) comes after the handler got every event up to lastId',
   async (ctx) => {
-    const bus = await ctx.connect()
+    const bus = await ctx.connect({ transport: 'thread' })
     const id = uniqueId('order')
     const log = []
     let sub

@@ -58,6 +58,8 @@ struct State {
     link: Link,
     /// Emits of this turn, written by the next `flush` (held while the connection is stalled).
     outbox: Vec<Held>,
+    /// Events in `outbox`.
+    outbox_events: usize,
     inflight: VecDeque<Call>,
     reader: ReplyReader,
     backoff: Duration,
@@ -88,6 +90,14 @@ struct Inner {
     settle: JsCall,
     timer: *mut c_void,
     wake: *mut c_void,
+    /// Runs `settle`, and the deadline check the timer asked for, in the loop's check phase,
+    /// after this iteration's I/O callbacks.
+    check: *mut c_void,
+    check_armed: std::cell::Cell<bool>,
+    /// Keeps the poll phase from blocking while a deadline check waits for the check phase.
+    idle: *mut c_void,
+    settle_due: std::cell::Cell<bool>,
+    deadlines_due: std::cell::Cell<bool>,
     handoff: Arc<Mutex<Handoff>>,
     /// Emits sent the Tokio way and not settled yet.
     thread_routed: Arc<AtomicUsize>,
@@ -128,6 +138,8 @@ impl EventLoopAppends {
         let settle = JsCall::new(env, settle, "lean-events:emit")?;
         let timer = uv::handle_block(uv::UV_TIMER);
         let wake = uv::handle_block(uv::UV_ASYNC);
+        let check_handle = uv::handle_block(uv::UV_CHECK);
+        let idle = uv::handle_block(uv::UV_IDLE);
         let inner = Rc::new(Inner {
             uv_loop,
             bus,
@@ -135,6 +147,7 @@ impl EventLoopAppends {
             state: RefCell::new(State {
                 link: Link::Down,
                 outbox: Vec::new(),
+                outbox_events: 0,
                 inflight: VecDeque::new(),
                 reader: ReplyReader::default(),
                 backoff: FIRST_BACKOFF,
@@ -148,6 +161,11 @@ impl EventLoopAppends {
             settle,
             timer,
             wake,
+            check: check_handle,
+            check_armed: std::cell::Cell::new(false),
+            idle,
+            settle_due: std::cell::Cell::new(false),
+            deadlines_due: std::cell::Cell::new(false),
             handoff: Arc::new(Mutex::new(Handoff {
                 result: None,
                 wake: Some(wake as usize),
@@ -163,6 +181,12 @@ impl EventLoopAppends {
             uv_check(uv::uv_async_init(uv_loop, wake, on_wake), "uv_async_init")?;
             uv::uv_handle_set_data(wake, Rc::into_raw(inner.clone()) as *mut c_void);
             uv::uv_unref(wake);
+            uv_check(uv::uv_check_init(uv_loop, check_handle), "uv_check_init")?;
+            uv::uv_handle_set_data(check_handle, Rc::into_raw(inner.clone()) as *mut c_void);
+            uv::uv_unref(check_handle);
+            uv_check(uv::uv_idle_init(uv_loop, idle), "uv_idle_init")?;
+            uv::uv_handle_set_data(idle, Rc::into_raw(inner.clone()) as *mut c_void);
+            uv::uv_unref(idle);
             let mut hook = ptr::null_mut();
             check(
                 sys::napi_add_async_cleanup_hook(
@@ -205,10 +229,20 @@ impl EventLoopAppends {
             return;
         }
         if let Link::Up(_) = st.link {
+            // the first emit onto an idle connection goes out at once, and so does every full
+            // script call (`WIRE_GROUP_EVENTS`), so Redis runs it while JavaScript goes on;
+            // the rest of a turn goes out in one write at its end (`flush`)
+            let idle = st.inflight.is_empty() && st.outbox.is_empty();
+            st.outbox_events += prepared.events().len();
             st.outbox.push(Held {
                 append: prepared,
                 since: Instant::now(),
             });
+            let full = st.outbox_events >= WIRE_GROUP_EVENTS;
+            drop(st);
+            if idle || full {
+                inner.flush();
+            }
             return;
         }
         drop(st);
@@ -236,10 +270,15 @@ impl EventLoopAppends {
         let outbox = {
             let mut st = inner.state.borrow_mut();
             st.closed = true;
-            std::mem::take(&mut st.outbox)
+            take_outbox(&mut st)
         };
         for held in outbox {
             held.append.settle(Err(Error::closed()));
+        }
+        if inner.settle_due.get() {
+            // outcomes read in this loop iteration wait for its check phase, which a close
+            // from a subscription handler (itself run there) ends before it comes
+            inner.call_settle();
         }
         inner.shut_when_idle();
     }
@@ -315,7 +354,7 @@ impl Inner {
             return;
         }
         let Link::Up(tcp) = st.link else {
-            let outbox = std::mem::take(&mut st.outbox);
+            let outbox = take_outbox(&mut st);
             drop(st);
             for held in outbox {
                 let mut p = held.append;
@@ -335,7 +374,7 @@ impl Inner {
         }
         let deadline = Instant::now() + self.wire.timeout();
         let mut out = Vec::with_capacity(st.outbox.len() * 256);
-        let mut outbox = std::mem::take(&mut st.outbox)
+        let mut outbox = take_outbox(&mut st)
             .into_iter()
             .map(|h| h.append)
             .peekable();
@@ -396,10 +435,7 @@ impl Inner {
                 uv::uv_read_stop(tcp);
                 uv::uv_close(tcp, on_close_tcp);
             }
-            (
-                std::mem::take(&mut st.inflight),
-                std::mem::take(&mut st.outbox),
-            )
+            (std::mem::take(&mut st.inflight), take_outbox(&mut st))
         };
         {
             let _settling = Settling::enter();
@@ -543,17 +579,33 @@ impl Inner {
         unsafe { uv::uv_timer_start(self.timer, on_timer, wait, 0) };
     }
 
+    /// The timer fired: the deadlines are checked in this iteration's check phase, after the
+    /// poll phase has read what arrived (a JavaScript thread that was busy past a deadline
+    /// finds the replies waiting in the socket, and they count), with the poll kept from
+    /// blocking meanwhile.
+    fn on_timer(self: &Rc<Self>) {
+        self.state.borrow_mut().timer_armed = false;
+        self.deadlines_due.set(true);
+        self.arm_check();
+        // SAFETY: the idle handle is open until `shut`
+        unsafe { uv::uv_idle_start(self.idle, on_idle) };
+    }
+
     /// Calls past their deadline fail with `TIMEOUT` and stay in flight without their emits:
     /// the connection is kept, so whatever Redis still runs of them it runs before anything
     /// sent later, as on the Tokio connection. While such calls are unanswered the connection
     /// is stalled: new emits are held, and fail with `TIMEOUT` unsent once they waited
     /// `timeoutMs`.
-    fn on_timer(self: &Rc<Self>) {
+    fn expire(self: &Rc<Self>) {
         let now = Instant::now();
         let timeout = self.wire.timeout();
         let (late, unsent) = {
             let mut st = self.state.borrow_mut();
-            st.timer_armed = false;
+            if st.timer_armed {
+                // SAFETY: the timer handle is open until `shut`
+                unsafe { uv::uv_timer_stop(self.timer) };
+                st.timer_armed = false;
+            }
             let mut late = Vec::new();
             for call in st.inflight.iter_mut() {
                 if call.timed_out || call.appends.is_empty() {
@@ -573,6 +625,7 @@ impl Inner {
                     .take_while(|h| h.since + timeout <= now)
                     .count();
                 unsent.extend(st.outbox.drain(..n).map(|h| h.append));
+                st.outbox_events -= unsent.iter().map(|p| p.events().len()).sum::<usize>();
             }
             let next = next_deadline(&st, timeout);
             self.arm_timer(&mut st, next);
@@ -611,7 +664,41 @@ impl Inner {
     /// Call `bus._settle` in JavaScript (see `JsCall::call`): continuations of the settled
     /// emits run before this returns.
     fn call_settle(&self) {
+        self.settle_due.set(false);
         self.settle.call();
+    }
+
+    /// Call `bus._settle` in this loop iteration's check phase, after the other I/O callbacks:
+    /// the Pub/Sub message an emit caused usually arrives with its reply, and is handed to its
+    /// subscribers first (see `live`).
+    fn settle_soon(&self) {
+        self.settle_due.set(true);
+        self.arm_check();
+    }
+
+    fn arm_check(&self) {
+        if !self.check_armed.replace(true) {
+            // SAFETY: the check handle is open until `shut`, which happens on this thread
+            unsafe { uv::uv_check_start(self.check, on_check) };
+        }
+    }
+
+    /// The check phase: deadlines the timer asked about (now that this iteration's replies
+    /// were read), then the settled emits.
+    fn on_check(self: &Rc<Self>) {
+        if self.check_armed.replace(false) {
+            // SAFETY: both handles are open until `shut`
+            unsafe {
+                uv::uv_check_stop(self.check);
+                uv::uv_idle_stop(self.idle);
+            }
+        }
+        if self.deadlines_due.replace(false) {
+            self.expire();
+        }
+        if self.settle_due.get() {
+            self.call_settle();
+        }
     }
 
     /// Close the handles once the bus closed and nothing is in flight.
@@ -641,11 +728,13 @@ impl Inner {
                 uv::uv_close(tcp, on_close_tcp);
             }
         }
-        st.closing += 2;
-        // SAFETY: the timer and async handles are open until here, closed once
+        st.closing += 4;
+        // SAFETY: the timer, async, check and idle handles are open until here, closed once
         unsafe {
             uv::uv_close(self.timer, on_close_timer);
             uv::uv_close(self.wake, on_close_wake);
+            uv::uv_close(self.check, on_close_check);
+            uv::uv_close(self.idle, on_close_idle);
         }
     }
 
@@ -674,6 +763,12 @@ impl Inner {
     fn release_javascript(&self) {
         self.settle.release();
     }
+}
+
+/// Everything in the outbox, emptied.
+fn take_outbox(st: &mut State) -> Vec<Held> {
+    st.outbox_events = 0;
+    std::mem::take(&mut st.outbox)
 }
 
 /// The connection owes replies to calls that timed out: nothing new is written meanwhile.
@@ -758,13 +853,29 @@ unsafe extern "C" fn on_read(handle: *mut c_void, nread: isize, _buf: *const uv:
     if answered {
         // emits held while the connection was stalled go out now, after the late replies
         inner.flush();
-        inner.call_settle();
-        inner.shut_when_idle();
+        if inner.state.borrow().closed {
+            inner.call_settle();
+            inner.shut_when_idle();
+        } else {
+            inner.settle_soon();
+        }
     }
 }
 
 unsafe extern "C" fn on_timer(handle: *mut c_void) {
     inner_of(handle).on_timer();
+}
+
+unsafe extern "C" fn on_check(handle: *mut c_void) {
+    inner_of(handle).on_check();
+}
+
+unsafe extern "C" fn on_idle(_handle: *mut c_void) {}
+
+unsafe extern "C" fn on_close_idle(handle: *mut c_void) {
+    let inner = Rc::from_raw(uv::uv_handle_get_data(handle) as *const Inner);
+    uv::free_handle(handle, uv::UV_IDLE);
+    inner.closed_one();
 }
 
 unsafe extern "C" fn on_wake(handle: *mut c_void) {
@@ -799,6 +910,12 @@ unsafe extern "C" fn on_close_timer(handle: *mut c_void) {
     inner.closed_one();
 }
 
+unsafe extern "C" fn on_close_check(handle: *mut c_void) {
+    let inner = Rc::from_raw(uv::uv_handle_get_data(handle) as *const Inner);
+    uv::free_handle(handle, uv::UV_CHECK);
+    inner.closed_one();
+}
+
 unsafe extern "C" fn on_close_wake(handle: *mut c_void) {
     let inner = Rc::from_raw(uv::uv_handle_get_data(handle) as *const Inner);
     uv::free_handle(handle, uv::UV_ASYNC);
@@ -817,10 +934,7 @@ unsafe extern "C" fn on_environment_teardown(
     let (inflight, outbox) = {
         let mut st = inner.state.borrow_mut();
         st.closed = true;
-        (
-            std::mem::take(&mut st.inflight),
-            std::mem::take(&mut st.outbox),
-        )
+        (std::mem::take(&mut st.inflight), take_outbox(&mut st))
     };
     let _settling = Settling::enter();
     let held = outbox.into_iter().map(|h| h.append);

@@ -207,6 +207,9 @@ struct Inner {
     read_buf: RefCell<Vec<u8>>,
     /// `bus._wakeReady`: hands the woken subscriptions to JavaScript.
     ready: JsCall,
+    /// Runs `ready` in the loop's check phase, once per loop iteration with deliveries.
+    check: *mut c_void,
+    check_armed: std::cell::Cell<bool>,
     /// Handles not closed yet, the cleanup hook, and whether `shut` ran.
     closing: std::cell::Cell<usize>,
     shut: std::cell::Cell<bool>,
@@ -246,10 +249,13 @@ impl EventLoopLive {
         let uv_loop = super::uv_loop_of(env)?;
         let ready = JsCall::new(env, ready, "lean-events:live")?;
         let wake = uv::handle_block(uv::UV_ASYNC);
+        let check = uv::handle_block(uv::UV_CHECK);
         let inner = Rc::new(Inner {
             uv_loop,
             requests: source.requests.clone(),
             wake,
+            check,
+            check_armed: std::cell::Cell::new(false),
             conns: RefCell::new(HashMap::new()),
             read_buf: RefCell::new(vec![0; READ_BUFFER]),
             ready,
@@ -266,6 +272,9 @@ impl EventLoopLive {
             )?;
             uv::uv_handle_set_data(wake, Rc::into_raw(inner.clone()) as *mut c_void);
             uv::uv_unref(wake);
+            super::uv_check(uv::uv_check_init(uv_loop, check), "uv_check_init")?;
+            uv::uv_handle_set_data(check, Rc::into_raw(inner.clone()) as *mut c_void);
+            uv::uv_unref(check);
             let mut hook = ptr::null_mut();
             super::check(
                 sys::napi_add_async_cleanup_hook(
@@ -381,9 +390,12 @@ impl Inner {
         for id in ids {
             self.drop_conn(id, None);
         }
-        self.closing.set(self.closing.get() + 1);
-        // SAFETY: the async handle is open until here, closed once
-        unsafe { uv::uv_close(self.wake, on_close_wake) };
+        self.closing.set(self.closing.get() + 2);
+        // SAFETY: the async and check handles are open until here, closed once
+        unsafe {
+            uv::uv_close(self.wake, on_close_wake);
+            uv::uv_close(self.check, on_close_check);
+        }
     }
 
     fn closed_one(&self) {
@@ -570,8 +582,10 @@ unsafe extern "C" fn on_read(handle: *mut c_void, nread: isize, _buf: *const uv:
         let _settling = Settling::enter();
         inner.on_bytes(id)
     };
-    if delivered {
-        inner.ready.call();
+    if delivered && !inner.check_armed.replace(true) {
+        // handed to JavaScript in the check phase: every message of this loop iteration (on
+        // any socket) in one call, before the emits whose replies came with them settle
+        uv::uv_check_start(inner.check, on_check);
     }
 }
 
@@ -588,6 +602,23 @@ unsafe extern "C" fn on_close_conn(handle: *mut c_void) {
     let data = Box::from_raw(uv::uv_handle_get_data(handle) as *mut ConnData);
     uv::free_handle(handle, uv::UV_TCP);
     let inner = Rc::from_raw(data.inner);
+    inner.closed_one();
+}
+
+unsafe extern "C" fn on_check(handle: *mut c_void) {
+    let raw = uv::uv_handle_get_data(handle) as *const Inner;
+    Rc::increment_strong_count(raw);
+    let inner = Rc::from_raw(raw);
+    inner.check_armed.set(false);
+    uv::uv_check_stop(handle);
+    if !inner.shut.get() {
+        inner.ready.call();
+    }
+}
+
+unsafe extern "C" fn on_close_check(handle: *mut c_void) {
+    let inner = Rc::from_raw(uv::uv_handle_get_data(handle) as *const Inner);
+    uv::free_handle(handle, uv::UV_CHECK);
     inner.closed_one();
 }
 

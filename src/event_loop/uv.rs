@@ -21,6 +21,8 @@ pub struct uv_buf_t {
 
 /// `uv_handle_type` values (libuv's `UV_HANDLE_TYPE_MAP` order).
 pub const UV_ASYNC: c_int = 1;
+pub const UV_CHECK: c_int = 2;
+pub const UV_IDLE: c_int = 6;
 pub const UV_TCP: c_int = 12;
 pub const UV_TIMER: c_int = 13;
 /// `uv_req_type` value of a write request.
@@ -34,6 +36,7 @@ pub type uv_write_cb = unsafe extern "C" fn(*mut uv_req_t, c_int);
 pub type uv_close_cb = unsafe extern "C" fn(*mut uv_handle_t);
 pub type uv_timer_cb = unsafe extern "C" fn(*mut uv_handle_t);
 pub type uv_async_cb = unsafe extern "C" fn(*mut uv_handle_t);
+pub type uv_check_cb = unsafe extern "C" fn(*mut uv_handle_t);
 
 extern "C" {
     pub fn uv_handle_size(kind: c_int) -> usize;
@@ -66,6 +69,12 @@ extern "C" {
     pub fn uv_timer_stop(handle: *mut uv_handle_t) -> c_int;
     pub fn uv_async_init(lp: *mut uv_loop_t, handle: *mut uv_handle_t, cb: uv_async_cb) -> c_int;
     pub fn uv_async_send(handle: *mut uv_handle_t) -> c_int;
+    pub fn uv_check_init(lp: *mut uv_loop_t, handle: *mut uv_handle_t) -> c_int;
+    pub fn uv_check_start(handle: *mut uv_handle_t, cb: uv_check_cb) -> c_int;
+    pub fn uv_check_stop(handle: *mut uv_handle_t) -> c_int;
+    pub fn uv_idle_init(lp: *mut uv_loop_t, handle: *mut uv_handle_t) -> c_int;
+    pub fn uv_idle_start(handle: *mut uv_handle_t, cb: uv_check_cb) -> c_int;
+    pub fn uv_idle_stop(handle: *mut uv_handle_t) -> c_int;
     pub fn uv_strerror(err: c_int) -> *const c_char;
 }
 
