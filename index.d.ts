@@ -244,8 +244,9 @@ export interface ConnectOptions {
    * JavaScript"). `'auto'` (default, or `LEAN_EVENTS_TRANSPORT` when set): `'loop'` where it
    * can be used, else `'thread'`. `'loop'`: the append connection and the live (Pub/Sub)
    * connection are sockets of Node's own event loop (libuv); an emit is written from the call
-   * (all emits of one turn in one write) and settled in the read callback, subscription handlers
-   * are called there too. It needs Node on Linux or macOS and one Redis over plain TCP (no TLS,
+   * (the first onto an idle connection at once, the rest of a turn in script calls of at most 64
+   * events) and settled, like subscription handlers are called, in the loop iteration its reply
+   * is read in. It needs Node on Linux or macOS and one Redis over plain TCP (no TLS,
    * no cluster, not the embedded store); with `durability: 'replicated'` only the live
    * connection uses it. Asked for where it cannot be used, `connect` rejects with
    * `INVALID_ARGUMENT`. `'thread'`: both go through the addon's Tokio worker thread (the only

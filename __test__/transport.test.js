@@ -236,3 +236,28 @@ test('transport loop: emits of the turn that closes the bus are still written an
   assert.deepEqual(await reader.read(stream, { limit: 1000 }), records)
   await expectCode(bus.emit({ kind: 'n', subject: stream.id }), 'BUS_CLOSED', 'an emit after close')
 })
+
+test('transport loop: emits onto a connection Redis has just killed all settle, and none stays pending', { skip, timeout: 60_000 }, async (t) => {
+  const { port, url } = await ownRedis(t)
+  const bus = await EventBus.connect({ url, prefix: uniquePrefix('killed'), transport: 'loop', onWarning: () => {} })
+  t.after(() => bus.close())
+  const stream = { type: 'flow', id: uniqueId('killed') }
+  const outcomes = new Map()
+  let n = 0
+  const settle = (p) => p.then(() => 'ok', (e) => e.code)
+  for (let round = 0; round < 30; round++) {
+    // the Tokio connection is killed too: an emit routed there meanwhile may fail as well
+    const warm = await settle(bus.emit({ kind: 'warm', subject: stream.id }))
+    outcomes.set(warm, (outcomes.get(warm) || 0) + 1)
+    // every normal connection goes, the loop's append connection included; the emits below
+    // meet it closed (a failed write, or EOF in the same loop iteration) or its replacement
+    assert.notEqual(await cli(port, ['CLIENT', 'KILL', 'TYPE', 'normal']), null)
+    const batch = Array.from({ length: 3 }, () => settle(bus.emit({ kind: 'n', subject: stream.id, data: { i: n++ } })))
+    for (const r of await Promise.all(batch)) outcomes.set(r, (outcomes.get(r) || 0) + 1)
+  }
+  t.diagnostic(`outcomes: ${JSON.stringify(Object.fromEntries(outcomes))}`)
+  for (const code of outcomes.keys()) assert.ok(['ok', 'STORE_UNAVAILABLE'].includes(code), code)
+  await waitFor(async () => (await bus.metrics()).pendingEmits === 0, 5000, 'no emit left pending')
+  const last = await waitFor(() => bus.emit({ kind: 'last', subject: stream.id }).catch(() => null), 5000, 'an emit after the kills')
+  assert.equal(last.kind, 'last')
+})

@@ -153,15 +153,24 @@ class EventBus {
     )
     // closed with this thread's Node environment (a terminated worker included)
     nativeBus.closeWithEnvironment()
-    if (transport !== 'thread' && !nativeBus.startEventLoop(
-        () => bus && bus._settle(),
-        () => bus && bus._wakeReady(),
-      ) && transport === 'loop') {
-      nativeBus.close()
-      throw argError(
-        "transport 'loop' needs one Redis over plain TCP (no TLS, no cluster, not the embedded store) with " +
-          "durability 'local'; use 'auto' to fall back to 'thread' elsewhere",
-      )
+    if (transport !== 'thread') {
+      let started
+      try {
+        started = nativeBus.startEventLoop(
+          () => bus && bus._settle(),
+          () => bus && bus._wakeReady(),
+        )
+      } catch (err) {
+        nativeBus.close()
+        throw withCode(err)
+      }
+      if (!started && transport === 'loop') {
+        nativeBus.close()
+        throw argError(
+          "transport 'loop' needs one Redis over plain TCP (not TLS, not a cluster, not the embedded store); " +
+            "use 'auto' to fall back to 'thread' elsewhere",
+        )
+      }
     }
     bus = new EventBus(nativeBus, onWarning)
     bus._warn()
@@ -220,9 +229,10 @@ class EventBus {
   }
 
   /**
-   * `'loop'` when emits go over a Redis connection Node's event loop drives, `'thread'` when
-   * they cross to the addon's Tokio worker (the embedded store, a cluster, TLS, `durability:
-   * 'replicated'`, Bun, Deno, Windows, or `transport: 'thread'`).
+   * `'loop'` when Node's event loop drives this bus's Redis connections (appends, and the live
+   * connection; with `durability: 'replicated'` only the live one), `'thread'` when both cross
+   * to the addon's Tokio worker (the embedded store, a cluster, TLS, Bun, Deno, Windows, or
+   * `transport: 'thread'`).
    */
   get transport() {
     return this._native.transport

@@ -1,6 +1,6 @@
-//! The appends of a bus on the event-loop transport (see the module above): the emits of a
-//! turn written together from the JavaScript call, replies decoded in the read callback, and
-//! the emits' promises settled there.
+//! The appends of a bus on the event-loop transport (see the module above): emits written from
+//! the JavaScript call, replies decoded in the read callback, the emits' promises settled in
+//! the check phase that follows.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -8,7 +8,7 @@ use std::ffi::c_void;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::ptr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,8 @@ struct Call {
     retries: u8,
     /// Timed out: its emits were failed with `TIMEOUT`, its reply is still to come.
     timed_out: bool,
+    /// A `SCRIPT LOAD` before calls sent again after `NOSCRIPT`.
+    load: bool,
 }
 
 /// An emit of this turn, or one held back while Redis owes replies to calls that timed out.
@@ -99,8 +101,9 @@ struct Inner {
     settle_due: std::cell::Cell<bool>,
     deadlines_due: std::cell::Cell<bool>,
     handoff: Arc<Mutex<Handoff>>,
-    /// Emits sent the Tokio way and not settled yet.
-    thread_routed: Arc<AtomicUsize>,
+    /// Emits sent the Tokio way: how many have not settled, and whether one timed out with
+    /// no later one stored (Redis may still run it).
+    thread_routed: Arc<Routed>,
 }
 
 /// A bus's appends over a connection driven by Node's event loop. It belongs to the
@@ -170,7 +173,7 @@ impl EventLoopAppends {
                 result: None,
                 wake: Some(wake as usize),
             })),
-            thread_routed: Arc::new(AtomicUsize::new(0)),
+            thread_routed: Arc::new(Routed::default()),
         });
         // SAFETY: fresh handle blocks, initialised on the loop's thread; each holds one count
         // of `inner` (released by its close callback)
@@ -246,7 +249,7 @@ impl EventLoopAppends {
             return;
         }
         drop(st);
-        prepared.count_in(inner.thread_routed.clone());
+        route_via_tokio(&mut prepared, &inner.thread_routed);
         inner.bus.commit(prepared);
     }
 
@@ -272,13 +275,12 @@ impl EventLoopAppends {
             st.closed = true;
             take_outbox(&mut st)
         };
-        for held in outbox {
-            held.append.settle(Err(Error::closed()));
-        }
-        if inner.settle_due.get() {
-            // outcomes read in this loop iteration wait for its check phase, which a close
-            // from a subscription handler (itself run there) ends before it comes
-            inner.call_settle();
+        if !outbox.is_empty() {
+            let _settling = Settling::enter();
+            for held in outbox {
+                held.append.settle(Err(Error::closed()));
+            }
+            inner.settle_soon();
         }
         inner.shut_when_idle();
     }
@@ -334,7 +336,7 @@ impl Inner {
     /// Back on this connection once a reconnect is ready and the emits sent the Tokio way
     /// meanwhile have settled.
     fn switch_back_if_drained(self: &Rc<Self>) {
-        if self.thread_routed.load(Ordering::Acquire) != 0 {
+        if !self.thread_routed.drained() {
             return;
         }
         let mut st = self.state.borrow_mut();
@@ -358,7 +360,7 @@ impl Inner {
             drop(st);
             for held in outbox {
                 let mut p = held.append;
-                p.count_in(self.thread_routed.clone());
+                route_via_tokio(&mut p, &self.thread_routed);
                 self.bus.commit(p);
             }
             return;
@@ -396,6 +398,7 @@ impl Inner {
                 deadline,
                 retries: 0,
                 timed_out: false,
+                load: false,
             });
         }
         if !st.timer_armed {
@@ -446,7 +449,7 @@ impl Inner {
             }
             for held in outbox {
                 let mut p = held.append;
-                p.count_in(self.thread_routed.clone());
+                route_via_tokio(&mut p, &self.thread_routed);
                 self.bus.commit(p);
             }
         }
@@ -456,10 +459,10 @@ impl Inner {
              it is back",
             Some(cause.message.clone()),
         );
-        self.call_settle();
-        if self.state.borrow().closed {
-            self.shut_when_idle();
-        } else {
+        // never from here: `lose` runs inside JavaScript calls (a failed write of `emit`) and
+        // inside reads; the check phase of this iteration hands the outcomes over
+        self.settle_soon();
+        if !self.state.borrow().closed {
             self.reconnect_later();
         }
     }
@@ -554,6 +557,7 @@ impl Inner {
             deadline,
             retries: 0,
             timed_out: false,
+            load: true,
         });
         let groups: Vec<_> = call.appends.iter().map(|a| a.events()).collect();
         self.wire.encode_append(&groups, &mut out);
@@ -659,6 +663,7 @@ impl Inner {
             }
         }
         self.call_settle();
+        self.shut_when_idle();
     }
 
     /// Call `bus._settle` in JavaScript (see `JsCall::call`): continuations of the settled
@@ -674,6 +679,10 @@ impl Inner {
     fn settle_soon(&self) {
         self.settle_due.set(true);
         self.arm_check();
+        // the poll phase must not block before the check phase comes (when this runs in a
+        // JavaScript call or a timer, the poll of this iteration is still ahead)
+        // SAFETY: the idle handle is open until `shut`
+        unsafe { uv::uv_idle_start(self.idle, on_idle) };
     }
 
     fn arm_check(&self) {
@@ -699,12 +708,18 @@ impl Inner {
         if self.settle_due.get() {
             self.call_settle();
         }
+        self.shut_when_idle();
     }
 
     /// Close the handles once the bus closed and nothing is in flight.
     fn shut_when_idle(self: &Rc<Self>) {
         let st = self.state.borrow();
-        if !st.closed || st.shut || st.inflight.iter().any(|c| !c.appends.is_empty()) {
+        // outcomes still to hand over go first (the check phase calls this again after)
+        if !st.closed
+            || st.shut
+            || self.settle_due.get()
+            || st.inflight.iter().any(|c| !c.appends.is_empty())
+        {
             return;
         }
         drop(st);
@@ -765,15 +780,48 @@ impl Inner {
     }
 }
 
+/// Emits sent the Tokio way while this connection is down.
+#[derive(Default)]
+struct Routed {
+    pending: AtomicUsize,
+    /// One timed out and no later one was stored: it may still be in the Tokio connection's
+    /// pipeline, and an emit written here now could be stored before it.
+    unsure: AtomicBool,
+}
+
+impl Routed {
+    /// Nothing sent the Tokio way can still be stored.
+    fn drained(&self) -> bool {
+        self.pending.load(Ordering::Acquire) == 0 && !self.unsure.load(Ordering::Acquire)
+    }
+}
+
+/// Count `p` among the emits sent the Tokio way until it settles.
+fn route_via_tokio(p: &mut PreparedAppend, routed: &Arc<Routed>) {
+    routed.pending.fetch_add(1, Ordering::AcqRel);
+    let routed = routed.clone();
+    p.on_settled(move |failed| {
+        match failed {
+            Some(ErrorCode::Timeout) => routed.unsure.store(true, Ordering::Release),
+            None => routed.unsure.store(false, Ordering::Release),
+            Some(_) => {}
+        }
+        routed.pending.fetch_sub(1, Ordering::AcqRel);
+    });
+}
+
 /// Everything in the outbox, emptied.
 fn take_outbox(st: &mut State) -> Vec<Held> {
     st.outbox_events = 0;
     std::mem::take(&mut st.outbox)
 }
 
-/// The connection owes replies to calls that timed out: nothing new is written meanwhile.
+/// Nothing new is written while the connection owes replies to calls that timed out, or while
+/// the script is being loaded again after `NOSCRIPT` (calls written before the load meet the
+/// missing script too and are sent again after it; an emit written meanwhile would overtake
+/// them).
 fn stalled(st: &State) -> bool {
-    st.inflight.front().is_some_and(|c| c.timed_out)
+    st.inflight.front().is_some_and(|c| c.timed_out) || st.inflight.iter().any(|c| c.load)
 }
 
 /// When the timer must fire next: the deadline of the oldest call that has not timed out, or
@@ -853,12 +901,7 @@ unsafe extern "C" fn on_read(handle: *mut c_void, nread: isize, _buf: *const uv:
     if answered {
         // emits held while the connection was stalled go out now, after the late replies
         inner.flush();
-        if inner.state.borrow().closed {
-            inner.call_settle();
-            inner.shut_when_idle();
-        } else {
-            inner.settle_soon();
-        }
+        inner.settle_soon();
     }
 }
 

@@ -80,6 +80,10 @@ impl JsCall {
     /// Call the function with no arguments. Must run on the JavaScript thread with no
     /// JavaScript on the stack (a libuv callback); does nothing once released.
     pub fn call(&self) {
+        debug_assert!(
+            !super::settling_here(),
+            "JavaScript called while outcomes are queued without a wake-up"
+        );
         let env = self.env;
         let (func, resource) = (self.func.get(), self.resource.get());
         if func.is_null() || resource.is_null() {
@@ -116,7 +120,8 @@ impl JsCall {
         }
     }
 
-    /// Let go of the function and the resource (JavaScript thread, environment alive).
+    /// Let go of the function and the resource (JavaScript thread, environment alive; once
+    /// released, dropping does nothing).
     pub fn release(&self) {
         let env = self.env;
         // SAFETY: references and context of this environment, each released once
@@ -134,5 +139,13 @@ impl JsCall {
                 sys::napi_async_destroy(env, context);
             }
         }
+    }
+}
+
+impl Drop for JsCall {
+    /// Released by its owner before the environment goes; this covers an owner that failed to
+    /// start (dropped on the JavaScript thread, in the call that made it).
+    fn drop(&mut self) {
+        self.release();
     }
 }

@@ -584,7 +584,9 @@ unsafe extern "C" fn on_read(handle: *mut c_void, nread: isize, _buf: *const uv:
     };
     if delivered && !inner.check_armed.replace(true) {
         // handed to JavaScript in the check phase: every message of this loop iteration (on
-        // any socket) in one call, before the emits whose replies came with them settle
+        // any socket) in one call; libuv runs the check handles last started first, so when
+        // the reply socket was read first (Redis writes the reply first) this comes before
+        // the emits settle
         uv::uv_check_start(inner.check, on_check);
     }
 }

@@ -1,9 +1,10 @@
 //! The event-loop transport (Node on Unix): a bus's appends and its live connection go over
-//! Redis connections that Node's own event loop drives (`napi_get_uv_event_loop` and libuv's TCP handle), instead of
-//! crossing to a Tokio worker and back. An emit is written from the JavaScript call (all the
-//! emits of one turn in one write, `flush`), its reply is decoded in the read callback, and the
-//! emits' promises are settled right there, inside a callback scope, so their `await`
-//! continuations run at once and what they emit joins the next write.
+//! Redis connections that Node's own event loop drives (`napi_get_uv_event_loop` and libuv's
+//! TCP handle), instead of crossing to a Tokio worker and back. An emit is written from the
+//! JavaScript call (the first onto an idle connection at once, the rest of a turn by `flush`),
+//! its reply is decoded in the read callback, and in the check phase of the same iteration the
+//! emits' promises are settled inside a callback scope, so their `await` continuations run at
+//! once and what they emit joins the next write.
 //!
 //! Only the socket lives here; the core encodes the script calls and decodes the replies
 //! (`lean_events_core::store::redis::wire`). While this connection is down (lost, or Redis

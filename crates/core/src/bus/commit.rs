@@ -76,8 +76,8 @@ impl Drop for Admitted {
 pub(crate) struct Reply {
     done: Option<OnStored>,
     place: Option<Admitted>,
-    /// Run when the outcome is known, before `done`.
-    settled: Option<Box<dyn FnOnce() + Send>>,
+    /// Run when the outcome is known, before `done`, with the error code of a failure.
+    settled: Option<Box<dyn FnOnce(Option<ErrorCode>) + Send>>,
 }
 
 impl Reply {
@@ -90,14 +90,14 @@ impl Reply {
     }
 
     /// Run `hook` once the outcome is known, before the callback.
-    pub(crate) fn on_settled(&mut self, hook: Box<dyn FnOnce() + Send>) {
+    pub(crate) fn on_settled(&mut self, hook: Box<dyn FnOnce(Option<ErrorCode>) + Send>) {
         self.settled = Some(hook);
     }
 
     /// Count the outcome and free the place.
     fn settle(&mut self, stored: std::result::Result<usize, ErrorCode>) {
         if let Some(hook) = self.settled.take() {
-            hook();
+            hook(stored.err());
         }
         if let Some(place) = self.place.take() {
             match stored {

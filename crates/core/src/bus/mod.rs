@@ -9,7 +9,7 @@ mod commit;
 pub mod config;
 mod state;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::value::RawValue;
@@ -71,12 +71,9 @@ impl PreparedAppend {
         reply.send(stored.map(|ids| (events, ids)));
     }
 
-    /// Count it in `counter` until it is settled (before its callback runs).
-    pub fn count_in(&mut self, counter: Arc<AtomicUsize>) {
-        counter.fetch_add(1, Ordering::AcqRel);
-        self.reply.on_settled(Box::new(move || {
-            counter.fetch_sub(1, Ordering::AcqRel);
-        }));
+    /// Run `hook` once it is settled, before its callback, with the error code when it failed.
+    pub fn on_settled(&mut self, hook: impl FnOnce(Option<ErrorCode>) + Send + 'static) {
+        self.reply.on_settled(Box::new(hook));
     }
 }
 
