@@ -16,7 +16,10 @@ use lean_events_core::store::redis::wire::{ReplyReader, Wire, WIRE_GROUP_EVENTS}
 use lean_events_core::{Bus, Error, ErrorCode, PreparedAppend};
 use napi::sys;
 
-use super::{check, lost, uv, uv_check, uv_loop_of, write, JsCall, Settling, READ_BUFFER};
+use super::{
+    check, lost, on_close, owner_of, uv, uv_check, uv_loop_of, write, JsCall, Settling,
+    ThreadBound, READ_BUFFER,
+};
 use crate::wake_queue::lock;
 
 /// First wait before reconnecting, doubled up to `MAX_BACKOFF` while attempts fail.
@@ -107,24 +110,9 @@ struct Inner {
 }
 
 /// A bus's appends over a connection driven by Node's event loop. It belongs to the
-/// JavaScript thread that made it: every method checks the thread and does nothing elsewhere.
+/// JavaScript thread that made it: every method does nothing on another thread.
 pub struct EventLoopAppends {
-    inner: Rc<Inner>,
-    thread: std::thread::ThreadId,
-}
-
-// SAFETY: the `Rc` and every pointer behind it are only touched on `thread` (each method checks
-// it; `Drop` elsewhere leaks its count instead of touching it). The napi class that owns this
-// must be `Send` because napi-rs builds it on a Tokio worker before handing it to JavaScript.
-unsafe impl Send for EventLoopAppends {}
-
-impl Drop for EventLoopAppends {
-    fn drop(&mut self) {
-        if !self.on_own_thread() {
-            // leak this one count rather than touch a non-atomic count from another thread
-            std::mem::forget(self.inner.clone());
-        }
-    }
+    inner: ThreadBound<Inner>,
 }
 
 impl EventLoopAppends {
@@ -204,26 +192,20 @@ impl EventLoopAppends {
         }
         inner.attach(stream);
         Ok(EventLoopAppends {
-            inner,
-            thread: std::thread::current().id(),
+            inner: ThreadBound::new(inner),
         })
-    }
-
-    fn on_own_thread(&self) -> bool {
-        std::thread::current().id() == self.thread
     }
 
     /// Take an admitted append: into this turn's write while the connection is up, else the
     /// Tokio way.
     pub fn submit(&self, mut prepared: PreparedAppend) {
-        if !self.on_own_thread() {
+        let Some(inner) = self.inner.get() else {
             prepared.settle(Err(Error::new(
                 ErrorCode::Internal,
                 "emit called on another thread than the bus's",
             )));
             return;
-        }
-        let inner = &self.inner;
+        };
         inner.switch_back_if_drained();
         let mut st = inner.state.borrow_mut();
         if st.closed {
@@ -256,8 +238,8 @@ impl EventLoopAppends {
     /// Write this turn's emits: script calls of at most `WIRE_GROUP_EVENTS` events each, all in
     /// one write.
     pub fn flush(&self) {
-        if self.on_own_thread() {
-            self.inner.flush();
+        if let Some(inner) = self.inner.get() {
+            inner.flush();
         }
     }
 
@@ -265,10 +247,9 @@ impl EventLoopAppends {
     /// before `close()` too), everything in flight settles as Redis answers, then the
     /// connection closes.
     pub fn close(&self) {
-        if !self.on_own_thread() {
+        let Some(inner) = self.inner.get() else {
             return;
-        }
-        let inner = &self.inner;
+        };
         inner.flush();
         let outbox = {
             let mut st = inner.state.borrow_mut();
@@ -283,6 +264,12 @@ impl EventLoopAppends {
             inner.settle_soon();
         }
         inner.shut_when_idle();
+    }
+}
+
+impl super::HandleOwner for Inner {
+    fn closed_one(&self) {
+        Inner::closed_one(self);
     }
 }
 
@@ -305,7 +292,7 @@ impl Inner {
                 }
                 if rc != 0 {
                     self.state.borrow_mut().closing += 1;
-                    uv::uv_close(tcp, on_close_tcp);
+                    uv::uv_close(tcp, on_close::<Inner, { uv::UV_TCP }>);
                 }
             } else {
                 uv::free_handle(tcp, uv::UV_TCP);
@@ -436,7 +423,7 @@ impl Inner {
             // SAFETY: an open handle of this loop, closed once
             unsafe {
                 uv::uv_read_stop(tcp);
-                uv::uv_close(tcp, on_close_tcp);
+                uv::uv_close(tcp, on_close::<Inner, { uv::UV_TCP }>);
             }
             (std::mem::take(&mut st.inflight), take_outbox(&mut st))
         };
@@ -740,16 +727,16 @@ impl Inner {
             // SAFETY: an open handle, closed once
             unsafe {
                 uv::uv_read_stop(tcp);
-                uv::uv_close(tcp, on_close_tcp);
+                uv::uv_close(tcp, on_close::<Inner, { uv::UV_TCP }>);
             }
         }
         st.closing += 4;
         // SAFETY: the timer, async, check and idle handles are open until here, closed once
         unsafe {
-            uv::uv_close(self.timer, on_close_timer);
-            uv::uv_close(self.wake, on_close_wake);
-            uv::uv_close(self.check, on_close_check);
-            uv::uv_close(self.idle, on_close_idle);
+            uv::uv_close(self.timer, on_close::<Inner, { uv::UV_TIMER }>);
+            uv::uv_close(self.wake, on_close::<Inner, { uv::UV_ASYNC }>);
+            uv::uv_close(self.check, on_close::<Inner, { uv::UV_CHECK }>);
+            uv::uv_close(self.idle, on_close::<Inner, { uv::UV_IDLE }>);
         }
     }
 
@@ -848,9 +835,7 @@ fn next_deadline(st: &State, timeout: Duration) -> Option<Instant> {
 /// # Safety
 /// `handle` is one of this module's handles, not closed yet.
 unsafe fn inner_of(handle: *const c_void) -> Rc<Inner> {
-    let raw = uv::uv_handle_get_data(handle) as *const Inner;
-    Rc::increment_strong_count(raw);
-    Rc::from_raw(raw)
+    owner_of(uv::uv_handle_get_data(handle))
 }
 
 unsafe extern "C" fn on_alloc(handle: *mut c_void, _suggested: usize, buf: *mut uv::uv_buf_t) {
@@ -915,12 +900,6 @@ unsafe extern "C" fn on_check(handle: *mut c_void) {
 
 unsafe extern "C" fn on_idle(_handle: *mut c_void) {}
 
-unsafe extern "C" fn on_close_idle(handle: *mut c_void) {
-    let inner = Rc::from_raw(uv::uv_handle_get_data(handle) as *const Inner);
-    uv::free_handle(handle, uv::UV_IDLE);
-    inner.closed_one();
-}
-
 unsafe extern "C" fn on_wake(handle: *mut c_void) {
     let inner = inner_of(handle);
     let Some(result) = lock(&inner.handoff).result.take() else {
@@ -938,42 +917,13 @@ unsafe extern "C" fn on_wake(handle: *mut c_void) {
     }
 }
 
-unsafe extern "C" fn on_close_tcp(handle: *mut c_void) {
-    let raw = uv::uv_handle_get_data(handle) as *const Inner;
-    uv::free_handle(handle, uv::UV_TCP);
-    if !raw.is_null() {
-        let inner = Rc::from_raw(raw);
-        inner.closed_one();
-    }
-}
-
-unsafe extern "C" fn on_close_timer(handle: *mut c_void) {
-    let inner = Rc::from_raw(uv::uv_handle_get_data(handle) as *const Inner);
-    uv::free_handle(handle, uv::UV_TIMER);
-    inner.closed_one();
-}
-
-unsafe extern "C" fn on_close_check(handle: *mut c_void) {
-    let inner = Rc::from_raw(uv::uv_handle_get_data(handle) as *const Inner);
-    uv::free_handle(handle, uv::UV_CHECK);
-    inner.closed_one();
-}
-
-unsafe extern "C" fn on_close_wake(handle: *mut c_void) {
-    let inner = Rc::from_raw(uv::uv_handle_get_data(handle) as *const Inner);
-    uv::free_handle(handle, uv::UV_ASYNC);
-    inner.closed_one();
-}
-
 /// The environment is torn down (process exit, `worker.terminate()`): settle what is left as
 /// closed and close the handles now; the last close callback removes this hook.
 unsafe extern "C" fn on_environment_teardown(
     _handle: sys::napi_async_cleanup_hook_handle,
     data: *mut c_void,
 ) {
-    let raw = data as *const Inner;
-    Rc::increment_strong_count(raw);
-    let inner = Rc::from_raw(raw);
+    let inner: Rc<Inner> = owner_of(data);
     let (inflight, outbox) = {
         let mut st = inner.state.borrow_mut();
         st.closed = true;

@@ -26,7 +26,7 @@ use napi::sys;
 use redis::Value;
 use tokio::sync::{oneshot, Notify};
 
-use super::{lost, uv, write, JsCall, Settling, READ_BUFFER};
+use super::{lost, on_close, owner_of, uv, write, JsCall, Settling, ThreadBound, READ_BUFFER};
 use crate::wake_queue::lock;
 
 /// Channels named in one SUBSCRIBE / UNSUBSCRIBE.
@@ -218,19 +218,7 @@ struct Inner {
 
 /// The JavaScript side of a `LoopPubSub`; belongs to the thread that started it.
 pub struct EventLoopLive {
-    inner: Rc<Inner>,
-    thread: std::thread::ThreadId,
-}
-
-// SAFETY: as for `EventLoopAppends`: only touched on `thread`, leaked elsewhere.
-unsafe impl Send for EventLoopLive {}
-
-impl Drop for EventLoopLive {
-    fn drop(&mut self) {
-        if std::thread::current().id() != self.thread {
-            std::mem::forget(self.inner.clone());
-        }
-    }
+    inner: ThreadBound<Inner>,
 }
 
 /// The per-handle data of a connection's TCP handle.
@@ -290,16 +278,21 @@ impl EventLoopLive {
         lock(&inner.requests).side = Side::Attached(wake as usize);
         source.attached.notify_waiters();
         Ok(EventLoopLive {
-            inner,
-            thread: std::thread::current().id(),
+            inner: ThreadBound::new(inner),
         })
     }
 
     /// Close every connection and stop taking requests (the bus closed).
     pub fn close(&self) {
-        if std::thread::current().id() == self.thread {
-            self.inner.shut();
+        if let Some(inner) = self.inner.get() {
+            inner.shut();
         }
+    }
+}
+
+impl super::HandleOwner for Inner {
+    fn closed_one(&self) {
+        Inner::closed_one(self);
     }
 }
 
@@ -393,8 +386,8 @@ impl Inner {
         self.closing.set(self.closing.get() + 2);
         // SAFETY: the async and check handles are open until here, closed once
         unsafe {
-            uv::uv_close(self.wake, on_close_wake);
-            uv::uv_close(self.check, on_close_check);
+            uv::uv_close(self.wake, on_close::<Inner, { uv::UV_ASYNC }>);
+            uv::uv_close(self.check, on_close::<Inner, { uv::UV_CHECK }>);
         }
     }
 
@@ -552,8 +545,7 @@ fn open_failed(rc: i32) -> Error {
 
 unsafe fn conn_of(handle: *const c_void) -> (Rc<Inner>, u64) {
     let data = &*(uv::uv_handle_get_data(handle) as *const ConnData);
-    Rc::increment_strong_count(data.inner);
-    (Rc::from_raw(data.inner), data.id)
+    (owner_of(data.inner as *const c_void), data.id)
 }
 
 unsafe extern "C" fn on_alloc(handle: *mut c_void, _suggested: usize, buf: *mut uv::uv_buf_t) {
@@ -592,9 +584,7 @@ unsafe extern "C" fn on_read(handle: *mut c_void, nread: isize, _buf: *const uv:
 }
 
 unsafe extern "C" fn on_requests(handle: *mut c_void) {
-    let raw = uv::uv_handle_get_data(handle) as *const Inner;
-    Rc::increment_strong_count(raw);
-    let inner = Rc::from_raw(raw);
+    let inner: Rc<Inner> = owner_of(uv::uv_handle_get_data(handle));
     if !inner.shut.get() {
         inner.handle_requests();
     }
@@ -608,9 +598,7 @@ unsafe extern "C" fn on_close_conn(handle: *mut c_void) {
 }
 
 unsafe extern "C" fn on_check(handle: *mut c_void) {
-    let raw = uv::uv_handle_get_data(handle) as *const Inner;
-    Rc::increment_strong_count(raw);
-    let inner = Rc::from_raw(raw);
+    let inner: Rc<Inner> = owner_of(uv::uv_handle_get_data(handle));
     inner.check_armed.set(false);
     uv::uv_check_stop(handle);
     if !inner.shut.get() {
@@ -618,23 +606,9 @@ unsafe extern "C" fn on_check(handle: *mut c_void) {
     }
 }
 
-unsafe extern "C" fn on_close_check(handle: *mut c_void) {
-    let inner = Rc::from_raw(uv::uv_handle_get_data(handle) as *const Inner);
-    uv::free_handle(handle, uv::UV_CHECK);
-    inner.closed_one();
-}
-
-unsafe extern "C" fn on_close_wake(handle: *mut c_void) {
-    let inner = Rc::from_raw(uv::uv_handle_get_data(handle) as *const Inner);
-    uv::free_handle(handle, uv::UV_ASYNC);
-    inner.closed_one();
-}
-
 unsafe extern "C" fn on_environment_teardown(
     _handle: sys::napi_async_cleanup_hook_handle,
     data: *mut c_void,
 ) {
-    let raw = data as *const Inner;
-    Rc::increment_strong_count(raw);
-    Rc::from_raw(raw).shut();
+    owner_of::<Inner>(data).shut();
 }

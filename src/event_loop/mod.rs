@@ -20,8 +20,9 @@ pub use appends::EventLoopAppends;
 pub use js::JsCall;
 
 use std::cell::Cell;
-use std::ffi::c_void;
+use std::ffi::{c_int, c_void};
 use std::ptr;
+use std::rc::Rc;
 
 use lean_events_core::{Error, ErrorCode};
 use napi::sys;
@@ -63,6 +64,66 @@ const UV_EAGAIN: i32 = -35;
 const UV_ECANCELED: i32 = -125;
 #[cfg(not(target_os = "linux"))]
 const UV_ECANCELED: i32 = -89;
+
+/// An `Rc` that belongs to the JavaScript thread that made it: `get` gives it only there, and
+/// dropped elsewhere it leaks its count rather than touch a non-atomic count from another
+/// thread.
+pub(crate) struct ThreadBound<T> {
+    rc: Rc<T>,
+    thread: std::thread::ThreadId,
+}
+
+// SAFETY: the `Rc` and everything behind it are only touched on `thread` (`get` checks it,
+// `Drop` elsewhere leaks). The napi classes that own these must be `Send` because napi-rs
+// builds them on a Tokio worker before handing them to JavaScript.
+unsafe impl<T> Send for ThreadBound<T> {}
+
+impl<T> ThreadBound<T> {
+    /// `rc`, bound to the calling thread.
+    pub(crate) fn new(rc: Rc<T>) -> Self {
+        ThreadBound {
+            rc,
+            thread: std::thread::current().id(),
+        }
+    }
+
+    /// The `Rc`, on its own thread only.
+    pub(crate) fn get(&self) -> Option<&Rc<T>> {
+        (std::thread::current().id() == self.thread).then_some(&self.rc)
+    }
+}
+
+impl<T> Drop for ThreadBound<T> {
+    fn drop(&mut self) {
+        if std::thread::current().id() != self.thread {
+            std::mem::forget(self.rc.clone());
+        }
+    }
+}
+
+/// What owns libuv handles whose data is one `Rc` count of it.
+pub(crate) trait HandleOwner {
+    /// One of its handles finished closing.
+    fn closed_one(&self);
+}
+
+/// The owner `data` (a handle's data, or a cleanup hook's argument) is one count of, as one
+/// more count: the handle or hook keeps its own.
+///
+/// # Safety
+/// `data` came from `Rc::into_raw` of an `Rc<T>` whose count it still holds.
+pub(crate) unsafe fn owner_of<T>(data: *const c_void) -> Rc<T> {
+    Rc::increment_strong_count(data as *const T);
+    Rc::from_raw(data as *const T)
+}
+
+/// Close callback of a handle of kind `KIND` whose data is one count of `T`: frees the handle
+/// block, gives the count back and tells the owner.
+pub(crate) unsafe extern "C" fn on_close<T: HandleOwner, const KIND: c_int>(handle: *mut c_void) {
+    let owner = Rc::from_raw(uv::uv_handle_get_data(handle) as *const T);
+    uv::free_handle(handle, KIND);
+    owner.closed_one();
+}
 
 /// The libuv loop of `env`'s thread.
 pub(crate) fn uv_loop_of(env: sys::napi_env) -> napi::Result<*mut c_void> {
