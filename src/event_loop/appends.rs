@@ -17,8 +17,8 @@ use lean_events_core::{Bus, Error, ErrorCode, PreparedAppend};
 use napi::sys;
 
 use super::{
-    check, lost, on_close, owner_of, uv, uv_check, uv_loop_of, write, JsCall, Settling,
-    ThreadBound, READ_BUFFER,
+    add_teardown_hook, adopt, lost, on_close, owner_of, uv, uv_check, uv_loop_of, write, JsCall,
+    Settling, ThreadBound, READ_BUFFER,
 };
 use crate::wake_queue::lock;
 
@@ -167,27 +167,14 @@ impl EventLoopAppends {
         // of `inner` (released by its close callback)
         unsafe {
             uv_check(uv::uv_timer_init(uv_loop, timer), "uv_timer_init")?;
-            uv::uv_handle_set_data(timer, Rc::into_raw(inner.clone()) as *mut c_void);
-            uv::uv_unref(timer);
+            adopt(timer, &inner);
             uv_check(uv::uv_async_init(uv_loop, wake, on_wake), "uv_async_init")?;
-            uv::uv_handle_set_data(wake, Rc::into_raw(inner.clone()) as *mut c_void);
-            uv::uv_unref(wake);
+            adopt(wake, &inner);
             uv_check(uv::uv_check_init(uv_loop, check_handle), "uv_check_init")?;
-            uv::uv_handle_set_data(check_handle, Rc::into_raw(inner.clone()) as *mut c_void);
-            uv::uv_unref(check_handle);
+            adopt(check_handle, &inner);
             uv_check(uv::uv_idle_init(uv_loop, idle), "uv_idle_init")?;
-            uv::uv_handle_set_data(idle, Rc::into_raw(inner.clone()) as *mut c_void);
-            uv::uv_unref(idle);
-            let mut hook = ptr::null_mut();
-            check(
-                sys::napi_add_async_cleanup_hook(
-                    env,
-                    Some(on_environment_teardown),
-                    Rc::into_raw(inner.clone()) as *mut c_void,
-                    &mut hook,
-                ),
-                "napi_add_async_cleanup_hook",
-            )?;
+            adopt(idle, &inner);
+            let hook = add_teardown_hook(env, on_environment_teardown, &inner)?;
             inner.state.borrow_mut().cleanup_hook = hook;
         }
         inner.attach(stream);

@@ -26,7 +26,10 @@ use napi::sys;
 use redis::Value;
 use tokio::sync::{oneshot, Notify};
 
-use super::{lost, on_close, owner_of, uv, write, JsCall, Settling, ThreadBound, READ_BUFFER};
+use super::{
+    add_teardown_hook, adopt, lost, on_close, owner_of, uv, write, JsCall, Settling, ThreadBound,
+    READ_BUFFER,
+};
 use crate::wake_queue::lock;
 
 /// Channels named in one SUBSCRIBE / UNSUBSCRIBE.
@@ -258,21 +261,10 @@ impl EventLoopLive {
                 uv::uv_async_init(uv_loop, wake, on_requests),
                 "uv_async_init",
             )?;
-            uv::uv_handle_set_data(wake, Rc::into_raw(inner.clone()) as *mut c_void);
-            uv::uv_unref(wake);
+            adopt(wake, &inner);
             super::uv_check(uv::uv_check_init(uv_loop, check), "uv_check_init")?;
-            uv::uv_handle_set_data(check, Rc::into_raw(inner.clone()) as *mut c_void);
-            uv::uv_unref(check);
-            let mut hook = ptr::null_mut();
-            super::check(
-                sys::napi_add_async_cleanup_hook(
-                    env,
-                    Some(on_environment_teardown),
-                    Rc::into_raw(inner.clone()) as *mut c_void,
-                    &mut hook,
-                ),
-                "napi_add_async_cleanup_hook",
-            )?;
+            adopt(check, &inner);
+            let hook = add_teardown_hook(env, on_environment_teardown, &inner)?;
             inner.hook.set(hook);
         }
         lock(&inner.requests).side = Side::Attached(wake as usize);

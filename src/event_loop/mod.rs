@@ -117,6 +117,38 @@ pub(crate) unsafe fn owner_of<T>(data: *const c_void) -> Rc<T> {
     Rc::from_raw(data as *const T)
 }
 
+/// Give `handle` (initialised) one count of `owner` as its data, and let it not keep the loop
+/// alive (the bus's own keep-alive does that).
+///
+/// # Safety
+/// `handle` is an initialised handle of this thread's loop; the count goes back in `on_close`.
+pub(crate) unsafe fn adopt<T>(handle: *mut c_void, owner: &Rc<T>) {
+    uv::uv_handle_set_data(handle, Rc::into_raw(owner.clone()) as *mut c_void);
+    uv::uv_unref(handle);
+}
+
+/// Register `hook` as `env`'s async cleanup hook, with one count of `owner` as its argument.
+///
+/// # Safety
+/// On `env`'s thread; the hook gives the count back once it removed itself.
+pub(crate) unsafe fn add_teardown_hook<T>(
+    env: sys::napi_env,
+    hook: unsafe extern "C" fn(sys::napi_async_cleanup_hook_handle, *mut c_void),
+    owner: &Rc<T>,
+) -> napi::Result<sys::napi_async_cleanup_hook_handle> {
+    let mut handle = ptr::null_mut();
+    check(
+        sys::napi_add_async_cleanup_hook(
+            env,
+            Some(hook),
+            Rc::into_raw(owner.clone()) as *mut c_void,
+            &mut handle,
+        ),
+        "napi_add_async_cleanup_hook",
+    )?;
+    Ok(handle)
+}
+
 /// Close callback of a handle of kind `KIND` whose data is one count of `T`: frees the handle
 /// block, gives the count back and tells the owner.
 pub(crate) unsafe extern "C" fn on_close<T: HandleOwner, const KIND: c_int>(handle: *mut c_void) {
