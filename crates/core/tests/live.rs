@@ -179,3 +179,59 @@ async fn emits_past_max_pending_fail_at_once_with_backpressure() {
 fn flow(id: &str) -> lean_events_core::StreamRef {
     lean_events_core::StreamRef::new("flow", id).unwrap()
 }
+
+/// A live-only subscription whose queue overflows before its channel is confirmed (messages
+/// of the channel still subscribed for the subscription just dropped reach it at once) is
+/// handed over ended, with SUBSCRIBER_OVERFLOW, instead of waiting out the timeout for a
+/// channel nobody follows any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listen_cut_off_before_its_confirmation_is_handed_over_ended() {
+    let redis = OwnRedis::start("cut-early").await;
+    let bus = connect_to(&redis.url(), "cut-early", |_| {}).await;
+    let publisher = connect_to(&redis.url(), "cut-early", |_| {}).await;
+    let stop = Arc::new(AtomicUsize::new(0));
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (publisher, stop) = (publisher.clone(), stop.clone());
+        flood.spawn(async move {
+            while stop.load(Ordering::Acquire) == 0 {
+                publisher.publish("cut-early", "{}").await.unwrap();
+            }
+        });
+    }
+    let first = bus.listen("cut-early".into(), 1000).await.unwrap();
+    let taken = tokio::time::timeout(Duration::from_secs(10), first.next_batch(1))
+        .await
+        .expect("the flood reaches the subscription");
+    assert!(!taken.items.is_empty());
+    drop(first);
+    // each one drops the previous subscription, racing the unsubscribe of the channel
+    let mut ended_early = 0;
+    for round in 0..50 {
+        let started = std::time::Instant::now();
+        let sub = match bus.listen("cut-early".into(), 1).await {
+            Ok(sub) => sub,
+            Err(e) => panic!(
+                "round {round}: listen failed after {:?}: {e}",
+                started.elapsed()
+            ),
+        };
+        let taken = tokio::time::timeout(Duration::from_secs(10), sub.next_batch(10))
+            .await
+            .expect("the flood reaches the subscription");
+        if let Some(lean_events_core::End::Failed(e)) = &taken.end {
+            assert_eq!(e.code, ErrorCode::SubscriberOverflow, "round {round}: {e}");
+            ended_early += 1;
+        }
+    }
+    stop.store(1, Ordering::Release);
+    while let Some(done) = flood.join_next().await {
+        done.unwrap();
+    }
+    assert!(
+        ended_early > 0,
+        "no subscription overflowed: the flood was too slow to test this"
+    );
+    bus.close();
+    publisher.close();
+}

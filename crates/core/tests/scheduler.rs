@@ -1829,17 +1829,27 @@ async fn a_control_channel_cut_off_is_subscribed_again() {
                 "{backend:?}: no channel was cut off ({} warnings)",
                 lost()
             );
-            for _ in 0..200 {
-                b_bus.publish(&inbox, &note).await.unwrap();
-                b_bus.publish(&wake, &note).await.unwrap();
+            // from several tasks at once, so notes arrive in bursts: one publisher awaiting
+            // each call is no faster than the control loop takes them on a Redis Cluster
+            let mut publishers = tokio::task::JoinSet::new();
+            for _ in 0..8 {
+                let (b_bus, inbox, wake, note) =
+                    (b_bus.clone(), inbox.clone(), wake.clone(), note.clone());
+                publishers.spawn(async move {
+                    for _ in 0..50 {
+                        b_bus.publish(&inbox, &note).await.unwrap();
+                        b_bus.publish(&wake, &note).await.unwrap();
+                    }
+                });
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            while let Some(done) = publishers.join_next().await {
+                done.unwrap();
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
         b.fire(&id, r#"{"ok":true}"#).await.unwrap();
         let result = tokio::time::timeout(Duration::from_secs(3), run)
             .await
-            .unwrap_or_else(|_| panic!("{backend:?}: the note got through"))
+            .unwrap_or_else(|_| panic!("{backend:?}: the step was not resumed within 3 s"))
             .unwrap()
             .unwrap();
         assert_eq!(result, r#"{"ok":true}"#);

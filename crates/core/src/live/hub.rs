@@ -163,20 +163,28 @@ impl Hub {
             }
         }
         self.signals.changed.notify_one();
-        let res = self.confirmation(&sub.channel.name).await;
+        let res = self.confirmation(sub).await;
         if res.is_err() {
             self.remove(sub);
         }
         res
     }
 
-    /// Wait until `channel` is confirmed, the hub closes or the wait times out.
-    async fn confirmation(&self, channel: &str) -> Result<()> {
+    /// Wait until `sub`'s channel is confirmed, `sub` ends, the hub closes or the wait times
+    /// out. A live-only subscription can end before its channel is confirmed: messages of a
+    /// channel still subscribed for an earlier subscription (its unsubscribe not yet
+    /// confirmed) reach it at once and may overflow its queue. Its channel is then nobody's
+    /// and will not be confirmed; the subscription is handed over ended, with its reason.
+    async fn confirmation(&self, sub: &SubShared) -> Result<()> {
+        let channel = sub.channel.name.as_str();
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             let notified = self.confirmations.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            if sub.lock().phase == Phase::Ended {
+                return Ok(());
+            }
             {
                 let reg = self.lock();
                 if reg.closed {
@@ -226,7 +234,10 @@ impl Hub {
             self.signals.changed.notify_one();
         } else {
             entry.subs = Arc::new(subs);
+            drop(reg);
         }
+        // a subscription ended while waiting for its channel's confirmation stops waiting
+        self.confirmations.notify_waiters();
     }
 
     /// For the live task: the channels to subscribe and to unsubscribe, given what its
