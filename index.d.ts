@@ -249,9 +249,12 @@ export interface ConnectOptions {
    * is read in. It needs Node on Linux or macOS and one Redis over plain TCP (no TLS,
    * no cluster, not the embedded store); with `durability: 'replicated'` only the live
    * connection uses it. Asked for where it cannot be used, `connect` rejects with
-   * `INVALID_ARGUMENT`. `'thread'`: both go through the addon's Tokio worker thread (the only
-   * way on Bun, Deno, Windows, TLS, a cluster and the embedded store). The scheduler always
-   * uses the Tokio thread. See `EventBus.transport`.
+   * `INVALID_ARGUMENT`, naming `options.transport` or `LEAN_EVENTS_TRANSPORT`. `'thread'`:
+   * both go through the addon's Tokio worker thread (the only way on Bun, Deno, Windows, TLS,
+   * a cluster and the embedded store). This option wins over `LEAN_EVENTS_TRANSPORT`. The
+   * scheduler always uses the Tokio thread. `close()` differs: on `'loop'` emits made before it
+   * in the same turn are still stored; on `'thread'` those not yet sent are refused with
+   * `BUS_CLOSED`. See `EventBus.transport`.
    */
   transport?: 'auto' | 'loop' | 'thread'
 }
@@ -492,8 +495,9 @@ export declare class EventBus {
   readonly embedded: boolean
   /**
    * The transport in use: `'loop'` when Node's event loop drives this bus's Redis connections
-   * (appends, and the live connection), `'thread'` when they go through the Tokio worker
-   * (`ConnectOptions.transport`).
+   * (appends, and the live connection; with `durability: 'replicated'` only the live
+   * connection, the appends then go through the Tokio worker), `'thread'` when they go through
+   * the Tokio worker (`ConnectOptions.transport`).
    */
   readonly transport: 'loop' | 'thread'
   /** The key prefix (`nq` unless `prefix` was given). */

@@ -21,7 +21,7 @@ const {
   assertIncreasing,
 } = require('./helpers')
 
-const LOOP_HERE = !process.versions.bun && !process.versions.deno && process.platform !== 'win32'
+const LOOP_HERE = !process.versions.bun && !process.versions.deno && ['linux', 'darwin'].includes(process.platform)
 const skip = CLUSTER ? 'the event-loop transport is for one Redis' : !LOOP_HERE ? 'no libuv loop here' : false
 
 function cli(port, args) {
@@ -55,11 +55,19 @@ test('transport: loop by default on one Redis, thread where it cannot be, bad va
   assert.equal(embedded.transport, 'thread')
 
   await expectCode(() => EventBus.connect({ url: REDIS_URL, transport: 'fast' }), 'INVALID_ARGUMENT', 'unknown transport')
-  await expectCode(() => EventBus.connect({ transport: 'loop' }), 'INVALID_ARGUMENT', "'loop' on the embedded store")
+  const embeddedLoop = await expectCode(() => EventBus.connect({ transport: 'loop' }), 'INVALID_ARGUMENT', "'loop' on the embedded store")
+  assert.match(embeddedLoop.message, /options\.transport asks for transport 'loop'/)
   const before = process.env.LEAN_EVENTS_TRANSPORT
   process.env.LEAN_EVENTS_TRANSPORT = 'sideways'
   try {
     await expectCode(() => EventBus.connect({ url: REDIS_URL }), 'INVALID_ARGUMENT', 'bad LEAN_EVENTS_TRANSPORT')
+    process.env.LEAN_EVENTS_TRANSPORT = 'loop'
+    const err = await expectCode(() => EventBus.connect(), 'INVALID_ARGUMENT', "LEAN_EVENTS_TRANSPORT=loop on the embedded store")
+    assert.match(err.message, /LEAN_EVENTS_TRANSPORT asks for transport 'loop'/)
+    // the option beats the variable
+    const given = await EventBus.connect({ url: REDIS_URL, prefix, transport: 'thread' })
+    assert.equal(given.transport, 'thread')
+    await given.close()
     process.env.LEAN_EVENTS_TRANSPORT = 'thread'
     const fromEnv = await EventBus.connect({ url: REDIS_URL, prefix })
     assert.equal(fromEnv.transport, 'thread')

@@ -19,26 +19,31 @@ function retentionMs(retention, name) {
 
 /**
  * Why Node's event loop cannot drive the Redis connection in this runtime, or null: Bun and
- * Deno do not give addons libuv, and the transport is built for Unix sockets.
+ * Deno do not give addons libuv, and the transport is built and tested for Linux and macOS.
  */
 function noEventLoopHere() {
   if (process.versions.bun) return 'Bun does not give addons a libuv loop'
   if (process.versions.deno) return 'Deno does not give addons a libuv loop'
-  if (process.platform === 'win32') return 'it is not built for Windows'
+  if (process.platform !== 'linux' && process.platform !== 'darwin') {
+    return `it is built for Linux and macOS, not ${process.platform}`
+  }
   return null
 }
 
-/** The transport asked for (option, else LEAN_EVENTS_TRANSPORT, else 'auto'), checked. */
+/**
+ * The transport asked for (the option, else LEAN_EVENTS_TRANSPORT, else 'auto'), checked, and
+ * where it was asked for (named in errors).
+ */
 function transportOption(given) {
   const fromEnv = process.env.LEAN_EVENTS_TRANSPORT
-  const t = given ?? (fromEnv === undefined || fromEnv === '' ? 'auto' : fromEnv)
+  const where = given !== undefined ? 'options.transport' : fromEnv ? 'LEAN_EVENTS_TRANSPORT' : null
+  const t = given ?? (fromEnv || 'auto')
   if (t !== 'auto' && t !== 'loop' && t !== 'thread') {
-    const where = given === undefined ? 'LEAN_EVENTS_TRANSPORT' : 'options.transport'
     throw argError(`${where} must be 'auto', 'loop' or 'thread' (got '${t}')`)
   }
   const why = noEventLoopHere()
-  if (t === 'loop' && why) throw argError(`transport 'loop' is not available here: ${why}`)
-  return why ? 'thread' : t
+  if (t === 'loop' && why) throw argError(`${where} asks for transport 'loop', which is not available here: ${why}`)
+  return { transport: why ? 'thread' : t, where }
 }
 
 /** `(handler, options)` or `(options)`: a plain object in the handler's place is the options. */
@@ -109,7 +114,7 @@ class EventBus {
       embedded: 'string',
       transport: 'string',
     })
-    const transport = transportOption(o.transport)
+    const { transport, where } = transportOption(o.transport)
     if (o.embedded !== undefined && o.embedded !== 'per-process') {
       throw argError(`options.embedded must be 'per-process' (got '${o.embedded}')`)
     }
@@ -167,8 +172,8 @@ class EventBus {
       if (!started && transport === 'loop') {
         nativeBus.close()
         throw argError(
-          "transport 'loop' needs one Redis over plain TCP (not TLS, not a cluster, not the embedded store); " +
-            "use 'auto' to fall back to 'thread' elsewhere",
+          `${where} asks for transport 'loop', which needs one Redis over plain TCP ` +
+            "(not TLS, not a cluster, not the embedded store); use 'auto' to fall back to 'thread' elsewhere",
         )
       }
     }
