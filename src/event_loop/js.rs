@@ -8,6 +8,8 @@ use std::ptr;
 
 use napi::sys;
 
+use super::check;
+
 /// A function and the async resource it is called in, released with `release` (on the
 /// JavaScript thread, while the environment lives).
 pub struct JsCall {
@@ -15,16 +17,6 @@ pub struct JsCall {
     func: Cell<sys::napi_ref>,
     resource: Cell<sys::napi_ref>,
     context: Cell<sys::napi_async_context>,
-}
-
-fn check(status: sys::napi_status, what: &str) -> napi::Result<()> {
-    if status == sys::Status::napi_ok {
-        Ok(())
-    } else {
-        Err(napi::Error::from_reason(format!(
-            "{what} failed (napi status {status})"
-        )))
-    }
 }
 
 impl JsCall {

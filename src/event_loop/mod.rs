@@ -69,7 +69,7 @@ const UV_ECANCELED: i32 = -89;
 /// dropped elsewhere it leaks its count rather than touch a non-atomic count from another
 /// thread.
 pub(crate) struct ThreadBound<T> {
-    rc: Rc<T>,
+    rc: std::mem::ManuallyDrop<Rc<T>>,
     thread: std::thread::ThreadId,
 }
 
@@ -82,22 +82,24 @@ impl<T> ThreadBound<T> {
     /// `rc`, bound to the calling thread.
     pub(crate) fn new(rc: Rc<T>) -> Self {
         ThreadBound {
-            rc,
+            rc: std::mem::ManuallyDrop::new(rc),
             thread: std::thread::current().id(),
         }
     }
 
     /// The `Rc`, on its own thread only.
     pub(crate) fn get(&self) -> Option<&Rc<T>> {
-        (std::thread::current().id() == self.thread).then_some(&self.rc)
+        (std::thread::current().id() == self.thread).then_some(&*self.rc)
     }
 }
 
 impl<T> Drop for ThreadBound<T> {
     fn drop(&mut self) {
-        if std::thread::current().id() != self.thread {
-            std::mem::forget(self.rc.clone());
+        if std::thread::current().id() == self.thread {
+            // SAFETY: dropped once, here; `rc` is not used after
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.rc) }
         }
+        // elsewhere the count is left as it is (leaked), never touched from this thread
     }
 }
 
