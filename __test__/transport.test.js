@@ -214,6 +214,41 @@ test('transport loop: Redis cutting off the live connection while JavaScript is 
   assert.ok(warnings.includes('LIVE_CONNECTION_LOST'), `Redis cut the live connection off: ${warnings}`)
 })
 
+test('transport loop: live connections opened after their wait was given up (JavaScript busy past timeoutMs) are closed, not left open', { skip, timeout: 60_000 }, async (t) => {
+  const { port, url } = await ownRedis(t)
+  const clients = async () => (await cli(port, ['CLIENT', 'LIST'])).split('\n').filter(Boolean).length
+  const flag = new Int32Array(new SharedArrayBuffer(4))
+  let blocked = false
+  const bus = await EventBus.connect({
+    url,
+    prefix: uniquePrefix('late-open'),
+    transport: 'loop',
+    timeoutMs: 200,
+    onWarning: (code) => {
+      // the live task is connecting again: JavaScript is busy for 2 s, so each attempt's wait
+      // for the loop to open its socket runs out (200 ms) and the next one is made
+      if (code === 'LIVE_CONNECTION_LOST' && !blocked) {
+        blocked = true
+        Atomics.wait(flag, 0, 0, 2000)
+      }
+    },
+  })
+  t.after(() => bus.close())
+  const id = uniqueId('late-open')
+  const got = []
+  await bus.subscribe({ type: 'flow', id }, (e) => got.push(e))
+  const before = await clients()
+  assert.equal(await cli(port, ['CLIENT', 'KILL', 'TYPE', 'pubsub']), '1', 'the live connection was killed')
+  await waitFor(() => blocked, 10_000, 'the loss was reported')
+  await waitFor(async () => {
+    await bus.emit({ kind: 'n', subject: id }).catch(() => {})
+    return got.length > 0
+  }, 20_000, 'deliveries resume')
+  // the redis-cli asking counts itself, as it did before
+  let now
+  await waitFor(async () => (now = await clients()) === before, 10_000, () => `clients: ${before} before, ${now} now`)
+})
+
 test('transport loop: a flushed script cache costs nothing: the calls are sent again, in order', { skip, timeout: 30_000 }, async (t) => {
   const { port, url } = await ownRedis(t)
   const bus = await EventBus.connect({ url, prefix: uniquePrefix('noscript'), transport: 'loop' })

@@ -130,6 +130,12 @@ impl PubSubSource for LoopPubSub {
             r.next_id += 1;
             r.next_id
         };
+        // made first, so a wait given up (the live task bounds it by `timeoutMs`, and a busy
+        // JavaScript thread opens the connection later) closes what is opened after all
+        let conn = LoopConnection {
+            id,
+            requests: self.requests.clone(),
+        };
         let (reply, rx) = oneshot::channel();
         let request = Request::Open {
             id,
@@ -141,10 +147,7 @@ impl PubSubSource for LoopPubSub {
             return Err(Error::closed());
         }
         answer(rx).await?;
-        Ok(Box::new(LoopConnection {
-            id,
-            requests: self.requests.clone(),
-        }))
+        Ok(Box::new(conn))
     }
 }
 
