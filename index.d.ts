@@ -253,8 +253,9 @@ export interface ConnectOptions {
    * both go through the addon's Tokio worker thread (the only way on Bun, Deno, Windows, TLS,
    * a cluster and the embedded store). This option wins over `LEAN_EVENTS_TRANSPORT`. The
    * scheduler always uses the Tokio thread. `close()` differs: on `'loop'` emits made before it
-   * in the same turn are still stored; on `'thread'` those not yet sent are refused with
-   * `BUS_CLOSED`. See `EventBus.transport`.
+   * in the same turn are still stored; those that took the Tokio connection (`'thread'`,
+   * replicated durability, or while the loop's connection is made again) and were not yet
+   * sent are refused with `BUS_CLOSED`. See `EventBus.transport`.
    */
   transport?: 'auto' | 'loop' | 'thread'
 }

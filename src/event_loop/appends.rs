@@ -230,9 +230,8 @@ impl EventLoopAppends {
         }
     }
 
-    /// The bus closed: this turn's emits are still written (as the Tokio path had taken them
-    /// before `close()` too), everything in flight settles as Redis answers, then the
-    /// connection closes.
+    /// The bus closed: this turn's emits are still written (they were made before `close()`),
+    /// everything in flight settles as Redis answers, then the connection closes.
     pub fn close(&self) {
         let Some(inner) = self.inner.get() else {
             return;
