@@ -489,6 +489,11 @@ describe('example Nuxt app in chromium (embedded store)', { timeout: 600_000 }, 
 })
 
 /** Whether Redis answers on REDIS_URL; the test is skipped with the reason when not. */
+/** Wait, yielding to the event loop, until the clock is past the millisecond `ms`. */
+async function waitUntilClockPasses(ms) {
+  while (Date.now() <= ms) await new Promise((resolve) => setTimeout(resolve, 1))
+}
+
 async function redisAnswers(t) {
   try {
     const probe = await EventBus.connect({ url: REDIS_URL, timeoutMs: 1000, prefix: 'nuxt-probe' })
@@ -550,7 +555,13 @@ describe('example Nuxt app on Redis', { timeout: 300_000 }, () => {
       // running ones (more than a page of 20), is found; the running ones take two pages
       const writer = await EventBus.connect({ url: REDIS_URL, prefix })
       try {
-        for (let i = 0; i < 25; i++) await writer.emit({ kind: 'flow.started', subject: `order-later-${i}`, data: { name: 'order' } })
+        for (let i = 0; i < 25; i++) {
+          const started = await writer.emit({ kind: 'flow.started', subject: `order-later-${i}`, data: { name: 'order' } })
+          // each run starts in a later millisecond (the index orders runs of one ms by name,
+          // and emits are fast enough to put ten in one): wait for the clock to pass it
+          const ms = Number(started.id.split('-')[0])
+          await waitUntilClockPasses(ms)
+        }
       } finally {
         await writer.close()
       }
@@ -566,8 +577,9 @@ describe('example Nuxt app on Redis', { timeout: 300_000 }, () => {
       await dash.waitForURL(/status=running&offset=20/)
       await dash.waitForSelector('[data-testid=runs][data-filter=running][data-offset="20"][data-next-offset=none]', { timeout: 10_000 })
       const older = await dash.$$eval('tr[data-run]', (rows) => rows.map((r) => [r.dataset.run, r.dataset.status]))
-      // the five oldest of them (in index order; two started in the same ms may come either way)
-      assert.deepEqual(older.sort(), [0, 1, 2, 3, 4].map((i) => [`order-later-${i}`, 'running']))
+      // the five oldest of them
+      const oldest = [0, 1, 2, 3, 4].map((i) => [`order-later-${i}`, 'running'])
+      assert.deepEqual(older.sort(), oldest.sort())
       await shot(dash, 'nuxt-dashboard-runs-filtered-redis.png')
       assert.deepEqual(problems, [])
       // stopped, the app writes nothing more: its prefix is deleted, and nothing is left under it
