@@ -21,6 +21,7 @@ const {
   uniqueId,
   uniquePrefix,
   assertIncreasing,
+  readAll,
 } = require('./helpers')
 
 const LOOP_HERE = !process.versions.bun && !process.versions.deno && ['linux', 'darwin'].includes(process.platform)
@@ -104,15 +105,7 @@ test('transport loop: emits keep call order across turns and script calls of at 
   const records = [...(await first), ...(await batch), ...(await Promise.all(rest))]
   assert.deepEqual(records.map((r) => r.data.i), Array.from({ length: 520 }, (_, i) => i))
   assertIncreasing(records.map((r) => r.id), 'ids in call order')
-  const stored = []
-  let after
-  for (;;) {
-    const page = await bus.read(stream, { after, limit: 1000 })
-    if (page.length === 0) break
-    stored.push(...page)
-    after = page[page.length - 1].id
-  }
-  assert.deepEqual(stored, records)
+  assert.deepEqual(await readAll(bus, stream), records)
   const m = await bus.metrics()
   assert.equal(m.emits, 520)
   assert.equal(m.pendingEmits, 0)
@@ -149,14 +142,7 @@ test('transport loop: a Redis that stops answering fails emits with TIMEOUT, and
 
   // whatever was stored is in call order: every timed-out emit Redis ran comes before the
   // emits made after it
-  const stored = []
-  let cursor
-  for (;;) {
-    const page = await bus.read(stream, { after: cursor, limit: 1000 })
-    if (page.length === 0) break
-    stored.push(...page)
-    cursor = page[page.length - 1].id
-  }
+  const stored = await readAll(bus, stream)
   const order = stored.map((r) => r.data.i)
   assert.deepEqual(order, [...order].sort((a, b) => a - b), 'stored in call order')
   assert.equal(order[0], before.data.i)
