@@ -490,15 +490,18 @@ export declare class Keyspace {
 
 /** The event bus: append, read, subscribe, list runs — on Redis or in memory. */
 export declare class EventBus {
+  /** Made by `EventBus.connect` only: `new EventBus()` throws `INVALID_ARGUMENT`. */
+  private constructor()
   /** Connect to Redis (`url`), a Redis Cluster (`cluster`) or, with neither, the embedded in-memory store. */
   static connect(options?: ConnectOptions): Promise<EventBus>
   /** True when running on the embedded in-memory store. */
   readonly embedded: boolean
   /**
-   * The transport in use: `'loop'` when Node's event loop drives this bus's Redis connections
-   * (appends, and the live connection; with `durability: 'replicated'` only the live
-   * connection, the appends then go through the Tokio worker), `'thread'` when they go through
-   * the Tokio worker (`ConnectOptions.transport`).
+   * The transport the bus started with: `'loop'` when Node's event loop drives this bus's
+   * Redis connections (appends, and the live connection; with `durability: 'replicated'` only
+   * the live connection, the appends then go through the Tokio worker), `'thread'` when they go
+   * through the Tokio worker (`ConnectOptions.transport`). It stays `'loop'` while the loop's
+   * connection is being made again and emits take the Tokio connection meanwhile.
    */
   readonly transport: 'loop' | 'thread'
   /** The key prefix (`nq` unless `prefix` was given). */

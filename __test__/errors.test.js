@@ -197,6 +197,11 @@ bothBackends('errors are LeanEventsError instances with a string code and a mess
   }
 })
 
+test('new EventBus() is refused with INVALID_ARGUMENT, pointing at EventBus.connect', async () => {
+  const err = await expectCode(() => new EventBus(), 'INVALID_ARGUMENT', 'new EventBus()')
+  assert.match(err.message, /EventBus\.connect/)
+})
+
 test('connect to a Redis that is not there fails with STORE_UNAVAILABLE within a bound', async () => {
   const port = await freePort() // nothing listens there
   const t0 = Date.now()

@@ -58,6 +58,7 @@ function handlerAndOptions(handler, options) {
 /** The event bus: emit, read, subscribe, list runs. */
 class EventBus {
   constructor(nativeBus, onWarning) {
+    if (nativeBus === undefined) throw argError('an EventBus is made with `await EventBus.connect(options)`, not `new EventBus()`')
     this._native = nativeBus
     this._onWarning = onWarning
     this._subs = new Set()
