@@ -488,12 +488,12 @@ describe('example Nuxt app in chromium (embedded store)', { timeout: 600_000 }, 
   })
 })
 
-/** Whether Redis answers on REDIS_URL; the test is skipped with the reason when not. */
 /** Wait, yielding to the event loop, until the clock is past the millisecond `ms`. */
 async function waitUntilClockPasses(ms) {
   while (Date.now() <= ms) await new Promise((resolve) => setTimeout(resolve, 1))
 }
 
+/** Whether Redis answers on REDIS_URL; the test is skipped with the reason when not. */
 async function redisAnswers(t) {
   try {
     const probe = await EventBus.connect({ url: REDIS_URL, timeoutMs: 1000, prefix: 'nuxt-probe' })
